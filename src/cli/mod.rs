@@ -1,0 +1,163 @@
+//! The `limactl` command line: argument parsing and output only; the work is
+//! done by the library layers below.
+
+use clap::{Parser, Subcommand};
+
+use crate::logging::{self, Level};
+
+mod jsonschema;
+mod template;
+mod validate;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "limactl",
+    about = "Lima: Linux virtual machines, declared and reconciled",
+    disable_version_flag = true,
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    /// Print the version.
+    #[arg(short = 'v', long = "version", global = false)]
+    version: bool,
+    /// Log level (trace, debug, info, warn, error).
+    #[arg(long, global = true, value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// Log format: text or json.
+    #[arg(long, global = true, default_value = "text", value_name = "FORMAT")]
+    log_format: String,
+    /// Debug mode (same as --log-level=debug).
+    #[arg(long, global = true)]
+    debug: bool,
+    /// Enable TUI interactions (default: when stdout is a terminal).
+    #[arg(long, global = true)]
+    tty: Option<bool>,
+    /// Alias of --tty=false.
+    #[arg(short = 'y', long, global = true)]
+    yes: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate YAML files.
+    Validate(validate::Args),
+    /// Work with templates.
+    #[command(alias = "tmpl")]
+    Template(template::Args),
+    /// Print the JSON Schema of lima.yaml.
+    #[command(name = "generate-jsonschema", hide = true)]
+    GenerateJsonschema(jsonschema::Args),
+}
+
+/// Global options every command may consult.
+#[derive(Clone, Debug)]
+pub struct Globals {
+    pub debug: bool,
+    pub tty: bool,
+}
+
+/// Runs limactl with `args`; returns the process exit code.
+pub fn main_with_args(args: Vec<std::ffi::OsString>) -> i32 {
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    if cli.version {
+        println!("limactl version {}", crate::version_string());
+        return 0;
+    }
+    let level = if cli.debug {
+        Level::Debug
+    } else {
+        match cli.log_level.as_deref() {
+            None => Level::Info,
+            Some(l) => match Level::parse(l) {
+                Some(l) => l,
+                None => {
+                    fatal(&format!(
+                        "invalid log level {}",
+                        crate::spec::yaml::quote_name(l)
+                    ));
+                    return 1;
+                }
+            },
+        }
+    };
+    logging::set_level(level);
+    match cli.log_format.as_str() {
+        "text" => logging::set_json(false),
+        "json" => logging::set_json(true),
+        other => {
+            fatal(&format!(
+                "unsupported log format {} (use text or json)",
+                crate::spec::yaml::quote_name(other)
+            ));
+            return 1;
+        }
+    }
+    if cli.yes && cli.tty == Some(true) {
+        fatal("--tty and --yes are mutually exclusive");
+        return 1;
+    }
+    let globals = Globals {
+        debug: cli.debug,
+        tty: if cli.yes {
+            false
+        } else {
+            cli.tty
+                .unwrap_or_else(|| std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        },
+    };
+    let Some(command) = cli.command else {
+        return 0;
+    };
+    let result = match command {
+        Command::Validate(a) => validate::run(a, &globals),
+        Command::Template(a) => template::run(a, &globals),
+        Command::GenerateJsonschema(a) => jsonschema::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            fatal(&format!("{e:#}"));
+            1
+        }
+    }
+}
+
+/// Logs at fatal level (the caller exits 1, as logrus.Fatal does).
+pub fn fatal(msg: &str) {
+    logging::log(Level::Fatal, msg, &[]);
+}
+
+pub fn main() -> i32 {
+    main_with_args(std::env::args_os().collect())
+}
+
+/// Reads all of stdin (for `-` locators).
+pub fn read_stdin() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut s = String::new();
+    std::io::stdin()
+        .take(crate::spec::load::MAX_TEMPLATE_BYTES + 1)
+        .read_to_string(&mut s)?;
+    Ok(s)
+}
+
+/// The load environment for this process's `LIMA_HOME`.
+pub fn load_env() -> crate::spec::LoadEnv {
+    crate::spec::LoadEnv::new(&crate::store::paths::lima_home())
+}
+
+/// Logs the warnings a load produced.
+pub fn log_warnings(warnings: &[String]) {
+    for w in warnings {
+        crate::warn!("{w}");
+    }
+}

@@ -1,0 +1,163 @@
+//! Every path and file name of `LIMA_HOME`, defined once (the seed's layout).
+
+use std::path::{Path, PathBuf};
+
+/// File names inside an instance directory (seed: "Instance directory").
+pub mod files {
+    pub const LIMA_VERSION: &str = "lima-version";
+    pub const LIMA_YAML: &str = "lima.yaml";
+    pub const PROTECTED: &str = "protected";
+    pub const CLOUD_CONFIG: &str = "cloud-config.yaml";
+    pub const CIDATA_ISO: &str = "cidata.iso";
+    pub const ANSIBLE_INVENTORY: &str = "ansible-inventory.yaml";
+    pub const BASE_DISK: &str = "basedisk";
+    pub const DIFF_DISK: &str = "diffdisk";
+    /// Lima ≥ 2.1 names (read for compatibility, never created).
+    pub const DISK_V21: &str = "disk";
+    pub const IMAGE_V21: &str = "image";
+    pub const ISO_V21: &str = "iso";
+    pub const KERNEL: &str = "kernel";
+    pub const KERNEL_CMDLINE: &str = "kernel.cmdline";
+    pub const INITRD: &str = "initrd";
+    pub const QEMU_PID: &str = "qemu.pid";
+    pub const QMP_SOCK: &str = "qmp.sock";
+    pub const QEMU_EFI_CODE: &str = "qemu-efi-code.fd";
+    pub const SERIAL_LOG: &str = "serial.log";
+    pub const SERIAL_SOCK: &str = "serial.sock";
+    pub const SERIALP_LOG: &str = "serialp.log";
+    pub const SERIALP_SOCK: &str = "serialp.sock";
+    pub const SERIALV_LOG: &str = "serialv.log";
+    pub const SERIALV_SOCK: &str = "serialv.sock";
+    pub const SSH_SOCK: &str = "ssh.sock";
+    pub const SSH_CONFIG: &str = "ssh.config";
+    pub const VNC_DISPLAY: &str = "vncdisplay";
+    pub const VNC_PASSWORD: &str = "vncpassword";
+    pub const GA_SOCK: &str = "ga.sock";
+    pub const HA_PID: &str = "ha.pid";
+    pub const HA_SOCK: &str = "ha.sock";
+    pub const HA_STDOUT_LOG: &str = "ha.stdout.log";
+    pub const HA_STDERR_LOG: &str = "ha.stderr.log";
+    /// Held (flock) by the host agent for its whole life: "running" means locked.
+    pub const HA_LOCK: &str = "ha.lock";
+    /// Taken (flock) by every actor that changes the instance.
+    pub const MUTATION_LOCK: &str = "instance.lock";
+    /// Reconciler status and conditions (this project's addition).
+    pub const STATUS: &str = "status.json";
+    /// Which `apply` source owns the instance (this project's addition).
+    pub const OWNER: &str = "owner";
+    /// Fingerprint of the configuration the running VM was started with.
+    pub const STARTED_SPEC: &str = "started.json";
+    /// Directory for relative `portForwards[].hostSocket` paths.
+    pub const SOCK_DIR: &str = "sock";
+    /// Suffixes of run-time files removed after a forced stop.
+    pub const RUNTIME_SUFFIXES: &[&str] = &[".pid", ".sock", ".tmp"];
+}
+
+/// File names inside `_config`.
+pub mod config_files {
+    pub const USER_KEY: &str = "user";
+    pub const USER_PUB_KEY: &str = "user.pub";
+    pub const DEFAULT_YAML: &str = "default.yaml";
+    pub const OVERRIDE_YAML: &str = "override.yaml";
+    pub const BASE_YAML: &str = "base.yaml";
+}
+
+/// Names inside `_disk/<DISK>`.
+pub mod disk_files {
+    pub const DATA_DISK: &str = "datadisk";
+    pub const IN_USE_BY: &str = "in_use_by";
+}
+
+pub const CONFIG_DIR: &str = "_config";
+/// The seed's disk directory.
+pub const DISK_DIR: &str = "_disk";
+/// Lima ≥ 1.0 names it `_disks`; disks found there are listed too.
+pub const DISKS_DIR_LIMA: &str = "_disks";
+pub const TEMPLATES_DIR: &str = "_templates";
+
+/// Resolves `LIMA_HOME`: `$LIMA_HOME`, else `~/.lima`; symlinks resolved when it exists.
+pub fn lima_home() -> PathBuf {
+    let p = match std::env::var_os("LIMA_HOME") {
+        Some(h) if !h.is_empty() => PathBuf::from(h),
+        _ => {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/"));
+            home.join(".lima")
+        }
+    };
+    let p = if p.is_relative() {
+        std::env::current_dir().map(|d| d.join(&p)).unwrap_or(p)
+    } else {
+        p
+    };
+    std::fs::canonicalize(&p).unwrap_or(p)
+}
+
+/// A `LIMA_HOME` and the paths inside it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Home {
+    pub root: PathBuf,
+}
+
+impl Home {
+    pub fn new(root: impl Into<PathBuf>) -> Home {
+        Home { root: root.into() }
+    }
+
+    pub fn from_env() -> Home {
+        Home::new(lima_home())
+    }
+
+    pub fn config_dir(&self) -> PathBuf {
+        self.root.join(CONFIG_DIR)
+    }
+
+    pub fn config_file(&self, name: &str) -> PathBuf {
+        self.config_dir().join(name)
+    }
+
+    pub fn instance_dir(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    pub fn disk_root(&self) -> PathBuf {
+        self.root.join(DISK_DIR)
+    }
+
+    pub fn disk_dir(&self, name: &str) -> PathBuf {
+        self.disk_root().join(name)
+    }
+
+    pub fn templates_dir(&self) -> PathBuf {
+        self.root.join(TEMPLATES_DIR)
+    }
+}
+
+/// The download cache root: `$XDG_CACHE_HOME/lima` or `~/.cache/lima`.
+pub fn cache_dir() -> PathBuf {
+    match std::env::var_os("XDG_CACHE_HOME") {
+        Some(x) if !x.is_empty() => PathBuf::from(x).join("lima"),
+        _ => std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/"))
+            .join(".cache/lima"),
+    }
+}
+
+/// `~` prefix for display, as Lima's `list` shows DIR.
+pub fn tilde(p: &Path) -> String {
+    if let Some(home) = std::env::var_os("HOME") {
+        let home = PathBuf::from(home);
+        if home != Path::new("/")
+            && let Ok(rest) = p.strip_prefix(&home)
+        {
+            return if rest.as_os_str().is_empty() {
+                "~".into()
+            } else {
+                format!("~/{}", rest.display())
+            };
+        }
+    }
+    p.display().to_string()
+}
