@@ -4,6 +4,7 @@ pub mod cli;
 pub mod logging;
 pub mod spec;
 pub mod store;
+pub mod yq;
 
 /// This implementation's own version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

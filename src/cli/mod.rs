@@ -5,9 +5,14 @@ use clap::{Parser, Subcommand};
 
 use crate::logging::{self, Level};
 
+mod disk;
+mod info;
 mod jsonschema;
+mod list;
+mod protect;
 mod template;
 mod validate;
+mod yq;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -46,6 +51,19 @@ enum Command {
     /// Work with templates.
     #[command(alias = "tmpl")]
     Template(template::Args),
+    /// List instances.
+    #[command(alias = "ls")]
+    List(list::Args),
+    /// Show diagnostic information.
+    Info(info::Args),
+    /// Protect instances from deletion.
+    Protect(protect::Args),
+    /// Unprotect instances.
+    Unprotect(protect::Args),
+    /// Manage additional disks.
+    Disk(disk::Args),
+    /// Evaluate a jq expression over YAML documents.
+    Yq(yq::Args),
     /// Print the JSON Schema of lima.yaml.
     #[command(name = "generate-jsonschema", hide = true)]
     GenerateJsonschema(jsonschema::Args),
@@ -59,7 +77,21 @@ pub struct Globals {
 }
 
 /// Runs limactl with `args`; returns the process exit code.
-pub fn main_with_args(args: Vec<std::ffi::OsString>) -> i32 {
+pub fn main_with_args(mut args: Vec<std::ffi::OsString>) -> i32 {
+    // Multi-call: invoked as `yq` (a symlink), behave as `limactl yq`.
+    let argv0 = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .map(|n| {
+            n.to_string_lossy()
+                .split('.')
+                .next()
+                .unwrap_or("")
+                .to_string()
+        });
+    if argv0.as_deref() == Some("yq") {
+        args.insert(1, "yq".into());
+    }
     let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
         Err(e) => {
@@ -121,6 +153,12 @@ pub fn main_with_args(args: Vec<std::ffi::OsString>) -> i32 {
         Command::Validate(a) => validate::run(a, &globals),
         Command::Template(a) => template::run(a, &globals),
         Command::GenerateJsonschema(a) => jsonschema::run(a),
+        Command::List(a) => list::run(a, &globals),
+        Command::Info(a) => info::run(a, &globals),
+        Command::Protect(a) => protect::run(a, true),
+        Command::Unprotect(a) => protect::run(a, false),
+        Command::Disk(a) => disk::run(a),
+        Command::Yq(a) => yq::run(a),
     };
     match result {
         Ok(code) => code,
@@ -160,4 +198,37 @@ pub fn log_warnings(warnings: &[String]) {
     for w in warnings {
         crate::warn!("{w}");
     }
+}
+
+/// Host environment variables `limactl shell --preserve-env` never forwards.
+pub fn shell_env_block() -> Vec<&'static str> {
+    vec![
+        "BASH*",
+        "DISPLAY",
+        "DYLD_*",
+        "EUID",
+        "FPATH",
+        "GID",
+        "GROUP",
+        "HOME",
+        "HOSTNAME",
+        "LD_*",
+        "LOGNAME",
+        "OLDPWD",
+        "PATH",
+        "PWD",
+        "SHELL",
+        "SHLVL",
+        "SSH_*",
+        "TERM",
+        "TERMINFO",
+        "TMPDIR",
+        "UID",
+        "USER",
+        "XAUTHORITY",
+        "XDG_*",
+        "ZDOTDIR",
+        "ZSH*",
+        "_*",
+    ]
 }

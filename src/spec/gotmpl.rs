@@ -101,10 +101,46 @@ fn missing_func(args: &[Value]) -> Result<Value, FuncError> {
     Ok(Value::String(msg))
 }
 
+/// Fast path for the common case: only `{{.Field}}` / `{{.A.B}}` actions
+/// with string or number values. `None` when the template needs the engine.
+fn substitute_simple(text: &str, data: &serde_json::Value) -> Option<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find("}}")?;
+        let action = after[..end].trim();
+        let path = action.strip_prefix('.')?;
+        if path.is_empty()
+            || !path
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        {
+            return None;
+        }
+        let mut v = data;
+        for seg in path.split('.') {
+            v = v.get(seg)?;
+        }
+        match v {
+            serde_json::Value::String(s) => out.push_str(s),
+            serde_json::Value::Number(n) => out.push_str(&n.to_string()),
+            _ => return None,
+        }
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
 /// Renders `text` with `data` as the dot. Texts without `{{` are returned as is.
 pub fn render(text: &str, data: &serde_json::Value) -> Result<String, String> {
     if !text.contains("{{") {
         return Ok(text.to_string());
+    }
+    if let Some(s) = substitute_simple(text, data) {
+        return Ok(s);
     }
     let mut t = Template::default();
     t.add_func("json", json_func);

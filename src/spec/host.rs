@@ -117,8 +117,7 @@ pub fn guest_user_name(host_user: &str, uid: u32) -> (String, u32) {
     if uid == 0 {
         return ("lima".into(), 1000);
     }
-    let valid = regex::Regex::new("^[a-z_][a-z0-9_-]*$").unwrap();
-    if valid.is_match(host_user) && host_user != "admin" {
+    if super::validate::is_linux_user_name(host_user) && host_user != "admin" {
         (host_user.to_string(), uid)
     } else {
         ("lima".into(), uid)

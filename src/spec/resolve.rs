@@ -251,6 +251,7 @@ pub fn load_template(
     if node.as_map().is_some_and(Vec::is_empty) {
         return Err(SpecError::Empty { file: display });
     }
+    warnings.extend(schema::unknown_keys(&node).iter().map(ToString::to_string));
     let name = name
         .map(str::to_string)
         .or_else(|| tmpl.name.clone())

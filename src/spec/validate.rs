@@ -144,14 +144,13 @@ pub fn validate(y: &LimaYaml, running_version: &str) -> (Vec<FieldError>, Vec<St
                 );
             }
         }
-        if let Some(name) = &user.name {
-            let re = regex::Regex::new("^[a-z_][a-z0-9_-]*$").unwrap();
-            if !re.is_match(name) {
-                v.field(
-                    "user.name",
-                    format!("must match ^[a-z_][a-z0-9_-]*$, got {}", go_quote(name)),
-                );
-            }
+        if let Some(name) = &user.name
+            && !is_linux_user_name(name)
+        {
+            v.field(
+                "user.name",
+                format!("must match ^[a-z_][a-z0-9_-]*$, got {}", go_quote(name)),
+            );
         }
         if let Some(home) = &user.home
             && !home.starts_with('/')
@@ -422,10 +421,8 @@ pub fn validate(y: &LimaYaml, running_version: &str) -> (Vec<FieldError>, Vec<St
 
     validate_networks(&mut v, y);
 
-    let param_name = regex::Regex::new("^[a-zA-Z][a-zA-Z0-9_]*$").unwrap();
     for (k, val) in y.param.iter().flatten() {
-        let re = &param_name;
-        if !re.is_match(k) {
+        if !is_param_name(k) {
             v.field(
                 format!("param.{k}"),
                 "name must match ^[a-zA-Z][a-zA-Z0-9_]*$",
@@ -480,6 +477,22 @@ pub fn validate(y: &LimaYaml, running_version: &str) -> (Vec<FieldError>, Vec<St
             .push(format!("arch {} is experimental", quote_name(arch)));
     }
     (v.errors, v.warnings)
+}
+
+/// `^[a-z_][a-z0-9_-]*$`
+pub fn is_linux_user_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+/// `^[a-zA-Z][a-zA-Z0-9_]*$`
+pub fn is_param_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn quote_list(items: &[&str]) -> String {

@@ -1,0 +1,64 @@
+//! `limactl info` (reference §8.4).
+
+use crate::store::{Home, paths};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A jq expression applied to the output (default `.`).
+    #[arg(long = "yq", value_name = "EXPR")]
+    yq: Option<String>,
+}
+
+pub fn info_json() -> anyhow::Result<serde_json::Value> {
+    let home = Home::from_env();
+    let env = crate::spec::LoadEnv::new(&home.root);
+    let templates: Vec<serde_json::Value> = env
+        .store
+        .list()
+        .into_iter()
+        .map(|(name, location)| serde_json::json!({"name": name, "location": location}))
+        .collect();
+    let mut warnings = Vec::new();
+    let default_template = crate::spec::resolve::load_locator(
+        "template:default",
+        Some("default"),
+        &env,
+        false,
+        &mut || Ok(String::new()),
+        &mut warnings,
+    )
+    .map(|l| l.resolved.config.to_json())
+    .unwrap_or(serde_json::Value::Null);
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    Ok(serde_json::json!({
+        "version": crate::version_string(),
+        "templates": templates,
+        "defaultTemplate": default_template,
+        "limaHome": home.root.display().to_string(),
+        "vmTypes": ["qemu"],
+        "vmTypesEx": {"qemu": {"location": exe}},
+        "guestAgents": {},
+        "shellEnvBlock": super::shell_env_block(),
+        "hostOS": "linux",
+        "hostArch": crate::spec::host::host_arch(),
+        "identityFile": home.config_file(paths::config_files::USER_KEY).display().to_string(),
+        "plugins": [],
+        "libexecPaths": [],
+        "sharePaths": [],
+    }))
+}
+
+pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
+    let v = info_json()?;
+    let outs = crate::yq::eval(a.yq.as_deref().unwrap_or("."), &v)?;
+    for o in outs {
+        if g.tty || o.is_object() {
+            println!("{}", super::list::pretty4(&o));
+        } else {
+            println!("{o}");
+        }
+    }
+    Ok(0)
+}

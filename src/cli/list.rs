@@ -1,0 +1,318 @@
+//! `limactl list` / `ls` (reference §8.1).
+
+use std::io::Write;
+
+use crate::spec::units::format_size;
+use crate::spec::yaml::{emit_json, quote_name};
+use crate::store::{self, Home, Instance, paths};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Instances to show (default: all).
+    names: Vec<String>,
+    /// Output format: table, json, yaml, or a Go template such as '{{.Name}}'.
+    #[arg(short = 'f', long, conflicts_with = "json")]
+    format: Option<String>,
+    /// Same as --format=json.
+    #[arg(long)]
+    json: bool,
+    /// Only print instance names.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// List the fields available to --format templates.
+    #[arg(long)]
+    list_fields: bool,
+    /// Show all columns even on a narrow terminal.
+    #[arg(long)]
+    all_fields: bool,
+    /// A jq expression applied to each instance (implies --format=json).
+    #[arg(long = "yq", value_name = "EXPR")]
+    yq: Vec<String>,
+    /// Keep instances for which this jq expression is true (repeatable, ANDed).
+    #[arg(short = 'l', long = "filter", value_name = "EXPR")]
+    filter: Vec<String>,
+}
+
+/// Go field names available to `--format` templates (sorted, as Lima prints them).
+const FIELDS: &[&str] = &[
+    "AdditionalDisks",
+    "Arch",
+    "AutoStartedIdentifier",
+    "CPUs",
+    "Config",
+    "Dir",
+    "Disk",
+    "DriverPID",
+    "Errors",
+    "HostAgentPID",
+    "Hostname",
+    "LimaVersion",
+    "Memory",
+    "Message",
+    "Name",
+    "Networks",
+    "Param",
+    "Protected",
+    "SSHAddress",
+    "SSHConfigFile",
+    "SSHLocalPort",
+    "Status",
+    "VMType",
+];
+
+/// The instance as Go templates see it (`{{.Name}}`, `{{.SSHLocalPort}}`, …).
+pub fn template_data(i: &Instance, home: &Home) -> serde_json::Value {
+    let j = i.to_json();
+    let g = |k: &str| j.get(k).cloned().unwrap_or(serde_json::Value::Null);
+    serde_json::json!({
+        "Name": g("name"),
+        "Hostname": g("hostname"),
+        "Status": g("status"),
+        "Dir": g("dir"),
+        "VMType": g("vmType"),
+        "Arch": g("arch"),
+        "CPUs": j.get("cpus").cloned().unwrap_or(0.into()),
+        "Memory": j.get("memory").cloned().unwrap_or(0.into()),
+        "Disk": j.get("disk").cloned().unwrap_or(0.into()),
+        "Message": j.get("message").cloned().unwrap_or("".into()),
+        "AdditionalDisks": g("additionalDisks"),
+        "Networks": g("network"),
+        "SSHLocalPort": i.ssh_local_port,
+        "SSHConfigFile": g("sshConfigFile"),
+        "HostAgentPID": i.host_agent_pid.unwrap_or(0),
+        "DriverPID": i.driver_pid.unwrap_or(0),
+        "Errors": i.errors,
+        "Config": g("config"),
+        "SSHAddress": "127.0.0.1",
+        "Protected": i.present.protected,
+        "LimaVersion": g("limaVersion"),
+        "Param": g("param"),
+        "AutoStartedIdentifier": "",
+        "HostOS": "linux",
+        "HostArch": crate::spec::host::host_arch(),
+        "LimaHome": home.root.display().to_string(),
+        "IdentityFile": home.config_file(paths::config_files::USER_KEY).display().to_string(),
+    })
+}
+
+/// Lima's JSON object for `list --json`: the instance plus deprecated host keys.
+pub fn list_json(i: &Instance, home: &Home) -> serde_json::Value {
+    let mut j = i.to_json();
+    if let Some(m) = j.as_object_mut() {
+        m.insert("HostOS".into(), "linux".into());
+        m.insert("HostArch".into(), crate::spec::host::host_arch().into());
+        m.insert("LimaHome".into(), home.root.display().to_string().into());
+        m.insert(
+            "IdentityFile".into(),
+            home.config_file(paths::config_files::USER_KEY)
+                .display()
+                .to_string()
+                .into(),
+        );
+    }
+    j
+}
+
+/// Go `text/tabwriter` with minwidth 4, padding 4 (Lima's table).
+pub fn tabwrite(rows: &[Vec<String>]) -> String {
+    let ncols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let mut widths = vec![0usize; ncols];
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max((c.chars().count() + 4).max(4));
+        }
+    }
+    let mut out = String::new();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                out.push_str(c);
+            } else {
+                out.push_str(c);
+                for _ in c.chars().count()..widths[i] {
+                    out.push(' ');
+                }
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn table_row(i: &Instance) -> Vec<String> {
+    let c = i.config.as_ref();
+    vec![
+        i.name.clone(),
+        i.status.as_str().to_string(),
+        format!("127.0.0.1:{}", i.ssh_local_port),
+        c.and_then(|c| c.vm_type.clone()).unwrap_or_default(),
+        c.and_then(|c| c.arch.clone()).unwrap_or_default(),
+        c.and_then(|c| c.cpus).unwrap_or(0).to_string(),
+        format_size(i.memory_bytes()),
+        format_size(i.disk_bytes()),
+        paths::tilde(&i.dir),
+    ]
+}
+
+pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
+    let home = Home::from_env();
+    let mut out = std::io::stdout().lock();
+    if a.list_fields {
+        for f in FIELDS {
+            writeln!(out, "{f}")?;
+        }
+        return Ok(0);
+    }
+    let mut format = if a.json {
+        Some("json".to_string())
+    } else {
+        a.format.clone()
+    };
+    let mut yq: Vec<String> = a.filter.iter().map(|f| format!("select({f})")).collect();
+    yq.extend(a.yq.iter().cloned());
+    if !a.yq.is_empty() {
+        match format.as_deref() {
+            None => format = Some("json".into()),
+            Some("json" | "yaml") => {}
+            Some(_) => anyhow::bail!("option --yq only works with --format json or yaml"),
+        }
+    }
+    if a.quiet && !matches!(format.as_deref(), None | Some("table")) {
+        anyhow::bail!("option --quiet can only be used with '--format table'");
+    }
+    let all = store::instance_names(&home)?;
+    if all.is_empty() && a.names.is_empty() {
+        crate::warn!("No instance found. Run `limactl create` to create an instance.");
+        return Ok(0);
+    }
+    let mut selected: Vec<String> = Vec::new();
+    let mut unmatched = false;
+    if a.names.is_empty() {
+        selected = all.clone();
+    } else {
+        for n in &a.names {
+            if all.contains(n) {
+                selected.push(n.clone());
+            } else {
+                crate::warn!("No instance matching {n} found.");
+                unmatched = true;
+            }
+        }
+    }
+    if a.quiet && yq.is_empty() {
+        for n in &selected {
+            writeln!(out, "{n}")?;
+        }
+        return finish(unmatched);
+    }
+    let env = crate::spec::LoadEnv::new(&home.root);
+    let mut instances: Vec<Instance> = selected
+        .iter()
+        .filter_map(|n| store::inspect_listed(&home, &env, n))
+        .collect();
+    for i in &instances {
+        if !i.errors.is_empty() && i.status != store::Status::Running {
+            crate::warn!(
+                "instance {} has errors: {}",
+                quote_name(&i.name),
+                i.errors.join("; ")
+            );
+        }
+    }
+    if !a.filter.is_empty() {
+        instances.retain(|i| {
+            let j = list_json(i, &home);
+            a.filter
+                .iter()
+                .all(|f| crate::yq::eval(&format!("select({f})"), &j).is_ok_and(|r| !r.is_empty()))
+        });
+    }
+    match format.as_deref().unwrap_or("table") {
+        "table" if a.quiet => {
+            for i in &instances {
+                writeln!(out, "{}", i.name)?;
+            }
+        }
+        "table" => {
+            let mut rows = vec![
+                [
+                    "NAME", "STATUS", "SSH", "VMTYPE", "ARCH", "CPUS", "MEMORY", "DISK", "DIR",
+                ]
+                .map(String::from)
+                .to_vec(),
+            ];
+            rows.extend(instances.iter().map(table_row));
+            let _ = a.all_fields;
+            write!(out, "{}", tabwrite(&rows))?;
+        }
+        "json" | "yaml" => {
+            let is_json = format.as_deref() == Some("json");
+            let expr = a.yq.join(" | ");
+            for i in &instances {
+                let j = list_json(i, &home);
+                let results = if expr.is_empty() {
+                    vec![j]
+                } else {
+                    crate::yq::eval(&expr, &j)?
+                };
+                for r in results {
+                    if is_json {
+                        if g.tty {
+                            writeln!(out, "{}", pretty4(&r))?;
+                        } else {
+                            writeln!(out, "{r}")?;
+                        }
+                    } else {
+                        write!(out, "---\n{}", emit_json(&r))?;
+                    }
+                }
+            }
+        }
+        tmpl => {
+            for i in &instances {
+                let data = template_data(i, &home);
+                let s = crate::spec::gotmpl::render(tmpl, &data)
+                    .map_err(|e| anyhow::anyhow!("invalid --format template: {e}"))?;
+                writeln!(out, "{s}")?;
+            }
+        }
+    }
+    finish(unmatched)
+}
+
+fn finish(unmatched: bool) -> anyhow::Result<i32> {
+    if unmatched {
+        anyhow::bail!("unmatched instances");
+    }
+    Ok(0)
+}
+
+/// JSON pretty-printed with 4 spaces, as Lima does on a terminal.
+pub fn pretty4(v: &serde_json::Value) -> String {
+    let mut buf = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
+    serde::Serialize::serialize(v, &mut ser).expect("JSON values serialize");
+    String::from_utf8(buf).expect("JSON is UTF-8")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tabwriter_matches_go() {
+        let rows = vec![
+            vec!["NAME".to_string(), "STATUS".into(), "DIR".into()],
+            vec![
+                "default".to_string(),
+                "Running".into(),
+                "~/.lima/default".into(),
+            ],
+        ];
+        assert_eq!(
+            tabwrite(&rows),
+            "NAME       STATUS     DIR\ndefault    Running    ~/.lima/default\n"
+        );
+    }
+}

@@ -1,0 +1,340 @@
+//! Additional disks: `$LIMA_HOME/_disk/<NAME>/datadisk` and the `in_use_by`
+//! symlink that records which instance uses a disk (seed layout; Lima ≥ 1.0's
+//! `_disks` directory is read too).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::instance::{self, image_virtual_size};
+use super::paths::{DISKS_DIR_LIMA, Home, disk_files};
+use crate::spec::yaml::quote_name;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    #[error("disk {} does not exist (see `limactl disk list`)", quote_name(.0))]
+    NotFound(String),
+    #[error("disk {} already exists ({})", quote_name(name), dir.display())]
+    Exists { name: String, dir: PathBuf },
+    #[error("invalid disk name: {0}")]
+    Name(String),
+    #[error(
+        "cannot delete disk {} in use by instance {}",
+        quote_name(disk),
+        quote_name(instance)
+    )]
+    InUse { disk: String, instance: String },
+    #[error(
+        "disk {} is in use by running instance {}; stop it first",
+        quote_name(disk),
+        quote_name(instance)
+    )]
+    InUseRunning { disk: String, instance: String },
+    #[error("disk shrinking is not supported: {} is {}, asked for {}", quote_name(disk), crate::spec::units::format_size(*current), crate::spec::units::format_size(*requested))]
+    Shrink {
+        disk: String,
+        current: u64,
+        requested: u64,
+    },
+    #[error("{0}")]
+    Other(String),
+    #[error("`qemu-img` failed: {0} (is qemu-utils installed? run hack/install-deps.sh)")]
+    QemuImg(String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Who holds a disk's `in_use_by` lock, and whether that lock is still live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lock {
+    Free,
+    /// Held by an instance that is running.
+    Held {
+        instance: String,
+    },
+    /// Names an instance that is not running (or no longer exists): stale.
+    Stale {
+        instance: String,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct Disk {
+    pub name: String,
+    pub dir: PathBuf,
+    pub size: u64,
+    pub format: String,
+    pub lock: Lock,
+}
+
+impl Disk {
+    pub fn datadisk(&self) -> PathBuf {
+        self.dir.join(disk_files::DATA_DISK)
+    }
+
+    pub fn instance(&self) -> Option<&str> {
+        match &self.lock {
+            Lock::Free => None,
+            Lock::Held { instance } | Lock::Stale { instance } => Some(instance),
+        }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        let instance_dir = match self.lock {
+            Lock::Free => String::new(),
+            _ => std::fs::read_link(self.dir.join(disk_files::IN_USE_BY))
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        };
+        serde_json::json!({
+            "name": self.name,
+            "size": self.size,
+            "format": self.format,
+            "dir": self.dir.display().to_string(),
+            "instance": self.instance().unwrap_or(""),
+            "instanceDir": instance_dir,
+            "mountPoint": format!("/mnt/lima-{}", self.name),
+            "stale": matches!(self.lock, Lock::Stale { .. }),
+        })
+    }
+}
+
+fn detect_format(path: &Path) -> String {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    let ok = std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok();
+    if ok && &magic == b"QFI\xfb" {
+        "qcow2".into()
+    } else {
+        "raw".into()
+    }
+}
+
+/// Where disk `name` lives: `_disk/<name>`, or Lima's `_disks/<name>` if only that exists.
+pub fn disk_dir(home: &Home, name: &str) -> PathBuf {
+    let seed = home.disk_dir(name);
+    let lima = home.root.join(DISKS_DIR_LIMA).join(name);
+    if !seed.exists() && lima.exists() {
+        lima
+    } else {
+        seed
+    }
+}
+
+/// Reads the lock of a disk directory, checking the owner's liveness.
+pub fn read_lock(dir: &Path) -> Lock {
+    let Ok(target) = std::fs::read_link(dir.join(disk_files::IN_USE_BY)) else {
+        return Lock::Free;
+    };
+    let instance = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if target.is_dir() && instance::Liveness::probe(&target).host_agent {
+        Lock::Held { instance }
+    } else {
+        Lock::Stale { instance }
+    }
+}
+
+pub fn inspect(home: &Home, name: &str) -> Result<Disk, DiskError> {
+    crate::spec::names::validate_identifier(name).map_err(DiskError::Name)?;
+    let dir = disk_dir(home, name);
+    let data = dir.join(disk_files::DATA_DISK);
+    if !data.exists() {
+        return Err(DiskError::NotFound(name.into()));
+    }
+    Ok(Disk {
+        name: name.into(),
+        size: image_virtual_size(&data).unwrap_or(0),
+        format: detect_format(&data),
+        lock: read_lock(&dir),
+        dir,
+    })
+}
+
+/// Every disk, sorted by name.
+pub fn list(home: &Home) -> Vec<Disk> {
+    let mut names = Vec::new();
+    for root in [home.disk_root(), home.root.join(DISKS_DIR_LIMA)] {
+        if let Ok(rd) = std::fs::read_dir(root) {
+            for e in rd.flatten() {
+                if let Ok(n) = e.file_name().into_string()
+                    && !n.starts_with('.')
+                    && !names.contains(&n)
+                {
+                    names.push(n);
+                }
+            }
+        }
+    }
+    names.sort();
+    names.iter().filter_map(|n| inspect(home, n).ok()).collect()
+}
+
+fn qemu_img(args: &[&str]) -> Result<(), DiskError> {
+    let out = Command::new("qemu-img")
+        .args(args)
+        .output()
+        .map_err(|e| DiskError::QemuImg(e.to_string()))?;
+    if !out.status.success() {
+        return Err(DiskError::QemuImg(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// `limactl disk create NAME --size SIZE [--format qcow2|raw]`.
+pub fn create(home: &Home, name: &str, size: u64, format: &str) -> Result<Disk, DiskError> {
+    crate::spec::names::validate_identifier(name).map_err(DiskError::Name)?;
+    if !matches!(format, "qcow2" | "raw") {
+        return Err(DiskError::Other(format!(
+            "unsupported disk format {} (use qcow2 or raw)",
+            quote_name(format)
+        )));
+    }
+    let dir = disk_dir(home, name);
+    if dir.exists() {
+        return Err(DiskError::Exists {
+            name: name.into(),
+            dir,
+        });
+    }
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(home.disk_root())?;
+    // Build under a hidden name, then rename: a listing never sees a half disk.
+    let tmp = home
+        .disk_root()
+        .join(format!(".tmp-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::DirBuilder::new().mode(0o700).create(&tmp)?;
+    let data = tmp.join(disk_files::DATA_DISK);
+    let result = qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        format,
+        &data.to_string_lossy(),
+        &size.to_string(),
+    ])
+    .and_then(|_| std::fs::rename(&tmp, &dir).map_err(DiskError::from));
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    inspect(home, name)
+}
+
+/// `limactl disk delete`: refuses a disk locked by a running instance, and
+/// (without `force`) one locked at all.
+pub fn delete(home: &Home, name: &str, force: bool) -> Result<PathBuf, DiskError> {
+    let disk = inspect(home, name)?;
+    match (&disk.lock, force) {
+        (Lock::Held { instance }, _) => {
+            return Err(DiskError::InUse {
+                disk: name.into(),
+                instance: instance.clone(),
+            });
+        }
+        (Lock::Stale { instance }, false) if home.instance_dir(instance).is_dir() => {
+            return Err(DiskError::InUse {
+                disk: name.into(),
+                instance: instance.clone(),
+            });
+        }
+        _ => {}
+    }
+    std::fs::remove_dir_all(&disk.dir)?;
+    Ok(disk.dir)
+}
+
+/// `limactl disk resize NAME --size SIZE`: grows only, never while in use.
+pub fn resize(home: &Home, name: &str, size: u64) -> Result<Disk, DiskError> {
+    let disk = inspect(home, name)?;
+    if let Lock::Held { instance } = &disk.lock {
+        return Err(DiskError::InUseRunning {
+            disk: name.into(),
+            instance: instance.clone(),
+        });
+    }
+    if size < disk.size {
+        return Err(DiskError::Shrink {
+            disk: name.into(),
+            current: disk.size,
+            requested: size,
+        });
+    }
+    if size > disk.size {
+        qemu_img(&[
+            "resize",
+            "-q",
+            "-f",
+            &disk.format,
+            &disk.datadisk().to_string_lossy(),
+            &size.to_string(),
+        ])?;
+    }
+    inspect(home, name)
+}
+
+/// `limactl disk unlock`: removes a lock unless its instance is running.
+pub fn unlock(home: &Home, name: &str) -> Result<Lock, DiskError> {
+    let disk = inspect(home, name)?;
+    match &disk.lock {
+        Lock::Held { instance } => Err(DiskError::InUseRunning {
+            disk: name.into(),
+            instance: instance.clone(),
+        }),
+        Lock::Free => Ok(Lock::Free),
+        l @ Lock::Stale { .. } => {
+            std::fs::remove_file(disk.dir.join(disk_files::IN_USE_BY))?;
+            Ok(l.clone())
+        }
+    }
+}
+
+/// Locks a disk for an instance (at start). A lock of the same instance is
+/// replaced; a stale lock of another instance is taken over with a warning by
+/// the caller; a live one is an error.
+pub fn lock_for(home: &Home, name: &str, instance_dir: &Path) -> Result<Option<String>, DiskError> {
+    let disk = inspect(home, name)?;
+    let me = instance_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut stale_owner = None;
+    match &disk.lock {
+        Lock::Held { instance } if *instance != me => {
+            return Err(DiskError::Other(format!(
+                "disk {} is in use by instance {}",
+                quote_name(name),
+                quote_name(instance)
+            )));
+        }
+        Lock::Stale { instance } if *instance != me => stale_owner = Some(instance.clone()),
+        _ => {}
+    }
+    let link = disk.dir.join(disk_files::IN_USE_BY);
+    let tmp = disk
+        .dir
+        .join(format!(".in_use_by.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(instance_dir, &tmp)?;
+    std::fs::rename(&tmp, &link)?;
+    Ok(stale_owner)
+}
+
+/// Releases a disk lock if it names `instance_dir`.
+pub fn unlock_for(home: &Home, name: &str, instance_dir: &Path) -> Result<(), DiskError> {
+    let dir = disk_dir(home, name);
+    let link = dir.join(disk_files::IN_USE_BY);
+    if std::fs::read_link(&link).is_ok_and(|t| t == instance_dir) {
+        std::fs::remove_file(link)?;
+    }
+    Ok(())
+}
