@@ -1,6 +1,7 @@
 //! limactl: Lima's VM manager rebuilt as a declarative reconciler.
 
 pub mod cli;
+pub mod image;
 pub mod logging;
 pub mod spec;
 pub mod store;

@@ -10,6 +10,7 @@ mod info;
 mod jsonschema;
 mod list;
 mod protect;
+mod prune;
 mod template;
 mod validate;
 mod yq;
@@ -62,6 +63,8 @@ enum Command {
     Unprotect(protect::Args),
     /// Manage additional disks.
     Disk(disk::Args),
+    /// Prune the download cache.
+    Prune(prune::Args),
     /// Evaluate a jq expression over YAML documents.
     Yq(yq::Args),
     /// Print the JSON Schema of lima.yaml.
@@ -159,6 +162,7 @@ pub fn main_with_args(mut args: Vec<std::ffi::OsString>) -> i32 {
         Command::Unprotect(a) => protect::run(a, false),
         Command::Disk(a) => disk::run(a),
         Command::Yq(a) => yq::run(a),
+        Command::Prune(a) => prune::run(a, &globals),
     };
     match result {
         Ok(code) => code,

@@ -53,6 +53,33 @@ pub mod files {
     pub const RUNTIME_SUFFIXES: &[&str] = &[".pid", ".sock", ".tmp"];
 }
 
+/// Names inside the download cache (seed: "Download cache"; reference §7.1):
+/// `<cache_dir>/download/by-url-sha256/<sha256 of the URL>/…`.
+pub mod cache_files {
+    pub const DOWNLOAD_DIR: &str = "download";
+    pub const BY_URL_SHA256: &str = "by-url-sha256";
+    /// The URL, no trailing newline.
+    pub const URL: &str = "url";
+    /// The bytes as downloaded (still compressed).
+    pub const DATA: &str = "data";
+    /// `Last-Modified` of the response that produced `data`.
+    pub const TIME: &str = "time";
+    /// `Content-Type` of the response that produced `data`.
+    pub const TYPE: &str = "type";
+    /// `ETag` of the response that produced `data` (this project's addition).
+    pub const ETAG: &str = "etag";
+    /// `<algo>.digest`, e.g. `sha256.digest` holding `sha256:<hex>`.
+    pub const DIGEST_SUFFIX: &str = ".digest";
+    /// A resumable partial download (Lima ≥ 2 uses the same name).
+    pub const DATA_PART: &str = "data.part";
+    /// Validators of the response `data.part` came from (JSON; this project's addition).
+    pub const DATA_PART_INFO: &str = "data.part.info";
+    /// Prefix of Lima's in-progress downloads `data.tmp.<pid>.<n>`.
+    pub const DATA_TMP_PREFIX: &str = "data.tmp.";
+    /// Raw conversions kept by Lima for VZ; removed with their entry.
+    pub const IMGCONV_DIR: &str = "imgconv";
+}
+
 /// File names inside `_config`.
 pub mod config_files {
     pub const USER_KEY: &str = "user";
