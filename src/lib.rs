@@ -1,9 +1,14 @@
 //! limactl: Lima's VM manager rebuilt as a declarative reconciler.
 
+pub mod cidata;
 pub mod cli;
+pub mod driver;
+pub mod hostagent;
 pub mod image;
 pub mod logging;
+pub mod reconcile;
 pub mod spec;
+pub mod ssh;
 pub mod store;
 pub mod yq;
 

@@ -5,12 +5,21 @@ use clap::{Parser, Subcommand};
 
 use crate::logging::{self, Level};
 
+mod create;
+mod delete;
 mod disk;
+mod editflags;
+mod hostagent;
 mod info;
+mod instance;
 mod jsonschema;
 mod list;
 mod protect;
 mod prune;
+mod shell;
+mod show_ssh;
+mod start;
+mod stop;
 mod template;
 mod validate;
 mod yq;
@@ -52,6 +61,25 @@ enum Command {
     /// Work with templates.
     #[command(alias = "tmpl")]
     Template(template::Args),
+    /// Create an instance (from a template, a file, or `-`).
+    Create(create::Args),
+    /// Start an instance (creating it from a template if needed).
+    Start(start::Args),
+    /// Stop instances.
+    Stop(stop::Args),
+    /// Restart an instance.
+    Restart(start::RestartArgs),
+    /// Delete instances.
+    #[command(aliases = ["remove", "rm"])]
+    Delete(delete::Args),
+    /// Run a shell or a command in an instance.
+    Shell(shell::Args),
+    /// Show the SSH command line (deprecated: use `ssh -F <inst>/ssh.config lima-NAME`).
+    #[command(name = "show-ssh")]
+    ShowSsh(show_ssh::Args),
+    /// Run the host agent of an instance (internal).
+    #[command(hide = true)]
+    Hostagent(hostagent::Args),
     /// List instances.
     #[command(alias = "ls")]
     List(list::Args),
@@ -156,6 +184,14 @@ pub fn main_with_args(mut args: Vec<std::ffi::OsString>) -> i32 {
         Command::Validate(a) => validate::run(a, &globals),
         Command::Template(a) => template::run(a, &globals),
         Command::GenerateJsonschema(a) => jsonschema::run(a),
+        Command::Create(a) => create::run(a, &globals),
+        Command::Start(a) => start::run(a, &globals),
+        Command::Stop(a) => stop::run(a, &globals),
+        Command::Restart(a) => start::restart(a, &globals),
+        Command::Delete(a) => delete::run(a, &globals),
+        Command::Shell(a) => shell::run(a, &globals),
+        Command::ShowSsh(a) => show_ssh::run(a),
+        Command::Hostagent(a) => hostagent::run(a, &globals),
         Command::List(a) => list::run(a, &globals),
         Command::Info(a) => info::run(a, &globals),
         Command::Protect(a) => protect::run(a, true),
@@ -179,6 +215,9 @@ pub fn fatal(msg: &str) {
 }
 
 pub fn main() -> i32 {
+    // Nothing limactl creates is for other users: instance files, sockets,
+    // logs and keys are private (files that must be shared set their mode).
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     main_with_args(std::env::args_os().collect())
 }
 

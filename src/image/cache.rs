@@ -217,7 +217,7 @@ pub fn write_small(path: &Path, contents: &[u8]) -> io::Result<()> {
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o644)
+            .mode(0o600)
             .open(&tmp)?;
         f.write_all(contents)?;
         f.sync_all()?;

@@ -422,7 +422,7 @@ fn fetch_to_part(
                 .write(true)
                 .create(true)
                 .truncate(true)
-                .mode(0o644)
+                .mode(0o600)
                 .open(&part)
                 .map_err(|e| io_err("cannot create", &part, e))?
         } else {

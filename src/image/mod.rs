@@ -284,7 +284,7 @@ fn install(
     if comp.is_none() && verify.is_none() {
         drop(f);
         fs::copy(src, &staged.path).map_err(|e| io_err("cannot copy to", &staged.path, e))?;
-        let _ = fs::set_permissions(&staged.path, fs::Permissions::from_mode(0o644));
+        let _ = fs::set_permissions(&staged.path, fs::Permissions::from_mode(0o600));
         File::open(&staged.path)
             .and_then(|f| f.sync_all())
             .map_err(|e| io_err("cannot sync", &staged.path, e))?;
@@ -293,7 +293,7 @@ fn install(
     let out = OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o644)
+        .mode(0o600)
         .open(&staged.path)
         .map_err(|e| io_err("cannot create", &staged.path, e))?;
     let mut w = SparseWriter::new(out);

@@ -253,6 +253,16 @@ pub fn mac_address(machine_id: &str, key: &str) -> String {
     format!("52:55:55:{:02x}:{:02x}:{:02x}", sum[0], sum[1], sum[2])
 }
 
+/// The MAC of an instance's slirp NIC: [`mac_address`] of this host's
+/// machine id and the instance directory. QEMU's NIC and cidata's
+/// network-config must agree, so both call this.
+pub fn instance_mac(instance_dir: &Path) -> String {
+    mac_address(
+        &super::host::host().machine_id,
+        &instance_dir.to_string_lossy(),
+    )
+}
+
 /// The 9p/virtiofs mount tag: `lima-` + 16 hex of sha256(location:mountPoint).
 pub fn mount_tag(location: &str, mount_point: &str) -> String {
     let sum = Sha256::digest(format!("{location}:{mount_point}").as_bytes());

@@ -34,12 +34,20 @@ pub fn write(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
         f.sync_all()?;
         drop(f);
         std::fs::rename(&tmp, path)?;
-        sync_dir(path.parent().unwrap_or(Path::new(".")))
+        sync_dir(parent_dir(path))
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// The directory containing `path` (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
 }
 
 /// fsyncs a directory so a rename inside it is durable.
@@ -50,6 +58,12 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bare_file_names_work() {
+        assert_eq!(parent_dir(Path::new("f")), Path::new("."));
+        assert_eq!(parent_dir(Path::new("/a/f")), Path::new("/a"));
+    }
 
     #[test]
     fn writes_replace_whole_files_with_the_mode() {

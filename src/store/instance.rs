@@ -69,6 +69,8 @@ pub struct Present {
 pub struct Instance {
     pub name: String,
     pub dir: PathBuf,
+    /// Whether the directory exists at all (it may lack lima.yaml: Broken).
+    pub dir_exists: bool,
     pub present: Present,
     /// The raw `lima.yaml` as stored.
     pub lima_yaml: Option<String>,
@@ -145,6 +147,7 @@ pub fn inspect(home: &Home, env: &LoadEnv, name: &str) -> Instance {
     let mut inst = Instance {
         name: name.to_string(),
         dir: dir.clone(),
+        dir_exists: dir.is_dir(),
         present,
         lima_yaml: None,
         config: None,
@@ -166,6 +169,9 @@ pub fn inspect(home: &Home, env: &LoadEnv, name: &str) -> Instance {
         disk_size: root_disk(&dir).and_then(|p| image_virtual_size(&p)),
     };
     if !inst.present.lima_yaml {
+        if !inst.dir_exists {
+            return inst;
+        }
         inst.status = Status::Broken;
         inst.errors.push(format!(
             "instance directory {} has no lima.yaml",
@@ -231,7 +237,7 @@ pub fn inspect_listed(home: &Home, env: &LoadEnv, name: &str) -> Option<Instance
     for _ in 0..5 {
         let before = std::fs::metadata(&dir).ok()?.ino();
         let inst = inspect(home, env, name);
-        if inst.errors.is_empty() {
+        if inst.errors.is_empty() && inst.dir_exists {
             return Some(inst);
         }
         // A problem was seen: believe it only if the directory is still the

@@ -89,6 +89,47 @@ pub mod config_files {
     pub const BASE_YAML: &str = "base.yaml";
 }
 
+/// Files on the cidata ISO (seed: "cidata.iso"; reference §3.2).
+pub mod cidata_files {
+    /// The ISO 9660 volume label cloud-init's NoCloud datasource looks for.
+    pub const VOLUME_LABEL: &str = "cidata";
+    /// Longest file name (one path component) the cidata ISO may hold.
+    pub const MAX_NAME_LEN: usize = 30;
+    pub const USER_DATA: &str = "user-data";
+    pub const META_DATA: &str = "meta-data";
+    pub const NETWORK_CONFIG: &str = "network-config";
+    pub const LIMA_ENV: &str = "lima.env";
+    pub const PARAM_ENV: &str = "param.env";
+    pub const ETC_ENVIRONMENT: &str = "etc_environment";
+    pub const BOOT_SH: &str = "boot.sh";
+    pub const GUEST_AGENT: &str = "lima-guestagent";
+    /// The nerdctl-full archive, renamed to fit the name limit.
+    pub const NERDCTL_ARCHIVE: &str = "nerdctl-full.tgz";
+    /// Directories of provision files: `provision.<mode>/<8-digit index>`.
+    pub const PROVISION_DIR_PREFIX: &str = "provision.";
+    /// The guest agent's virtio-serial port name.
+    pub const VIRTIO_PORT: &str = "io.lima-vm.guest_agent.0";
+}
+
+/// Paths inside the guest that the boot scripts write and the host reads.
+pub mod guest_files {
+    /// Where the per-boot hook mounts the cidata volume.
+    pub const CIDATA_MNT: &str = "/mnt/lima-cidata";
+    /// The cloud-init per-boot hook that mounts cidata and runs `boot.sh`.
+    pub const BOOT_HOOK: &str = "/var/lib/cloud/scripts/per-boot/00-lima.boot.sh";
+    /// Holds the instance id once `/etc/environment` is final for SSH sessions.
+    pub const SSH_READY: &str = "/run/lima-ssh-ready";
+    /// Holds the instance id once fuse allows `allow_other` (reverse-sshfs).
+    pub const FUSE_READY: &str = "/run/lima-fuse-ready";
+    /// Holds the instance id once `boot.sh` has finished.
+    pub const BOOT_DONE: &str = "/run/lima-boot-done";
+    /// Exists while a reboot is pending (boot-done is then not written).
+    pub const REBOOT_REQUIRED: &str = "/run/lima-reboot-required";
+    /// Per-boot provision results: `<8-digit index>.status` and `.log`
+    /// (format: `crate::cidata` module documentation).
+    pub const PROVISION_STATUS_DIR: &str = "/run/lima-provision";
+}
+
 /// Names inside `_disk/<DISK>`.
 pub mod disk_files {
     pub const DATA_DISK: &str = "datadisk";
@@ -101,6 +142,10 @@ pub const DISK_DIR: &str = "_disk";
 /// Lima ≥ 1.0 names it `_disks`; disks found there are listed too.
 pub const DISKS_DIR_LIMA: &str = "_disks";
 pub const TEMPLATES_DIR: &str = "_templates";
+/// This project's small caches inside `LIMA_HOME` (e.g. the accelerator probe).
+pub const LIMA_CACHE_DIR: &str = "_cache";
+/// In [`LIMA_CACHE_DIR`]: the cached KVM probe results of the QEMU driver.
+pub const QEMU_ACCEL_CACHE: &str = "qemu-accel.json";
 
 /// Resolves `LIMA_HOME`: `$LIMA_HOME`, else `~/.lima`; symlinks resolved when it exists.
 pub fn lima_home() -> PathBuf {

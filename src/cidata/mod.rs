@@ -1,0 +1,626 @@
+//! The cloud-init NoCloud seed `cidata.iso` (seed "cidata.iso"; reference §3).
+//!
+//! [`generate`] turns a filled `lima.yaml` into the files of the volume (pure:
+//! it reads only `caCerts.files` and the guest agent binary); [`write_iso`]
+//! writes them as ISO 9660 + Rock Ridge + Joliet, label `cidata`. The host agent
+//! regenerates the ISO on every start with a new instance id (`iid-<unix
+//! seconds>`), so cloud-init re-runs its per-instance modules each start.
+//!
+//! # Layout
+//!
+//! `user-data`, `meta-data`, `network-config`, `lima.env`, `param.env`,
+//! `etc_environment`, `boot.sh`, `boot.essential.Linux/*.sh` (also in plain
+//! mode), `boot.Linux/*.sh`, `util/*.sh` (on `PATH` while `boot.sh` runs),
+//! `provision.{system,user,dependency,data,yq}/NNNNNNNN` (NNNNNNNN = the
+//! zero-padded index in the provision list) and, when given, `lima-guestagent`.
+//! `mode: boot` scripts go into user-data's `bootcmd`; `mode: ansible` is not
+//! shipped. The boot scripts are this project's own (in `src/cidata/guest/`).
+//!
+//! # What the guest reports back
+//!
+//! Markers (each holds the instance id and a newline; see
+//! [`crate::store::paths::guest_files`]): `/run/lima-ssh-ready` once
+//! `/etc/environment` is final (`07-etc-environment.sh`; in plain mode right
+//! after the essential modules), `/run/lima-fuse-ready` (reverse-sshfs with
+//! mounts, `35-setup-packages.sh`) and `/run/lima-boot-done` when `boot.sh` has
+//! run everything (not while `/run/lima-reboot-required` exists). boot-done is
+//! written also when modules or provision scripts failed: look at the status
+//! files to tell.
+//!
+//! Provision results, per boot, in `/run/lima-provision/` (the directory is
+//! emptied when `boot.sh` starts; one pair per `data`, `yq`, `system`, `user`
+//! and `dependency` entry that ran, named by its 8-digit index):
+//!
+//! * `NNNNNNNN.status` (0644, written atomically after the script ended):
+//!   `key=value` lines `mode=<mode>`, `exit=<exit status>`, `iid=<instance id>`,
+//!   `started=<date -Iseconds>`, `finished=<date -Iseconds>`. `exit=0` is
+//!   success; 127 for `yq` means no yq was available.
+//! * `NNNNNNNN.log` (0640, root:<user's group>): stdout and stderr of the run,
+//!   at most the last 256 KiB. The same lines, prefixed `[<mode> NNNNNNNN] `,
+//!   are in `/var/log/cloud-init-output.log`.
+//!
+//! A failing script does not stop the others; `boot.sh` then exits 1, which
+//! cloud-init records as a failed `scripts_per_boot`. `boot.sh` logs its own
+//! steps as `LIMA <date -Iseconds>| …` lines.
+
+mod env;
+mod iso;
+mod network;
+mod scripts;
+mod userdata;
+mod yaml;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub use iso::write_iso;
+
+use crate::spec::LimaYaml;
+use crate::spec::defaults::{expand_host_path, hostname_for, mount_tag};
+use crate::store::paths::cidata_files as names;
+
+/// The slirp network (reference §3.3, QEMU user networking).
+pub const SLIRP_NETWORK: &str = "192.168.5.0/24";
+/// The host, as the guest sees it.
+pub const SLIRP_GATEWAY: &str = "192.168.5.2";
+/// QEMU's built-in DNS forwarder.
+pub const SLIRP_DNS: &str = "192.168.5.3";
+/// The guest's address (first DHCP lease).
+pub const SLIRP_IP_ADDRESS: &str = "192.168.5.15";
+/// The slirp NIC's name in the guest.
+pub const SLIRP_NIC: &str = "eth0";
+
+/// Everything [`generate`] needs besides the configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct CidataInput<'a> {
+    /// A filled configuration (`spec::defaults::fill`): every field consumed is `Some`.
+    pub config: &'a LimaYaml,
+    pub name: &'a str,
+    pub instance_dir: &'a Path,
+    /// `iid-<unix seconds>`, new at every start.
+    pub iid: &'a str,
+    /// Public keys (`_config/user.pub`, and `~/.ssh/*.pub` per `ssh.loadDotSSHPubKeys`).
+    pub authorized_keys: &'a [String],
+    /// limactl's `--debug` (`LIMA_CIDATA_DEBUG`).
+    pub debug: bool,
+    /// The host user's home (`~` in `caCerts.files`, `LIMA_CIDATA_HOSTHOME_MOUNTPOINT`).
+    pub host_home: &'a Path,
+    /// The limactl process environment, for `propagateProxyEnv`.
+    pub host_env: &'a BTreeMap<String, String>,
+    /// Binary shipped as `lima-guestagent` (`.gz` is decompressed).
+    pub guest_agent: Option<&'a Path>,
+    /// The host agent's DNS ports (0: none); used only with `hostResolver.enabled`.
+    pub udp_dns_port: u16,
+    pub tcp_dns_port: u16,
+}
+
+/// One file of the volume.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CidataFile {
+    /// Relative, `/`-separated, e.g. `boot.Linux/05-lima-disks.sh`.
+    pub path: String,
+    pub data: Vec<u8>,
+    /// Permission bits recorded in Rock Ridge, e.g. `0o755`.
+    pub mode: u32,
+}
+
+/// The volume's files, and `cloud-config.yaml` (user-data without the boot
+/// hook, mounts and resolv.conf, as Lima writes it "for reference").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cidata {
+    pub files: Vec<CidataFile>,
+    pub cloud_config: String,
+}
+
+impl Cidata {
+    pub fn file(&self, path: &str) -> Option<&CidataFile> {
+        self.files.iter().find(|f| f.path == path)
+    }
+}
+
+/// Why the cidata volume cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum CidataError {
+    /// The configuration was not filled with defaults.
+    #[error("cidata: `{0}` is not set: the configuration must be filled with defaults first")]
+    NotFilled(&'static str),
+    /// Only Linux guests boot from this cidata layout.
+    #[error("cidata: guest OS {0:?} is not supported (only Linux)")]
+    UnsupportedOs(String),
+    /// Lima refuses to start without a key the guest can authorize.
+    #[error("cidata: no SSH public key to authorize in the guest: run `ssh-keygen`")]
+    NoSshKeys,
+    /// A provision entry cannot be shipped.
+    #[error("cidata: `provision[{index}]`: {message}")]
+    Provision { index: usize, message: String },
+    /// A value cannot be written into a cidata file.
+    #[error("cidata: {what} {key:?}: {message}")]
+    InvalidValue {
+        what: &'static str,
+        key: String,
+        message: String,
+    },
+    /// A `caCerts.files` entry cannot be read.
+    #[error("cidata: cannot read CA certificate {}: {source}", path.display())]
+    CaCert {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The guest agent binary cannot be read.
+    #[error("cidata: cannot read the guest agent {}: {source}", path.display())]
+    GuestAgent {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// ISO 9660 names on the cidata volume are limited to 30 characters.
+    #[error(
+        "cidata: file name {name:?} (in {path:?}) has {len} characters; the cidata ISO allows at most {max}",
+        max = names::MAX_NAME_LEN
+    )]
+    NameTooLong {
+        path: String,
+        name: String,
+        len: usize,
+    },
+}
+
+/// A mount as cidata describes it.
+#[derive(Clone, Debug)]
+pub(crate) struct MountFact {
+    pub tag: String,
+    pub mount_point: String,
+    /// `9p`, `virtiofs` or `sshfs`.
+    pub fstype: String,
+    /// fstab options (9p/virtiofs only).
+    pub options: String,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct DiskFact {
+    pub name: String,
+    pub device: String,
+    pub format: bool,
+    pub fs_type: String,
+    pub fs_args: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct DataFileFact {
+    pub index: String,
+    pub overwrite: bool,
+    pub owner: String,
+    pub path: String,
+    pub permissions: String,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct YqFact {
+    pub index: String,
+    pub format: String,
+    pub owner: String,
+    pub path: String,
+    pub permissions: String,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct NicFact {
+    pub interface: String,
+    pub mac: String,
+    pub metric: i64,
+}
+
+/// The configuration, reduced to what the cidata files say.
+#[derive(Clone, Debug)]
+pub(crate) struct Facts {
+    pub debug: bool,
+    pub iid: String,
+    pub name: String,
+    pub hostname: String,
+    pub user: String,
+    pub uid: u32,
+    pub comment: String,
+    pub home: String,
+    pub shell: String,
+    pub passwordless_sudo: bool,
+    pub host_home_mount_point: String,
+    pub mount_type: String,
+    pub mounts: Vec<MountFact>,
+    pub disks: Vec<DiskFact>,
+    pub data_files: Vec<DataFileFact>,
+    pub yq_files: Vec<YqFact>,
+    pub guest_install_prefix: String,
+    pub upgrade_packages: bool,
+    pub containerd_user: bool,
+    pub containerd_system: bool,
+    pub slirp_dns: String,
+    pub udp_dns_port: u16,
+    pub tcp_dns_port: u16,
+    pub rosetta_enabled: bool,
+    pub rosetta_binfmt: bool,
+    pub skip_default_dependency_resolution: bool,
+    pub vm_type: String,
+    pub plain: bool,
+    pub timezone: String,
+    pub dns: Vec<String>,
+    pub nics: Vec<NicFact>,
+    pub netplan_optional: bool,
+    /// `Some(remove_defaults)` when `ca_certs:` is written.
+    pub ca_remove_defaults: Option<bool>,
+    pub ca_trusted: Vec<String>,
+    /// `mode: boot` scripts: (index in the provision list, script).
+    pub boot_scripts: Vec<(usize, String)>,
+    pub param: BTreeMap<String, String>,
+    pub ssh_keys: Vec<String>,
+}
+
+pub use crate::spec::defaults::instance_mac as slirp_mac;
+
+/// The `/dev/vdX` name of additional disk `i` (the root disk is `vda`).
+pub fn disk_device(i: usize) -> String {
+    let letters = b"bcdefghijklmnopqrstuvwxyz";
+    match letters.get(i) {
+        Some(c) => format!("vd{}", *c as char),
+        None => format!("vd{}", i + 2),
+    }
+}
+
+macro_rules! need {
+    ($e:expr, $name:literal) => {
+        $e.as_ref().ok_or(CidataError::NotFilled($name))?
+    };
+}
+
+fn facts(input: &CidataInput) -> Result<Facts, CidataError> {
+    let c = input.config;
+    let os = need!(c.os, "os");
+    if os != "Linux" {
+        return Err(CidataError::UnsupportedOs(os.clone()));
+    }
+    let user = need!(c.user, "user");
+    let vm_type = need!(c.vm_type, "vmType").clone();
+    let mount_type = need!(c.mount_type, "mountType").clone();
+    let host_home = input.host_home.to_string_lossy();
+    let host_home = expand_host_path(&host_home, input.host_home);
+
+    let fstype = match mount_type.as_str() {
+        "9p" => "9p",
+        "virtiofs" => "virtiofs",
+        _ => "sshfs",
+    };
+    let mut mounts = Vec::new();
+    let mut host_home_mount_point = String::new();
+    for m in c.mounts.iter().flatten() {
+        let mount_point = need!(m.mount_point, "mounts[].mountPoint").clone();
+        let mut options = String::new();
+        if fstype == "9p" || fstype == "virtiofs" {
+            options.push_str(if *need!(m.writable, "mounts[].writable") {
+                "rw"
+            } else {
+                "ro"
+            });
+            if fstype == "9p" {
+                let p = need!(m.nine_p, "mounts[].9p");
+                let msize = need!(p.msize, "mounts[].9p.msize");
+                let bytes = crate::spec::units::parse_size(msize).map_err(|e| {
+                    CidataError::InvalidValue {
+                        what: "9p msize of mount",
+                        key: m.location.clone(),
+                        message: e,
+                    }
+                })?;
+                options.push_str(&format!(
+                    ",trans=virtio,version={},msize={bytes},cache={}",
+                    need!(p.protocol_version, "mounts[].9p.protocolVersion"),
+                    need!(p.cache, "mounts[].9p.cache"),
+                ));
+            }
+            options.push_str(",nofail");
+        }
+        if expand_host_path(&m.location, input.host_home) == host_home {
+            host_home_mount_point = mount_point.clone();
+        }
+        mounts.push(MountFact {
+            tag: mount_tag(&m.location, &mount_point),
+            mount_point,
+            fstype: fstype.into(),
+            options,
+        });
+    }
+
+    let disks = c
+        .additional_disks
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, d)| DiskFact {
+            name: d.name.clone(),
+            device: disk_device(i),
+            format: d.format.unwrap_or(true),
+            fs_type: d.fs_type.clone().unwrap_or_default(),
+            fs_args: d.fs_args.clone().unwrap_or_default(),
+        })
+        .collect();
+
+    let containerd = need!(c.containerd, "containerd");
+    let host_resolver = need!(c.host_resolver, "hostResolver");
+    let config_dns = need!(c.dns, "dns");
+    let slirp_dns = if vm_type == "vz" {
+        SLIRP_GATEWAY
+    } else {
+        SLIRP_DNS
+    };
+    let (mut udp_dns_port, mut tcp_dns_port) = (0, 0);
+    let dns: Vec<String> = if !config_dns.is_empty() {
+        config_dns.clone()
+    } else if vm_type == "vz" {
+        vec![slirp_dns.into()]
+    } else if host_resolver.enabled == Some(true) {
+        udp_dns_port = input.udp_dns_port;
+        tcp_dns_port = input.tcp_dns_port;
+        vec![slirp_dns.into()]
+    } else {
+        Vec::new()
+    };
+
+    let rosetta = c
+        .vm_opts
+        .as_ref()
+        .and_then(|o| o.vz.as_ref())
+        .and_then(|v| v.rosetta.as_ref())
+        .or(c.rosetta.as_ref());
+    let rosetta_enabled = rosetta.and_then(|r| r.enabled).unwrap_or(false);
+    let rosetta_binfmt = rosetta.and_then(|r| r.binfmt).unwrap_or(false);
+
+    let mut nics = vec![NicFact {
+        interface: SLIRP_NIC.into(),
+        mac: slirp_mac(input.instance_dir),
+        metric: 200,
+    }];
+    for (i, n) in c.networks.iter().flatten().enumerate() {
+        nics.push(NicFact {
+            interface: n.interface.clone().unwrap_or_else(|| format!("lima{i}")),
+            mac: need!(n.mac_address, "networks[].macAddress").clone(),
+            metric: n.metric.unwrap_or(100),
+        });
+    }
+    let param = need!(c.param, "param").clone();
+    let netplan_optional = param
+        .get("internal_netplanOptional")
+        .is_some_and(|v| v == "true");
+
+    let ca = need!(c.ca_certs, "caCerts");
+    let mut ca_trusted = Vec::new();
+    for f in ca.files.iter().flatten() {
+        let path = PathBuf::from(expand_host_path(f, input.host_home));
+        let text = std::fs::read_to_string(&path)
+            .map_err(|source| CidataError::CaCert { path, source })?;
+        ca_trusted.push(cert_block(&text));
+    }
+    for cert in ca.certs.iter().flatten() {
+        ca_trusted.push(cert_block(cert));
+    }
+    let remove_defaults = ca.remove_defaults.unwrap_or(false);
+    let ca_remove_defaults = (remove_defaults || !ca_trusted.is_empty()).then_some(remove_defaults);
+
+    let mut data_files = Vec::new();
+    let mut yq_files = Vec::new();
+    let mut boot_scripts = Vec::new();
+    let mut skip_deps = false;
+    for (i, p) in c.provision.iter().flatten().enumerate() {
+        let index = format!("{i:08}");
+        let bad = |message: &str| CidataError::Provision {
+            index: i,
+            message: message.into(),
+        };
+        match p.mode.as_deref().unwrap_or("system") {
+            "dependency" => {
+                skip_deps |= p.skip_default_dependency_resolution == Some(true);
+            }
+            "data" => data_files.push(DataFileFact {
+                index,
+                overwrite: p.overwrite.unwrap_or(true),
+                owner: p.owner.clone().unwrap_or_else(|| "root:root".into()),
+                path: p
+                    .path
+                    .clone()
+                    .ok_or_else(|| bad("`mode: data` needs a `path`"))?,
+                permissions: p.permissions.clone().unwrap_or_else(|| "644".into()),
+            }),
+            "yq" => yq_files.push(YqFact {
+                index,
+                format: p.format.clone().unwrap_or_else(|| "auto".into()),
+                owner: p.owner.clone().unwrap_or_else(|| "root:root".into()),
+                path: p
+                    .path
+                    .clone()
+                    .ok_or_else(|| bad("`mode: yq` needs a `path`"))?,
+                permissions: p.permissions.clone().unwrap_or_else(|| "644".into()),
+            }),
+            "boot" => boot_scripts.push((
+                i,
+                p.script
+                    .clone()
+                    .ok_or_else(|| bad("`mode: boot` needs a `script`"))?,
+            )),
+            _ => {}
+        }
+    }
+
+    let comment: String = need!(user.comment, "user.comment")
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect();
+    Ok(Facts {
+        debug: input.debug,
+        iid: input.iid.to_string(),
+        name: input.name.to_string(),
+        hostname: hostname_for(input.name),
+        user: need!(user.name, "user.name").clone(),
+        uid: *need!(user.uid, "user.uid"),
+        comment,
+        home: need!(user.home, "user.home").clone(),
+        shell: need!(user.shell, "user.shell").clone(),
+        passwordless_sudo: *need!(user.passwordless_sudo, "user.passwordlessSudo"),
+        host_home_mount_point,
+        mount_type,
+        mounts,
+        disks,
+        data_files,
+        yq_files,
+        guest_install_prefix: need!(c.guest_install_prefix, "guestInstallPrefix").clone(),
+        upgrade_packages: *need!(c.upgrade_packages, "upgradePackages"),
+        containerd_user: *need!(containerd.user, "containerd.user"),
+        containerd_system: *need!(containerd.system, "containerd.system"),
+        slirp_dns: slirp_dns.into(),
+        udp_dns_port,
+        tcp_dns_port,
+        rosetta_enabled,
+        rosetta_binfmt,
+        skip_default_dependency_resolution: skip_deps,
+        vm_type,
+        plain: *need!(c.plain, "plain"),
+        timezone: need!(c.timezone, "timezone").clone(),
+        dns,
+        nics,
+        netplan_optional,
+        ca_remove_defaults,
+        ca_trusted,
+        boot_scripts,
+        param,
+        ssh_keys: input.authorized_keys.to_vec(),
+    })
+}
+
+/// A certificate as a literal block: lines trimmed, empty lines dropped (Lima's `getCert`).
+fn cert_block(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.split('\n').filter(|l| !l.trim().is_empty()) {
+        out.push_str(line.trim());
+        out.push('\n');
+    }
+    out
+}
+
+/// The files of the cidata volume for `input` (reference §3.2).
+pub fn generate(input: &CidataInput) -> Result<Cidata, CidataError> {
+    let f = facts(input)?;
+    if f.ssh_keys.is_empty() {
+        return Err(CidataError::NoSshKeys);
+    }
+    let env = env::setup_env(
+        need!(input.config.env, "env"),
+        *need!(input.config.propagate_proxy_env, "propagateProxyEnv"),
+        input.host_env,
+    );
+
+    let mut files = Vec::new();
+    let mut add = |path: &str, data: Vec<u8>, mode: u32| {
+        files.push(CidataFile {
+            path: path.to_string(),
+            data,
+            mode,
+        })
+    };
+    add(
+        names::USER_DATA,
+        userdata::user_data(&f, true).into_bytes(),
+        0o644,
+    );
+    add(names::META_DATA, network::meta_data(&f).into_bytes(), 0o644);
+    add(
+        names::NETWORK_CONFIG,
+        network::network_config(&f).into_bytes(),
+        0o644,
+    );
+    add(names::LIMA_ENV, env::lima_env(&f).into_bytes(), 0o644);
+    add(
+        names::PARAM_ENV,
+        env::param_env(&f.param)?.into_bytes(),
+        0o644,
+    );
+    add(
+        names::ETC_ENVIRONMENT,
+        env::etc_environment(&env)?.into_bytes(),
+        0o644,
+    );
+    for (path, text) in scripts::GUEST_SCRIPTS {
+        add(path, text.as_bytes().to_vec(), 0o755);
+    }
+    for (i, p) in input.config.provision.iter().flatten().enumerate() {
+        let mode = p.mode.as_deref().unwrap_or("system");
+        let missing = |what: &str| CidataError::Provision {
+            index: i,
+            message: format!("`mode: {mode}` needs `{what}`"),
+        };
+        let (data, perm) = match mode {
+            "system" | "user" | "dependency" => {
+                (p.script.as_deref().ok_or_else(|| missing("script"))?, 0o755)
+            }
+            "data" => (p.content.as_deref().unwrap_or(""), 0o644),
+            "yq" => (
+                p.expression
+                    .as_deref()
+                    .ok_or_else(|| missing("expression"))?,
+                0o644,
+            ),
+            "boot" | "ansible" => continue,
+            other => {
+                return Err(CidataError::Provision {
+                    index: i,
+                    message: format!("unknown provision mode {other:?}"),
+                });
+            }
+        };
+        add(
+            &format!("{}{mode}/{i:08}", names::PROVISION_DIR_PREFIX),
+            data.as_bytes().to_vec(),
+            perm,
+        );
+    }
+    if let Some(path) = input.guest_agent {
+        add(names::GUEST_AGENT, read_guest_agent(path)?, 0o755);
+    }
+    check_names(&files)?;
+    Ok(Cidata {
+        files,
+        cloud_config: userdata::user_data(&f, false),
+    })
+}
+
+fn read_guest_agent(path: &Path) -> Result<Vec<u8>, CidataError> {
+    use std::io::Read;
+    let err = |source| CidataError::GuestAgent {
+        path: path.to_path_buf(),
+        source,
+    };
+    let raw = std::fs::read(path).map_err(err)?;
+    if path.extension().is_some_and(|e| e == "gz") {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(err)?;
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
+}
+
+/// Every path component must fit ISO 9660's (and Lima's) 30 characters.
+pub(crate) fn check_names(files: &[CidataFile]) -> Result<(), CidataError> {
+    for f in files {
+        for name in f.path.split('/') {
+            let len = name.chars().count();
+            if len > names::MAX_NAME_LEN {
+                return Err(CidataError::NameTooLong {
+                    path: f.path.clone(),
+                    name: name.to_string(),
+                    len,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,62 @@
+//! The boot scripts shipped on the cidata volume (this project's own; `guest/`).
+
+/// (path on the volume, content); all are executable.
+pub(crate) const GUEST_SCRIPTS: &[(&str, &str)] = &[
+    (
+        "boot.Linux/00-reboot-if-required.sh",
+        include_str!("guest/boot.Linux/00-reboot-if-required.sh"),
+    ),
+    (
+        "boot.Linux/05-lima-disks.sh",
+        include_str!("guest/boot.Linux/05-lima-disks.sh"),
+    ),
+    (
+        "boot.Linux/05-lima-mounts.sh",
+        include_str!("guest/boot.Linux/05-lima-mounts.sh"),
+    ),
+    (
+        "boot.Linux/06-etc-hosts.sh",
+        include_str!("guest/boot.Linux/06-etc-hosts.sh"),
+    ),
+    (
+        "boot.Linux/07-etc-environment.sh",
+        include_str!("guest/boot.Linux/07-etc-environment.sh"),
+    ),
+    (
+        "boot.Linux/09-host-dns-setup.sh",
+        include_str!("guest/boot.Linux/09-host-dns-setup.sh"),
+    ),
+    (
+        "boot.Linux/25-guestagent-base.sh",
+        include_str!("guest/boot.Linux/25-guestagent-base.sh"),
+    ),
+    (
+        "boot.Linux/26-host-services.sh",
+        include_str!("guest/boot.Linux/26-host-services.sh"),
+    ),
+    (
+        "boot.Linux/30-install-packages.sh",
+        include_str!("guest/boot.Linux/30-install-packages.sh"),
+    ),
+    (
+        "boot.Linux/35-setup-packages.sh",
+        include_str!("guest/boot.Linux/35-setup-packages.sh"),
+    ),
+    (
+        "boot.essential.Linux/05-guest-home.sh",
+        include_str!("guest/boot.essential.Linux/05-guest-home.sh"),
+    ),
+    ("boot.sh", include_str!("guest/boot.sh")),
+    (
+        "util/lima-provision.sh",
+        include_str!("guest/util/lima-provision.sh"),
+    ),
+    (
+        "util/provision-data.sh",
+        include_str!("guest/util/provision-data.sh"),
+    ),
+    (
+        "util/provision-yq.sh",
+        include_str!("guest/util/provision-yq.sh"),
+    ),
+];

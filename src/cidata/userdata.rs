@@ -1,0 +1,189 @@
+//! `user-data` (cloud-config; reference §3.3).
+
+use super::Facts;
+use super::yaml::{Y, emit};
+use crate::store::paths::guest_files;
+
+/// The per-boot hook: mount the cidata volume read-only and run `boot.sh`.
+fn boot_hook() -> String {
+    format!(
+        r#"#!/bin/sh
+# Written by limactl through cloud-init: runs the boot scripts of the cidata volume.
+set -eu
+LIMA_CIDATA_MNT={mnt}
+LIMA_CIDATA_DEV=/dev/disk/by-label/cidata
+mkdir -p "$LIMA_CIDATA_MNT"
+chmod 0700 "$LIMA_CIDATA_MNT"
+if ! mountpoint -q "$LIMA_CIDATA_MNT"; then
+  mount -o ro,mode=0700,dmode=0700,overriderockperm,exec,uid=0 "$LIMA_CIDATA_DEV" "$LIMA_CIDATA_MNT"
+fi
+export LIMA_CIDATA_MNT
+exec "$LIMA_CIDATA_MNT"/boot.sh
+"#,
+        mnt = guest_files::CIDATA_MNT
+    )
+}
+
+/// The first `bootcmd`: give every NIC the name network-config expects (a
+/// rename can fail when the interface was already up), then wait up to 30 s
+/// for an IPv4 address on eth0 so that `mode: boot` scripts have a network.
+fn nic_heal(f: &Facts) -> String {
+    let pairs: Vec<String> = f
+        .nics
+        .iter()
+        .map(|n| format!("{}={}", n.mac, n.interface))
+        .collect();
+    format!(
+        r#"# lima: NIC names and the slirp address
+for lima_nic in {pairs}; do
+  lima_mac=${{lima_nic%%=*}}
+  lima_want=${{lima_nic#*=}}
+  for lima_dev in /sys/class/net/*; do
+    [ "$(cat "$lima_dev/address" 2>/dev/null)" = "$lima_mac" ] || continue
+    lima_cur=${{lima_dev##*/}}
+    if [ "$lima_cur" != "$lima_want" ] && [ ! -e "/sys/class/net/$lima_want" ]; then
+      ip link set dev "$lima_cur" down && ip link set dev "$lima_cur" name "$lima_want" && ip link set dev "$lima_want" up
+    fi
+  done
+done
+if [ -e /sys/class/net/{nic} ]; then
+  lima_i=0
+  while [ "$lima_i" -lt 30 ] && ! ip -4 -o addr show dev {nic} 2>/dev/null | grep -q ' inet '; do
+    sleep 1
+    lima_i=$((lima_i + 1))
+  done
+fi
+"#,
+        pairs = pairs.join(" "),
+        nic = super::SLIRP_NIC,
+    )
+}
+
+/// A `mode: boot` script as a bootcmd entry. cloud-init joins all entries
+/// into one `sh` script, so the script is written to a file and run by the
+/// interpreter of its `#!` line, else `sh` (an `exit` in it ends only itself;
+/// no exec permission is needed, /run is often `noexec`). PARAM_* are
+/// exported first because the cidata volume is not mounted yet.
+fn boot_cmd(index: usize, script: &str, f: &Facts) -> String {
+    let mut params = String::new();
+    for (k, v) in &f.param {
+        params.push_str(&format!("PARAM_{k}={v}\n"));
+    }
+    let mut delim = format!("LIMA_BOOT_SCRIPT_{index}");
+    while script.lines().any(|l| l == delim) {
+        delim.push('_');
+    }
+    let mut body = script.to_string();
+    if !body.ends_with('\n') {
+        body.push('\n');
+    }
+    format!(
+        r#"# lima: provision[{index}] (mode: boot)
+while IFS= read -r lima_line; do [ -n "$lima_line" ] && export "$lima_line"; done <<'LIMA_PARAM_EOF'
+{params}LIMA_PARAM_EOF
+lima_script=$(mktemp /run/lima-boot-script.XXXXXX)
+cat >"$lima_script" <<'{delim}'
+{body}{delim}
+lima_interp=sh
+IFS= read -r lima_first <"$lima_script" || true
+case "$lima_first" in '#!'*) lima_interp=${{lima_first#??}} ;; esac
+$lima_interp "$lima_script" </dev/null || echo "LIMA: provision[{index}] (mode: boot) failed with exit status $?" >&2
+rm -f "$lima_script"
+"#
+    )
+}
+
+/// user-data with the boot hook (`iso`), or the `cloud-config.yaml` that
+/// Lima writes for reference (no hook, no mounts, no resolv.conf).
+pub(crate) fn user_data(f: &Facts, iso: bool) -> String {
+    let mut top: Vec<(&str, Y)> = vec![(
+        "growpart",
+        Y::map([("mode", Y::s("auto")), ("devices", Y::strs(["/"]))]),
+    )];
+    if f.upgrade_packages {
+        top.push(("package_update", Y::Bool(true)));
+        top.push(("package_upgrade", Y::Bool(true)));
+        top.push(("package_reboot_if_required", Y::Bool(true)));
+    }
+    let mut mounts = Vec::new();
+    if f.rosetta_enabled {
+        mounts.push(Y::strs([
+            "vz-rosetta",
+            "/mnt/lima-rosetta",
+            "virtiofs",
+            "defaults",
+            "0",
+            "0",
+        ]));
+    }
+    if f.mount_type == "9p" || f.mount_type == "virtiofs" {
+        for m in &f.mounts {
+            mounts.push(Y::strs([
+                m.tag.as_str(),
+                m.mount_point.as_str(),
+                m.fstype.as_str(),
+                m.options.as_str(),
+                "0",
+                "0",
+            ]));
+        }
+    }
+    if iso && !mounts.is_empty() {
+        top.push(("mounts", Y::Seq(mounts)));
+    }
+    if !f.timezone.is_empty() {
+        top.push(("timezone", Y::s(&f.timezone)));
+    }
+    top.push(("hostname", Y::s(&f.hostname)));
+    // A resolvable hostname keeps sudo from stalling on DNS.
+    top.push(("manage_etc_hosts", Y::Bool(true)));
+
+    let mut user: Vec<(&str, Y)> = vec![("name", Y::s(&f.user)), ("uid", Y::s(f.uid.to_string()))];
+    if !f.comment.is_empty() {
+        user.push(("gecos", Y::s(&f.comment)));
+    }
+    user.push(("homedir", Y::s(&f.home)));
+    user.push(("shell", Y::s(&f.shell)));
+    if f.passwordless_sudo {
+        user.push(("sudo", Y::s("ALL=(ALL) NOPASSWD:ALL")));
+        user.push(("lock_passwd", Y::Bool(true)));
+    } else {
+        user.push(("sudo", Y::s("ALL=(ALL) ALL")));
+        user.push(("lock_passwd", Y::Bool(false)));
+    }
+    user.push(("ssh-authorized-keys", Y::strs(f.ssh_keys.iter().cloned())));
+    top.push(("users", Y::Seq(vec![Y::map(user)])));
+
+    if iso {
+        top.push((
+            "write_files",
+            Y::Seq(vec![Y::map([
+                ("content", Y::s(boot_hook())),
+                ("owner", Y::s("root:root")),
+                ("path", Y::s(guest_files::BOOT_HOOK)),
+                ("permissions", Y::s("0755")),
+            ])]),
+        ));
+    }
+    if iso && !f.dns.is_empty() {
+        top.push(("manage_resolv_conf", Y::Bool(true)));
+        top.push((
+            "resolv_conf",
+            Y::map([("nameservers", Y::strs(f.dns.iter().cloned()))]),
+        ));
+    }
+    if let Some(remove) = f.ca_remove_defaults {
+        let mut ca: Vec<(&str, Y)> = vec![("remove_defaults", Y::Bool(remove))];
+        if !f.ca_trusted.is_empty() {
+            ca.push(("trusted", Y::strs(f.ca_trusted.iter().cloned())));
+        }
+        top.push(("ca_certs", Y::map(ca)));
+    }
+    let mut bootcmd = vec![Y::s(nic_heal(f))];
+    for (i, script) in &f.boot_scripts {
+        bootcmd.push(Y::s(boot_cmd(*i, script, f)));
+    }
+    top.push(("bootcmd", Y::Seq(bootcmd)));
+
+    format!("#cloud-config\n{}", emit(&Y::map(top)))
+}

@@ -1,0 +1,221 @@
+//! Lima's edit flags (`--cpus`, `--memory`, `--set`, …) as yq expressions
+//! (reference §8.12), applied to a lima.yaml document.
+
+use crate::spec::yaml::{Node, go_quote};
+
+/// Flags that change an instance's configuration (create, start, edit, restart).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct EditFlags {
+    /// Number of CPUs.
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<u32>,
+    /// Memory in GiB (e.g. 4 or 1.5).
+    #[arg(long, value_name = "GIB")]
+    pub memory: Option<f32>,
+    /// Disk size in GiB.
+    #[arg(long, value_name = "GIB")]
+    pub disk: Option<f32>,
+    /// Mount type: reverse-sshfs, 9p, virtiofs.
+    #[arg(long = "mount-type", value_name = "TYPE")]
+    pub mount_type: Option<String>,
+    /// Make every mount writable.
+    #[arg(long = "mount-writable")]
+    pub mount_writable: bool,
+    /// Remove every mount.
+    #[arg(long = "mount-none")]
+    pub mount_none: bool,
+    /// VM type (only qemu is available on this host).
+    #[arg(long = "vm-type", value_name = "TYPE")]
+    pub vm_type: Option<String>,
+    /// SSH port on 127.0.0.1 (0: a free port at each start).
+    #[arg(long = "ssh-port", value_name = "PORT")]
+    pub ssh_port: Option<u16>,
+    /// Set a template parameter, KEY=VALUE (the template must define KEY).
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    pub param: Vec<String>,
+    /// Login shell of the guest user.
+    #[arg(long = "shell", value_name = "PATH", id = "user_shell")]
+    pub shell: Option<String>,
+    /// A yq expression applied to the YAML (repeatable), e.g. '.cpus = 2'.
+    #[arg(long = "set", value_name = "EXPR")]
+    pub set: Vec<String>,
+}
+
+/// Flags that only make sense for a new instance.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct CreateFlags {
+    /// Machine architecture (x86_64, aarch64, …).
+    #[arg(long, value_name = "ARCH")]
+    pub arch: Option<String>,
+    /// containerd: user, system, user+system, none.
+    #[arg(long, value_name = "MODE")]
+    pub containerd: Option<String>,
+    /// Plain mode: no mounts, no port forwarding, no containerd.
+    #[arg(long)]
+    pub plain: bool,
+}
+
+/// Go's `%v` of a float32 (`2` → `2`, `1.5` → `1.5`).
+fn go_float(f: f32) -> String {
+    if f.fract() == 0.0 && f.abs() < 1e7 {
+        format!("{}", f as i64)
+    } else {
+        format!("{f}")
+    }
+}
+
+impl EditFlags {
+    /// The yq expressions, in Lima's fixed order. `doc` is the document the
+    /// flags apply to (for checking `--param` keys).
+    pub fn expressions(&self, doc: &Node) -> anyhow::Result<Vec<String>> {
+        let mut e = Vec::new();
+        if let Some(c) = self.cpus {
+            e.push(format!(".cpus = {c}"));
+        }
+        if let Some(m) = self.memory {
+            e.push(format!(".memory = \"{}GiB\"", go_float(m)));
+        }
+        if self.mount_none {
+            e.push(".mounts = null".into());
+        }
+        if let Some(t) = &self.mount_type {
+            e.push(format!(".mountType = {}", go_quote(t)));
+        }
+        if let Some(t) = &self.vm_type {
+            e.push(format!(".vmType = {}", go_quote(t)));
+        }
+        if self.mount_writable {
+            e.push(".mounts[].writable = true".into());
+        }
+        for s in &self.set {
+            e.push(s.clone());
+        }
+        for p in &self.param {
+            let (k, v) = p
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--param must be KEY=VALUE, got {}", go_quote(p)))?;
+            let defined = doc.get("param").and_then(|m| m.get(k)).is_some();
+            if !defined && !doc.is_null() {
+                anyhow::bail!(
+                    "template does not define param {}",
+                    crate::spec::yaml::quote_name(k)
+                );
+            }
+            e.push(format!(".param[{}] = {}", go_quote(k), go_quote(v)));
+        }
+        if let Some(port) = self.ssh_port {
+            e.push(format!(".ssh.localPort = {port}"));
+        }
+        if let Some(d) = self.disk {
+            e.push(format!(".disk = \"{}GiB\"", go_float(d)));
+        }
+        if let Some(s) = &self.shell {
+            e.push(format!(".user.shell = {}", go_quote(s)));
+        }
+        Ok(e)
+    }
+}
+
+impl CreateFlags {
+    pub fn expressions(&self) -> anyhow::Result<Vec<String>> {
+        let mut e = Vec::new();
+        if let Some(a) = &self.arch {
+            e.push(format!(".arch = {}", go_quote(a)));
+        }
+        if let Some(c) = &self.containerd {
+            let (user, system) = match c.as_str() {
+                "user" => (true, false),
+                "system" => (false, true),
+                "user+system" | "system+user" => (true, true),
+                "none" => (false, false),
+                other => anyhow::bail!(
+                    "--containerd must be user, system, user+system or none, got {}",
+                    go_quote(other)
+                ),
+            };
+            e.push(format!(
+                ".containerd.user = {user} | .containerd.system = {system}"
+            ));
+        }
+        if self.plain {
+            e.push(".plain = true".into());
+        }
+        Ok(e)
+    }
+}
+
+/// Applies yq expressions to a document (joined with ` | ` as Lima does).
+pub fn apply(doc: &Node, exprs: &[String]) -> anyhow::Result<Node> {
+    if exprs.is_empty() {
+        return Ok(doc.clone());
+    }
+    let joined = exprs.join(" | ");
+    let out = crate::yq::eval_one(&joined, &doc.to_json())?;
+    Ok(Node::from_json(&out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_become_lima_expressions() {
+        let f = EditFlags {
+            cpus: Some(4),
+            memory: Some(1.5),
+            disk: Some(20.0),
+            set: vec![".mountType = \"9p\"".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            f.expressions(&Node::null()).unwrap(),
+            vec![
+                ".cpus = 4",
+                ".memory = \"1.5GiB\"",
+                ".mountType = \"9p\"",
+                ".disk = \"20GiB\""
+            ]
+        );
+        let doc = crate::spec::yaml::parse_single("t", "cpus: 1\n")
+            .unwrap()
+            .unwrap();
+        let out = apply(&doc, &f.expressions(&doc).unwrap())
+            .unwrap()
+            .to_json();
+        assert_eq!(out["cpus"], 4);
+        assert_eq!(out["memory"], "1.5GiB");
+        assert!(
+            EditFlags::default()
+                .expressions(&Node::null())
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn params_must_exist_in_the_template() {
+        let doc = crate::spec::yaml::parse_single("t", "param: {A: x}\n")
+            .unwrap()
+            .unwrap();
+        let ok = EditFlags {
+            param: vec!["A=y".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            apply(&doc, &ok.expressions(&doc).unwrap())
+                .unwrap()
+                .to_json()["param"]["A"],
+            "y"
+        );
+        let bad = EditFlags {
+            param: vec!["B=y".into()],
+            ..Default::default()
+        };
+        assert!(
+            bad.expressions(&doc)
+                .unwrap_err()
+                .to_string()
+                .contains("template does not define param `B`")
+        );
+    }
+}

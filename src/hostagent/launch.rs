@@ -1,0 +1,277 @@
+//! The CLI side of the host agent: launch it detached, follow its events
+//! until the guest is ready, and stop it.
+
+use std::io::{BufRead, Seek};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::events::{Event, EventReader};
+use crate::spec::yaml::quote_name;
+use crate::store::instance::{Liveness, QEMU_LOCK, read_pid};
+use crate::store::lock;
+use crate::store::paths::files;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("cannot launch the host agent of {}: {source}", quote_name(name))]
+    Spawn {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error("host agent process of {} has exited: {detail}", quote_name(name))]
+    Exited { name: String, detail: String },
+    #[error("instance {} did not become ready within {}s{detail}", quote_name(name), timeout.as_secs())]
+    Timeout {
+        name: String,
+        timeout: Duration,
+        detail: String,
+    },
+    #[error("instance {} is DEGRADED: {}", quote_name(name), errors.join("; "))]
+    Degraded { name: String, errors: Vec<String> },
+    #[error("{0}")]
+    Events(String),
+    #[error("instance {} did not stop within {}s (hint: `limactl stop -f {name}`)", quote_name(name), timeout.as_secs())]
+    StopTimeout { name: String, timeout: Duration },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// The last `n` lines of a text file (for error messages).
+pub fn tail(path: &Path, n: usize) -> String {
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(64 * 1024);
+    let _ = f.seek(std::io::SeekFrom::Start(start));
+    let lines: Vec<String> = std::io::BufReader::new(f)
+        .lines()
+        .map_while(Result::ok)
+        .map(|l| {
+            l.chars()
+                .filter(|c| !c.is_control() || *c == '\t')
+                .collect()
+        })
+        .collect();
+    let skip = lines.len().saturating_sub(n);
+    lines[skip..].join("\n")
+}
+
+fn diagnostics(dir: &Path) -> String {
+    let mut s = String::new();
+    let err = tail(&dir.join(files::HA_STDERR_LOG), 8);
+    if !err.is_empty() {
+        s.push_str(&format!(
+            "\nlast lines of {}:\n{err}",
+            dir.join(files::HA_STDERR_LOG).display()
+        ));
+    }
+    let serial = tail(&dir.join(files::SERIAL_LOG), 12);
+    if !serial.is_empty() {
+        s.push_str(&format!(
+            "\nlast lines of {}:\n{serial}",
+            dir.join(files::SERIAL_LOG).display()
+        ));
+    }
+    s
+}
+
+/// Spawns `limactl hostagent NAME` in its own session, with stdout and stderr
+/// going to `ha.stdout.log` / `ha.stderr.log` (both truncated first).
+pub fn spawn(dir: &Path, name: &str, debug: bool) -> Result<Child, LaunchError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::process::CommandExt;
+    let open = |f: &str| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(dir.join(f))
+    };
+    let err = |source| LaunchError::Spawn {
+        name: name.into(),
+        source,
+    };
+    let stdout = open(files::HA_STDOUT_LOG).map_err(err)?;
+    let stderr = open(files::HA_STDERR_LOG).map_err(err)?;
+    let exe = std::env::current_exe().map_err(err)?;
+    let mut c = Command::new(exe);
+    if debug {
+        c.arg("--debug");
+    }
+    c.arg("hostagent")
+        .arg(name)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr);
+    // A session of its own: the host agent outlives this CLI process and its
+    // terminal (DESIGN principle 4).
+    unsafe {
+        c.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    c.spawn().map_err(err)
+}
+
+/// What `wait_ready` saw.
+#[derive(Debug, Default)]
+pub struct Ready {
+    pub ssh_local_port: u16,
+}
+
+/// Follows `ha.stdout.log` until the `running` event (Ok), an `exiting`
+/// event or the host agent's death (Err), or the timeout.
+pub fn wait_ready(
+    dir: &Path,
+    name: &str,
+    child: &mut Child,
+    timeout: Duration,
+    mut on_event: impl FnMut(&Event),
+) -> Result<Ready, LaunchError> {
+    let mut reader = EventReader::from_start(&dir.join(files::HA_STDOUT_LOG));
+    let start = Instant::now();
+    let mut ready = Ready::default();
+    loop {
+        let events = reader.poll().map_err(LaunchError::Events)?;
+        for ev in events {
+            on_event(&ev);
+            if ev.status.ssh_local_port != 0 {
+                ready.ssh_local_port = ev.status.ssh_local_port;
+            }
+            if ev.status.exiting {
+                return Err(LaunchError::Exited {
+                    name: name.into(),
+                    detail: format!("it reported `exiting`{}", diagnostics(dir)),
+                });
+            }
+            if ev.status.running {
+                if ev.status.degraded {
+                    return Err(LaunchError::Degraded {
+                        name: name.into(),
+                        errors: ev.status.errors.clone(),
+                    });
+                }
+                return Ok(ready);
+            }
+        }
+        if let Some(status) = child.try_wait()? {
+            // Read what it wrote before dying.
+            if let Ok(evs) = reader.poll() {
+                for ev in &evs {
+                    on_event(ev);
+                    if ev.status.running && !ev.status.degraded {
+                        return Ok(ready);
+                    }
+                }
+            }
+            return Err(LaunchError::Exited {
+                name: name.into(),
+                detail: format!("{status}{}", diagnostics(dir)),
+            });
+        }
+        if start.elapsed() >= timeout {
+            return Err(LaunchError::Timeout {
+                name: name.into(),
+                timeout,
+                detail: diagnostics(dir),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A pid from a pid file, trusted only if that process holds `lock_file`
+/// open (checked in `/proc/<pid>/fd`): a stale or reused pid never gets an
+/// unrelated process signalled.
+pub fn verified_pid(pid_file: &Path, lock_file: &Path) -> Option<i32> {
+    let pid = read_pid(pid_file)?;
+    let want = std::fs::canonicalize(lock_file).ok()?;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    fds.flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .any(|t| t == want)
+        .then_some(pid)
+}
+
+fn signal(pid: i32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+}
+
+/// Stops an instance. Graceful: SIGINT to the host agent, which powers the
+/// guest off (ACPI) and exits; waits until its liveness lock is released.
+/// Forced: SIGKILL to QEMU and the host agent (verified pids only), then the
+/// run-time files (`*.pid`, `*.sock`, `*.tmp`) are removed.
+pub fn stop(dir: &Path, name: &str, force: bool, timeout: Duration) -> Result<(), LaunchError> {
+    let ha_lock = dir.join(files::HA_LOCK);
+    let qemu_lock = dir.join(QEMU_LOCK);
+    if !force {
+        if let Some(pid) = verified_pid(&dir.join(files::HA_PID), &ha_lock) {
+            crate::info!("Sending SIGINT to hostagent process {pid}");
+            signal(pid, nix::sys::signal::Signal::SIGINT);
+        } else if Liveness::probe(dir).host_agent {
+            crate::warn!(
+                "cannot find the host agent's pid of {}; forcing the stop",
+                quote_name(name)
+            );
+            return stop(dir, name, true, timeout);
+        }
+        let start = Instant::now();
+        while lock::is_held(&ha_lock) || lock::is_held(&qemu_lock) {
+            if start.elapsed() >= timeout {
+                return Err(LaunchError::StopTimeout {
+                    name: name.into(),
+                    timeout,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        return Ok(());
+    }
+    if let Some(pid) = verified_pid(&dir.join(files::QEMU_PID), &qemu_lock) {
+        crate::info!("Sending SIGKILL to the QEMU process {pid}");
+        signal(pid, nix::sys::signal::Signal::SIGKILL);
+    }
+    if let Some(pid) = verified_pid(&dir.join(files::HA_PID), &ha_lock) {
+        crate::info!("Sending SIGKILL to the host agent process {pid}");
+        signal(pid, nix::sys::signal::Signal::SIGKILL);
+    }
+    let start = Instant::now();
+    while lock::is_held(&ha_lock) || lock::is_held(&qemu_lock) {
+        if start.elapsed() >= Duration::from_secs(10) {
+            crate::warn!(
+                "processes of {} still hold their locks; find them with `fuser {}`",
+                quote_name(name),
+                ha_lock.display()
+            );
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    remove_runtime_files(dir);
+    Ok(())
+}
+
+/// Removes `*.pid`, `*.sock` and `*.tmp` entries of the instance directory.
+pub fn remove_runtime_files(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if files::RUNTIME_SUFFIXES.iter().any(|s| n.ends_with(s)) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// The instance directory's path for a name (used by callers holding only a name).
+pub fn ha_paths(dir: &Path) -> (PathBuf, PathBuf) {
+    (
+        dir.join(files::HA_STDOUT_LOG),
+        dir.join(files::HA_STDERR_LOG),
+    )
+}

@@ -1,0 +1,214 @@
+//! The per-instance supervisor, `limactl hostagent NAME` (reference §4):
+//! holds the instance's liveness lock for its whole life, regenerates
+//! cidata, runs QEMU as its direct child, waits for the guest's readiness
+//! requirements, reports events in `ha.stdout.log`, serves `ha.sock`, and on
+//! SIGINT/SIGTERM powers the guest off (ACPI), then quits or kills QEMU.
+
+pub mod api;
+pub mod events;
+pub mod launch;
+pub mod logfollow;
+pub mod requirements;
+mod vm;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use nix::sys::signal::{SigSet, Signal};
+
+use crate::spec::yaml::quote_name;
+use crate::store::paths::files;
+use crate::store::{self, Home, lock};
+use events::{EventWriter, Status};
+
+/// How long the guest gets to power off after the ACPI power button.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// What ends the host agent's main loop.
+enum Wake {
+    Signal(Signal),
+    QemuExited(std::process::ExitStatus),
+    Ready(Vec<String>),
+}
+
+/// Picks the SSH port: `ssh.localPort`, or a free 127.0.0.1 port. A
+/// configured port that is taken is an error now rather than a QEMU failure later.
+pub fn ssh_port(configured: i64) -> anyhow::Result<u16> {
+    if configured > 0 {
+        let port = configured as u16;
+        std::net::TcpListener::bind(("127.0.0.1", port)).with_context(|| {
+            format!("SSH port {port} (`ssh.localPort`) is already in use on 127.0.0.1; choose another port or set 0 for a free one")
+        })?;
+        return Ok(port);
+    }
+    let l = std::net::TcpListener::bind(("127.0.0.1", 0)).context("cannot find a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Blocks the termination signals in this thread (and the threads it
+/// spawns) so one thread can `sigwait` for them.
+fn block_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGHUP);
+    let _ = set.thread_block();
+    set
+}
+
+/// `limactl hostagent NAME`.
+pub fn run(home: &Home, name: &str, debug: bool) -> anyhow::Result<i32> {
+    let dir = home.instance_dir(name);
+    if !dir.join(files::LIMA_YAML).exists() {
+        bail!("instance {} does not exist", quote_name(name));
+    }
+    let _liveness = lock::try_exclusive(&dir.join(files::HA_LOCK))?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "another host agent is already running for instance {}",
+            quote_name(name)
+        )
+    })?;
+    let sigset = block_signals();
+    store::atomic::write(
+        &dir.join(files::HA_PID),
+        format!("{}\n", std::process::id()).as_bytes(),
+        0o600,
+    )?;
+    let mut events = EventWriter::open(&dir.join(files::HA_STDOUT_LOG))?;
+    let result = run_locked(home, name, &dir, debug, &mut events, sigset);
+    if let Err(e) = &result {
+        crate::error!("{e:#}");
+    }
+    let _ = events.emit(Status {
+        exiting: true,
+        ..Default::default()
+    });
+    for f in [
+        files::HA_SOCK,
+        files::HA_PID,
+        files::QMP_SOCK,
+        files::GA_SOCK,
+        files::SERIAL_SOCK,
+        files::SERIALV_SOCK,
+    ] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+    result
+}
+
+fn run_locked(
+    home: &Home,
+    name: &str,
+    dir: &Path,
+    debug: bool,
+    events: &mut EventWriter,
+    sigset: SigSet,
+) -> anyhow::Result<i32> {
+    let env = crate::spec::LoadEnv::new(&home.root);
+    let inst = store::inspect(home, &env, name);
+    let config = inst.config.clone().ok_or_else(|| {
+        anyhow::anyhow!(
+            "instance {} has errors: {}",
+            quote_name(name),
+            inst.errors.join("; ")
+        )
+    })?;
+
+    let port = ssh_port(config.ssh.as_ref().and_then(|s| s.local_port).unwrap_or(0))?;
+    let mut vm = vm::Vm::prepare(home, name, dir, &config, port, debug)?;
+
+    // Start answering /v1/info before QEMU: `list` must see the port.
+    let info = Arc::new(Mutex::new(api::Info {
+        ssh_local_port: port,
+        ..Default::default()
+    }));
+    api::serve(&dir.join(files::HA_SOCK), info)?;
+
+    let mut qemu = vm.start_qemu()?;
+    events.emit(Status {
+        ssh_local_port: port,
+        ..Default::default()
+    })?;
+
+    let (tx, rx) = mpsc::channel::<Wake>();
+    {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            if let Ok(sig) = sigset.wait() {
+                let _ = tx.send(Wake::Signal(sig));
+            }
+        });
+    }
+    {
+        let tx = tx.clone();
+        let reqs = vm.requirements();
+        std::thread::spawn(move || {
+            let errors = reqs.wait_all();
+            let _ = tx.send(Wake::Ready(errors));
+        });
+    }
+
+    let exit = loop {
+        if let Some(status) = qemu.try_wait()? {
+            break Wake::QemuExited(status);
+        }
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(Wake::Ready(errors)) => {
+                let degraded = !errors.is_empty();
+                for e in &errors {
+                    crate::warn!("{e}");
+                }
+                events.emit(Status {
+                    running: true,
+                    degraded,
+                    errors,
+                    ssh_local_port: port,
+                    ..Default::default()
+                })?;
+                if !degraded {
+                    crate::info!("The instance {} is ready", quote_name(name));
+                }
+            }
+            Ok(w) => break w,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {}
+        }
+    };
+
+    vm.cleanup_guest_side();
+    let code = match exit {
+        Wake::Signal(sig) => {
+            crate::info!("Received {sig}, shutting down the host agent");
+            vm.shutdown(&mut qemu, SHUTDOWN_TIMEOUT);
+            0
+        }
+        Wake::QemuExited(status) => {
+            if status.success() {
+                crate::info!("QEMU has exited (the guest powered off)");
+                0
+            } else {
+                crate::error!(
+                    "Driver stopped due to error: QEMU exited with {status} (see {})",
+                    dir.join(files::SERIAL_LOG).display()
+                );
+                1
+            }
+        }
+        Wake::Ready(_) => unreachable!("handled in the loop"),
+    };
+    vm.cleanup_host_side();
+    Ok(code)
+}
+
+/// Milliseconds since `start`, for log lines.
+pub fn elapsed(start: Instant) -> String {
+    format!("{:.1}s", start.elapsed().as_secs_f64())
+}
+
+/// Where QEMU's console output goes (for error messages).
+pub fn serial_log(dir: &Path) -> PathBuf {
+    dir.join(files::SERIAL_LOG)
+}

@@ -1,0 +1,283 @@
+//! The host agent's VM: what it prepares before QEMU (cidata, ssh.config,
+//! disk locks), QEMU as a direct child holding `qemu.lock`, and shutdown.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use super::requirements::Requirements;
+use crate::spec::LimaYaml;
+use crate::spec::yaml::quote_name;
+use crate::ssh::SshTarget;
+use crate::store::instance::QEMU_LOCK;
+use crate::store::paths::files;
+use crate::store::{self, Home, lock};
+
+pub struct Vm {
+    home: Home,
+    name: String,
+    dir: PathBuf,
+    config: LimaYaml,
+    port: u16,
+    iid: String,
+    target: SshTarget,
+    argv: Vec<String>,
+    binary: PathBuf,
+    disks: Vec<String>,
+}
+
+impl Vm {
+    /// Everything before QEMU starts: identity, cidata, ssh.config, disk locks, argv.
+    pub fn prepare(
+        home: &Home,
+        name: &str,
+        dir: &Path,
+        config: &LimaYaml,
+        port: u16,
+        debug: bool,
+    ) -> anyhow::Result<Vm> {
+        let identity = crate::ssh::ensure_identity(home)?;
+        let user = config.user.clone().unwrap_or_default();
+        let ssh = config.ssh.clone().unwrap_or_default();
+        let host = crate::spec::host::host();
+        let keys =
+            crate::ssh::authorized_keys(home, ssh.load_dot_ssh_pub_keys == Some(true), &host.home)?;
+        let iid = format!(
+            "iid-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        );
+
+        let host_env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+        let guest_agent: Option<PathBuf> = None;
+        let cidata = crate::cidata::generate(&crate::cidata::CidataInput {
+            config,
+            name,
+            instance_dir: dir,
+            iid: &iid,
+            authorized_keys: &keys,
+            debug,
+            host_home: &host.home,
+            host_env: &host_env,
+            guest_agent: guest_agent.as_deref(),
+            udp_dns_port: 0,
+            tcp_dns_port: 0,
+        })?;
+        crate::cidata::write_iso(&dir.join(files::CIDATA_ISO), &cidata.files)
+            .with_context(|| format!("cannot write {}", dir.join(files::CIDATA_ISO).display()))?;
+        store::atomic::write(
+            &dir.join(files::CLOUD_CONFIG),
+            cidata.cloud_config.as_bytes(),
+            0o400,
+        )?;
+
+        let target = SshTarget {
+            instance_dir: dir.to_path_buf(),
+            name: name.to_string(),
+            user: user.name.clone().unwrap_or_default(),
+            port,
+            identity,
+            extra_identities: Vec::new(),
+            forward_agent: ssh.forward_agent == Some(true),
+            forward_x11: ssh.forward_x11 == Some(true),
+            forward_x11_trusted: ssh.forward_x11_trusted == Some(true),
+        };
+        store::atomic::write(
+            &dir.join(files::SSH_CONFIG),
+            target.config_text()?.as_bytes(),
+            0o600,
+        )?;
+
+        let mut disks = Vec::new();
+        let mut disk_paths = Vec::new();
+        for d in config.additional_disks.iter().flatten() {
+            if let Some(stale) = store::disk::lock_for(home, &d.name, dir)? {
+                crate::warn!(
+                    "Taking over disk {} from instance {}, which is not running",
+                    quote_name(&d.name),
+                    quote_name(&stale)
+                );
+            }
+            crate::info!(
+                "Mounting disk {} on {}",
+                quote_name(&d.name),
+                quote_name(&format!("/mnt/lima-{}", d.name))
+            );
+            disk_paths.push(
+                store::disk::disk_dir(home, &d.name).join(store::paths::disk_files::DATA_DISK),
+            );
+            disks.push(d.name.clone());
+        }
+
+        let (binary, argv) = crate::driver::qemu::command_line(&crate::driver::qemu::Launch {
+            config,
+            name,
+            instance_dir: dir,
+            ssh_local_port: port,
+            additional_disks: disk_paths,
+            lima_home: &home.root,
+        })?;
+        Ok(Vm {
+            home: home.clone(),
+            name: name.to_string(),
+            dir: dir.to_path_buf(),
+            config: config.clone(),
+            port,
+            iid,
+            target,
+            argv,
+            binary,
+            disks,
+        })
+    }
+
+    pub fn requirements(&self) -> Requirements {
+        Requirements::linux(self.target.clone(), &self.iid, Duration::from_secs(600))
+    }
+
+    /// Starts QEMU as a direct child. It inherits `qemu.lock` (held), so the
+    /// lock lives exactly as long as QEMU; this process drops its copy.
+    pub fn start_qemu(&mut self) -> anyhow::Result<Child> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        for f in [
+            files::QMP_SOCK,
+            files::SERIAL_SOCK,
+            files::SERIALV_SOCK,
+            files::GA_SOCK,
+            files::SERIAL_LOG,
+            files::SERIALV_LOG,
+            files::QEMU_PID,
+        ] {
+            let _ = std::fs::remove_file(self.dir.join(f));
+        }
+        let held = lock::try_exclusive(&self.dir.join(QEMU_LOCK))?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "a QEMU process of instance {} is still running without its host agent; run `limactl stop -f {}`",
+                quote_name(&self.name),
+                self.name
+            )
+        })?;
+        let fd = held.file().as_raw_fd();
+        crate::info!(
+            "Starting QEMU (hint: to watch the boot progress, see {:?})",
+            self.dir.join("serial*.log").display().to_string()
+        );
+        crate::debug!(
+            "QEMU command line: {} {}",
+            self.binary.display(),
+            self.argv.join(" ")
+        );
+        let mut c = Command::new(&self.binary);
+        c.args(&self.argv)
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        unsafe {
+            c.pre_exec(move || {
+                // Keep the locked descriptor across exec, and undo the signal
+                // mask the host agent set for its sigwait thread.
+                let flags = nix::libc::fcntl(fd, nix::libc::F_GETFD);
+                nix::libc::fcntl(fd, nix::libc::F_SETFD, flags & !nix::libc::FD_CLOEXEC);
+                let _ = nix::sys::signal::SigSet::all().thread_unblock();
+                Ok(())
+            });
+        }
+        let mut child = c
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.binary.display()))?;
+        drop(held);
+        for (stream, tag) in [
+            (
+                child
+                    .stdout
+                    .take()
+                    .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+                "stdout",
+            ),
+            (
+                child
+                    .stderr
+                    .take()
+                    .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+                "stderr",
+            ),
+        ] {
+            if let Some(s) = stream {
+                std::thread::spawn(move || {
+                    use std::io::BufRead;
+                    for line in std::io::BufReader::new(s).lines().map_while(Result::ok) {
+                        if tag == "stderr" {
+                            crate::warn!("qemu[{tag}]: {line}");
+                        } else {
+                            crate::debug!("qemu[{tag}]: {line}");
+                        }
+                    }
+                });
+            }
+        }
+        Ok(child)
+    }
+
+    /// Undo what the running guest session set up (ControlMaster).
+    pub fn cleanup_guest_side(&self) {
+        self.target.exit_master();
+    }
+
+    /// ACPI power button through QMP; after `timeout`, `quit`; then SIGKILL.
+    pub fn shutdown(&self, qemu: &mut Child, timeout: Duration) {
+        let qmp_path = self.dir.join(files::QMP_SOCK);
+        let start = Instant::now();
+        match crate::driver::qemu::qmp::Qmp::connect(&qmp_path, Duration::from_secs(5)) {
+            Ok(mut qmp) => {
+                crate::info!("Shutting down QEMU with ACPI");
+                if let Err(e) = qmp.system_powerdown() {
+                    crate::warn!("QMP system_powerdown failed: {e}");
+                }
+                while start.elapsed() < timeout {
+                    if let Ok(Some(_)) = qemu.try_wait() {
+                        crate::info!(
+                            "QEMU has exited after {:.1}s",
+                            start.elapsed().as_secs_f64()
+                        );
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                crate::warn!(
+                    "The guest did not power off within {}s; sending QMP quit",
+                    timeout.as_secs()
+                );
+                let _ = qmp.quit();
+                let t = Instant::now();
+                while t.elapsed() < Duration::from_secs(5) {
+                    if let Ok(Some(_)) = qemu.try_wait() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            Err(e) => crate::warn!("cannot connect to QMP ({e}); killing QEMU"),
+        }
+        let _ = qemu.kill();
+        let _ = qemu.wait();
+    }
+
+    /// Releases disks and removes run-time files QEMU may have left.
+    pub fn cleanup_host_side(&self) {
+        for d in &self.disks {
+            if let Err(e) = store::disk::unlock_for(&self.home, d, &self.dir) {
+                crate::warn!(
+                    "Failed to unlock disk {}. To use, run `limactl disk unlock {d}`: {e}",
+                    quote_name(d)
+                );
+            }
+        }
+        let _ = (&self.config, self.port);
+    }
+}

@@ -1,0 +1,181 @@
+//! Shared helpers of the end-to-end tests: a temp LIMA_HOME, the locally
+//! built test guest, and a machine-wide lock so that only one guest boots at
+//! a time (2 cores under TCG).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+
+/// The explicit local opt-out; `.ci/run` never sets it.
+pub const SKIP_VAR: &str = "LIMA_SKIP_E2E";
+
+/// Whether the developer explicitly opted out of VM tests on this machine.
+pub fn skipped(test: &str) -> bool {
+    if std::env::var_os(SKIP_VAR).is_some_and(|v| v == "1") {
+        eprintln!("{test}: skipped because {SKIP_VAR}=1 (CI never sets it)");
+        return true;
+    }
+    false
+}
+
+/// The test guest's template, built by hack/build-test-image.sh (cached) or
+/// named by LIMA_TEST_TEMPLATE. Panics with what to do when unavailable.
+pub fn test_template(uefi: bool) -> PathBuf {
+    let path = match std::env::var_os("LIMA_TEST_TEMPLATE") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/build-test-image.sh");
+            let out = std::process::Command::new(&script)
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+            assert!(
+                out.status.success(),
+                "hack/build-test-image.sh failed (run hack/install-deps.sh first):\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            PathBuf::from(
+                String::from_utf8(out.stdout)
+                    .unwrap()
+                    .lines()
+                    .last()
+                    .unwrap_or_default(),
+            )
+        }
+    };
+    let path = if uefi {
+        path.with_file_name("test-image-uefi.yaml")
+    } else {
+        path
+    };
+    assert!(
+        path.is_file(),
+        "test template {} is missing",
+        path.display()
+    );
+    path
+}
+
+/// Fails loudly when QEMU is missing.
+pub fn require_qemu() {
+    let ok = std::process::Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "qemu-system-x86_64 is not installed: run hack/install-deps.sh"
+    );
+}
+
+/// Held while a guest runs; the same lock file hack/test-image/smoke-boot.sh uses.
+pub struct GuestLock(#[allow(dead_code)] std::fs::File);
+
+pub fn guest_lock() -> GuestLock {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("lima-rs-smoke-boot.lock"))
+        .unwrap();
+    f.lock().unwrap();
+    GuestLock(f)
+}
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        // Short paths: unix socket paths in the instance directory must fit in 108 bytes.
+        let dir = tempfile::Builder::new()
+            .prefix("lt")
+            .tempdir_in("/tmp")
+            .unwrap();
+        std::fs::create_dir_all(dir.path().join("home")).unwrap();
+        std::fs::create_dir_all(dir.path().join("lima")).unwrap();
+        Env { dir }
+    }
+
+    pub fn lima_home(&self) -> PathBuf {
+        self.dir.path().join("lima")
+    }
+
+    pub fn instance_dir(&self, name: &str) -> PathBuf {
+        self.lima_home().join(name)
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::cargo_bin("limactl").unwrap();
+        c.env("LIMA_HOME", self.lima_home())
+            .env("HOME", self.dir.path().join("home"))
+            .env_remove("LIMA_TEMPLATES_PATH")
+            .current_dir(self.dir.path());
+        c
+    }
+
+    /// Runs limactl; returns (exit code, stdout, stderr) and logs them.
+    pub fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let start = Instant::now();
+        let out: Output = self.cmd().args(args).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        eprintln!(
+            "$ limactl {} ({:.1}s, exit {:?})\n{stdout}{stderr}",
+            args.join(" "),
+            start.elapsed().as_secs_f64(),
+            out.status.code()
+        );
+        assert!(!stderr.contains("panicked"), "limactl panicked");
+        (out.status.code().unwrap_or(-1), stdout, stderr)
+    }
+
+    /// Runs limactl and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.run(args);
+        assert_eq!(code, 0, "limactl {} failed:\n{err}", args.join(" "));
+        out
+    }
+
+    pub fn list_json(&self, name: &str) -> serde_json::Value {
+        let out = self.ok(&["list", "--json", name]);
+        serde_json::from_str(out.lines().next().expect("one instance")).unwrap()
+    }
+
+    pub fn status(&self, name: &str) -> String {
+        self.list_json(name)["status"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+
+    /// Polls until `f` holds, up to `timeout`.
+    pub fn wait_for(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !f() {
+            assert!(
+                start.elapsed() < timeout,
+                "timed out after {timeout:?} waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // Never leave a VM behind, whatever the test did.
+        if let Ok(rd) = std::fs::read_dir(self.lima_home()) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !name.starts_with('_') && !name.starts_with('.') {
+                    let _ = self.cmd().args(["stop", "-f", &name]).output();
+                }
+            }
+        }
+    }
+}
