@@ -11,8 +11,15 @@ hack/install-deps.sh
 LIMA_TEST_TEMPLATE=$(hack/build-test-image.sh | tail -n1)
 export LIMA_TEST_TEMPLATE
 
+status=0
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --no-fail-fast "$@"
+  cargo nextest run --no-fail-fast "$@" || status=$?
 else
-  cargo test --no-fail-fast "$@"
+  cargo test --no-fail-fast "$@" || status=$?
 fi
+
+# The seed's integration entry point, on the local test image, with the binary the
+# tests just built.
+cargo build -q --bin limactl
+LIMACTL=$PWD/target/debug/limactl hack/test-templates.sh "$LIMA_TEST_TEMPLATE" || status=$?
+exit "$status"

@@ -148,3 +148,130 @@ fn lifecycle_create_start_shell_stop_restart_kill_delete() {
         "{err}"
     );
 }
+
+/// Serves one file over HTTP/1.1 on 127.0.0.1 (GET and HEAD); returns the port.
+fn serve_file(path: std::path::PathBuf) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(&conn);
+                let mut line = String::new();
+                let _ = r.read_line(&mut line);
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                }
+                let mut w = &conn;
+                let len = std::fs::metadata(&path).unwrap().len();
+                let _ = write!(
+                    w,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nContent-Type: application/octet-stream\r\nLast-Modified: Mon, 01 Jan 2024 00:00:00 GMT\r\nConnection: close\r\n\r\n"
+                );
+                if line.starts_with("GET ") {
+                    let mut f = std::fs::File::open(&path).unwrap();
+                    let _ = std::io::copy(&mut f, &mut w);
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn uefi_boot_of_an_image_downloaded_over_http() {
+    if skipped("uefi over http") {
+        return;
+    }
+    require_qemu();
+    let uefi = test_template(true);
+    let node = lima::spec::yaml::parse_single("t", &std::fs::read_to_string(&uefi).unwrap())
+        .unwrap()
+        .unwrap()
+        .to_json();
+    let image = std::path::PathBuf::from(node["images"][0]["location"].as_str().unwrap());
+    let digest = node["images"][0]["digest"].as_str().unwrap().to_string();
+    let port = serve_file(image);
+    let env = Env::new();
+    let t = env.dir.path().join("uefi.yaml");
+    std::fs::write(
+        &t,
+        format!(
+            "images:\n- location: http://127.0.0.1:{port}/debian-12-uefi.qcow2\n  arch: x86_64\n  digest: {digest}\ncpus: 2\nmemory: 2GiB\ndisk: 4GiB\nmounts: []\ncontainerd: {{system: false, user: false}}\n"
+        ),
+    )
+    .unwrap();
+    let cache = env.dir.path().join("cache");
+    let _guest = guest_lock();
+    let out = env
+        .cmd()
+        .env("XDG_CACHE_HOME", &cache)
+        .args(["start", "--name", "uefi", t.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{err}");
+    assert!(out.status.success(), "start failed: {err}");
+    // The image came through the download cache.
+    let entries: Vec<_> = std::fs::read_dir(cache.join("lima/download/by-url-sha256"))
+        .unwrap()
+        .collect();
+    assert_eq!(entries.len(), 1);
+    let entry = entries[0].as_ref().unwrap().path();
+    assert!(entry.join("data").exists());
+    assert_eq!(
+        std::fs::read_to_string(entry.join("sha256.digest")).unwrap(),
+        digest
+    );
+    // Booted through UEFI firmware (no direct kernel boot, no legacy BIOS).
+    assert!(!env.instance_dir("uefi").join("kernel").exists());
+    let efi = env.ok(&[
+        "shell",
+        "uefi",
+        "sh",
+        "-c",
+        "test -d /sys/firmware/efi && echo uefi",
+    ]);
+    assert_eq!(efi.trim(), "uefi");
+    env.ok(&["delete", "--force", "uefi"]);
+    assert!(!env.instance_dir("uefi").exists());
+}
+
+#[test]
+fn a_guest_that_never_becomes_ready_times_out_with_its_console() {
+    if skipped("never ready") {
+        return;
+    }
+    require_qemu();
+    let template = test_template(false);
+    let env = Env::new();
+    let _guest = guest_lock();
+    env.ok(&[
+        "create",
+        "--name",
+        "stuck",
+        "--set",
+        ".images[0].kernel.cmdline = \"root=LABEL=no-such-root ro console=ttyS0 rootdelay=1\"",
+        template.to_str().unwrap(),
+    ]);
+    let t = Instant::now();
+    let (code, _, err) = env.run(&["start", "--timeout", "45s", "stuck"]);
+    assert_eq!(code, 1);
+    assert!(
+        t.elapsed() < Duration::from_secs(120),
+        "the timeout was not honoured"
+    );
+    assert!(err.contains("did not become ready within 45s"), "{err}");
+    assert!(
+        err.contains("serial.log"),
+        "the error shows the console: {err}"
+    );
+    env.ok(&["stop", "-f", "stuck"]);
+    assert_eq!(env.status("stuck"), "Stopped");
+    env.ok(&["delete", "stuck"]);
+}

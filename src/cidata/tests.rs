@@ -255,9 +255,12 @@ fn user_data_is_cloud_config_with_user_keys_and_hook() {
     assert!(n.get("ca_certs").is_none());
     assert!(n.get("package_update").is_none());
 
-    // bootcmd: NIC heal first, then the boot script with its params.
+    // bootcmd: NIC heal first, then the boot script with its params, then
+    // the early start of boot.sh.
     let bootcmd = n.get("bootcmd").unwrap().as_seq().unwrap();
-    assert_eq!(bootcmd.len(), 2);
+    assert_eq!(bootcmd.len(), 3);
+    assert!(s(&bootcmd[2]).contains("systemd-run"), "{}", s(&bootcmd[2]));
+    assert!(s(&bootcmd[2]).contains("LIMA_BOOT_EARLY=1"));
     assert!(s(&bootcmd[0]).contains(&slirp_mac(Path::new("/lima/test"))));
     let b = s(&bootcmd[1]);
     assert!(
@@ -269,12 +272,19 @@ fn user_data_is_cloud_config_with_user_keys_and_hook() {
         "{b}"
     );
 
-    // cloud-config.yaml: no hook, mounts or resolv.conf; the rest is the same.
+    // cloud-config.yaml: no hook (nor its early start), mounts or resolv.conf;
+    // the rest is the same.
     let cc = yaml(&c.cloud_config);
     for k in ["write_files", "mounts", "resolv_conf", "manage_resolv_conf"] {
         assert!(cc.get(k).is_none(), "{k} in cloud-config.yaml");
     }
-    for k in ["users", "bootcmd", "hostname", "timezone", "growpart"] {
+    assert_eq!(
+        cc.get("bootcmd").unwrap().to_json(),
+        serde_json::Value::Array(
+            n.get("bootcmd").unwrap().to_json().as_array().unwrap()[..2].to_vec()
+        )
+    );
+    for k in ["users", "hostname", "timezone", "growpart"] {
         assert_eq!(
             cc.get(k).unwrap().to_json(),
             n.get(k).unwrap().to_json(),

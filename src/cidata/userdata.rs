@@ -24,6 +24,24 @@ exec "$LIMA_CIDATA_MNT"/boot.sh
     )
 }
 
+/// The last `bootcmd`: mount the cidata volume and start `boot.sh` in the
+/// background through systemd-run, so boot scripts run while cloud-init's
+/// later stages (each a new Python process, seconds under emulation) are
+/// still going; the per-boot hook then only waits for that run. Not used
+/// with `upgradePackages` (its package upgrade would race provisioning).
+fn early_boot() -> String {
+    format!(
+        r#"# lima: start the boot scripts now (the per-boot hook waits for them)
+if command -v systemd-run >/dev/null 2>&1; then
+  mkdir -p {mnt} && chmod 0700 {mnt}
+  mountpoint -q {mnt} || mount -o ro,mode=0700,dmode=0700,overriderockperm,exec,uid=0 /dev/disk/by-label/cidata {mnt}
+  systemd-run --quiet --no-block --collect --unit=lima-boot-early --setenv=LIMA_CIDATA_MNT={mnt} --setenv=LIMA_BOOT_EARLY=1 {mnt}/boot.sh || true
+fi
+"#,
+        mnt = guest_files::CIDATA_MNT
+    )
+}
+
 /// The first `bootcmd`: give every NIC the name network-config expects (a
 /// rename can fail when the interface was already up), then wait up to 30 s
 /// for an IPv4 address on eth0 so that `mode: boot` scripts have a network.
@@ -182,6 +200,9 @@ pub(crate) fn user_data(f: &Facts, iso: bool) -> String {
     let mut bootcmd = vec![Y::s(nic_heal(f))];
     for (i, script) in &f.boot_scripts {
         bootcmd.push(Y::s(boot_cmd(*i, script, f)));
+    }
+    if iso && !f.upgrade_packages {
+        bootcmd.push(Y::s(early_boot()));
     }
     top.push(("bootcmd", Y::Seq(bootcmd)));
 

@@ -94,12 +94,16 @@ pub fn resolve_target(
         (name, locator)
     };
     check_name(home, &name)?;
-    if home
-        .instance_dir(&name)
-        .join(store::paths::files::LIMA_YAML)
-        .exists()
-    {
+    let dir = home.instance_dir(&name);
+    if dir.join(store::paths::files::LIMA_YAML).exists() {
         return Ok(Target::Existing(name));
+    }
+    if dir.exists() {
+        bail!(
+            "instance {} is Broken: {} exists but has no lima.yaml; remove that directory to create the instance anew",
+            quote_name(&name),
+            dir.display()
+        );
     }
     let mut warnings = Vec::new();
     let tmpl = load::read_locator(&locator, &env.store, &mut super::read_stdin, &mut warnings)?;

@@ -111,10 +111,21 @@ pub fn spawn(dir: &Path, name: &str, debug: bool) -> Result<Child, LaunchError> 
     unsafe {
         c.pre_exec(|| {
             nix::unistd::setsid().map_err(std::io::Error::from)?;
+            close_inherited_fds(3);
             Ok(())
         });
     }
     c.spawn().map_err(err)
+}
+
+/// Closes every descriptor from `first` up, in a child before exec: the host
+/// agent and QEMU live long, and must not keep open whatever the caller had
+/// (a lock held by a wrapper script, a pipe a test waits on).
+pub fn close_inherited_fds(first: u32) {
+    // close_range(2); errors (old kernels) leave the descriptors, as before.
+    unsafe {
+        nix::libc::syscall(nix::libc::SYS_close_range, first, u32::MAX, 0);
+    }
 }
 
 /// What `wait_ready` saw.

@@ -20,6 +20,10 @@ pub struct Requirement {
     /// A failure aborts the remaining requirements.
     pub fatal: bool,
     pub hint: String,
+    /// Already satisfied when the previous requirement's output contains
+    /// this text (saves an SSH session: each costs a second or more under
+    /// emulation).
+    pub satisfied_by_previous_output: Option<String>,
 }
 
 /// The ordered requirements of one start.
@@ -50,12 +54,14 @@ impl Requirements {
             essential: vec![
                 Requirement {
                     description: "ssh".into(),
-                    script: "true\n".into(),
+                    // Also reports the session marker, usually written by then.
+                    script: "cat /run/lima-ssh-ready 2>/dev/null; true\n".into(),
                     master: false,
                     fatal: false,
                     hint: "The SSH server of the guest does not answer. Check serial.log; \
                            make sure `ssh.localPort` does not conflict with another port"
                         .into(),
+                    satisfied_by_previous_output: None,
                 },
                 Requirement {
                     description: "user session is ready for ssh".into(),
@@ -63,6 +69,7 @@ impl Requirements {
                     master: false,
                     fatal: false,
                     hint: "The boot scripts did not mark the session ready; see /var/log/cloud-init-output.log in the guest".into(),
+                    satisfied_by_previous_output: Some(iid.to_string()),
                 },
                 Requirement {
                     description: "Explicitly start ssh ControlMaster".into(),
@@ -70,6 +77,7 @@ impl Requirements {
                     master: true,
                     fatal: false,
                     hint: "The ControlMaster could not be started".into(),
+                    satisfied_by_previous_output: None,
                 },
             ],
             optional: Vec::new(),
@@ -79,17 +87,35 @@ impl Requirements {
                 master: true,
                 fatal: false,
                 hint: "See \"/var/log/cloud-init-output.log\" in the guest".into(),
+                satisfied_by_previous_output: None,
             }],
             timeout,
         }
     }
 
-    fn satisfy(&self, label: &str, i: usize, n: usize, r: &Requirement) -> Result<(), String> {
+    fn satisfy(
+        &self,
+        label: &str,
+        i: usize,
+        n: usize,
+        r: &Requirement,
+        previous_output: &str,
+    ) -> Result<String, String> {
         crate::info!(
             "Waiting for the {label} requirement {i} of {n}: {:?}",
             r.description
         );
+        if let Some(text) = &r.satisfied_by_previous_output
+            && previous_output.lines().any(|l| l.trim() == text)
+        {
+            crate::info!("The {label} requirement {i} of {n} is satisfied");
+            return Ok(String::new());
+        }
         let start = Instant::now();
+        if !r.master {
+            // Cheap first: wait for sshd's banner before spending an ssh process.
+            wait_for_banner(self.target.port, self.timeout);
+        }
         let mut last;
         loop {
             let left = self.timeout.saturating_sub(start.elapsed());
@@ -98,9 +124,9 @@ impl Requirements {
                 .target
                 .run_script(r.master, &r.script, left + Duration::from_secs(15))
             {
-                Ok((Some(0), _, _)) => {
+                Ok((Some(0), out, _)) => {
                     crate::info!("The {label} requirement {i} of {n} is satisfied");
-                    return Ok(());
+                    return Ok(out);
                 }
                 Ok((code, out, err)) => {
                     last = format!("exit {code:?}: {}{}", out.trim(), err.trim());
@@ -118,11 +144,16 @@ impl Requirements {
     }
 
     fn run_group(&self, label: &str, reqs: &[Requirement], errors: &mut Vec<String>) -> bool {
+        let mut previous = String::new();
         for (i, r) in reqs.iter().enumerate() {
-            if let Err(e) = self.satisfy(label, i + 1, reqs.len(), r) {
-                errors.push(e);
-                if r.fatal {
-                    return false;
+            match self.satisfy(label, i + 1, reqs.len(), r, &previous) {
+                Ok(out) => previous = out,
+                Err(e) => {
+                    previous.clear();
+                    errors.push(e);
+                    if r.fatal {
+                        return false;
+                    }
                 }
             }
         }
@@ -140,9 +171,56 @@ impl Requirements {
     }
 }
 
+/// How long one banner probe waits. QEMU's user networking accepts the TCP
+/// connection at once and only then connects to the guest, retrying with a
+/// growing back-off, so one long attempt notices sshd late. But every
+/// abandoned attempt may still reach sshd later and sit there as an
+/// unauthenticated connection for its LoginGraceTime (120 s); beyond
+/// MaxStartups (10) of them sshd starts refusing everybody. Three seconds
+/// keeps a typical boot well under ten abandoned attempts.
+const BANNER_PROBE: Duration = Duration::from_secs(3);
+
+/// Waits until something on 127.0.0.1:`port` sends an SSH banner.
+pub fn wait_for_banner(port: u16, timeout: Duration) -> bool {
+    use std::io::Read;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        let attempt = Instant::now();
+        if let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+            let _ = s.set_read_timeout(Some(BANNER_PROBE));
+            let mut buf = [0u8; 4];
+            if s.read_exact(&mut buf).is_ok() && &buf == b"SSH-" {
+                return true;
+            }
+        }
+        // Refused outright (QEMU not listening yet): do not spin.
+        if attempt.elapsed() < Duration::from_millis(500) {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn banner_probe_sees_an_ssh_server() {
+        use std::io::Write;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for mut c in l.incoming().flatten() {
+                let _ = c.write_all(b"SSH-2.0-OpenSSH_9.2\r\n");
+            }
+        });
+        assert!(wait_for_banner(port, Duration::from_secs(5)));
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = silent.local_addr().unwrap().port();
+        assert!(!wait_for_banner(port, Duration::from_millis(3500)));
+    }
 
     #[test]
     fn marker_script_polls_with_a_bound() {

@@ -115,139 +115,160 @@ pub fn execute(
     }
     let dir = home.instance_dir(name);
     let mut lock = None;
-    for step in &plan.steps {
-        if opts.verbose {
-            crate::debug!(
-                "{}: {} ({})",
-                quote_name(name),
-                step.action.verb(),
-                step.reason
-            );
-        }
-        if lock.is_none() && dir.is_dir() {
-            lock = Some(store::lock_instance(&dir, store::MUTATION_LOCK_TIMEOUT)?);
-        }
-        match &step.action {
-            Action::Create => {
-                let d = desired.expect("create needs a desired state");
-                let version = crate::version_string();
-                store::create_instance_dir(
-                    home,
-                    name,
-                    &[
-                        store::NewFile {
-                            name: files::LIMA_YAML,
-                            data: d.lima_yaml.as_bytes(),
-                            mode: 0o600,
-                        },
-                        store::NewFile {
-                            name: files::LIMA_VERSION,
-                            data: version.as_bytes(),
-                            mode: 0o400,
-                        },
-                    ],
-                )
-                .map_err(|e| step_err(name, step, e))?;
+    let mut created = false;
+    let mut started = false;
+    let result = (|| -> Result<(), ExecError> {
+        for step in &plan.steps {
+            if opts.verbose {
+                crate::debug!(
+                    "{}: {} ({})",
+                    quote_name(name),
+                    step.action.verb(),
+                    step.reason
+                );
+            }
+            if lock.is_none() && dir.is_dir() {
                 lock = Some(store::lock_instance(&dir, store::MUTATION_LOCK_TIMEOUT)?);
             }
-            Action::PrepareImages => {
-                let d = desired.expect("preparing images needs the configuration");
-                let images = d.config.images.clone().unwrap_or_default();
-                let arch = d.config.arch.clone().unwrap_or_default();
-                let prepared = crate::image::prepare_images(
-                    &images,
-                    &arch,
-                    &dir,
-                    &crate::image::FetchOptions::default(),
-                )
-                .map_err(|e| step_err(name, step, e))?;
-                if let Some(i) = prepared.index {
-                    crate::info!("Using image {}", quote_name(&images[i].location));
+            match &step.action {
+                Action::Create => {
+                    let d = desired.expect("create needs a desired state");
+                    let version = crate::version_string();
+                    store::create_instance_dir(
+                        home,
+                        name,
+                        &[
+                            store::NewFile {
+                                name: files::LIMA_YAML,
+                                data: d.lima_yaml.as_bytes(),
+                                mode: 0o600,
+                            },
+                            store::NewFile {
+                                name: files::LIMA_VERSION,
+                                data: version.as_bytes(),
+                                mode: 0o400,
+                            },
+                        ],
+                    )
+                    .map_err(|e| step_err(name, step, e))?;
+                    lock = Some(store::lock_instance(&dir, store::MUTATION_LOCK_TIMEOUT)?);
+                    created = true;
                 }
-            }
-            Action::CreateDiffDisk { size } => {
-                if dir.join(files::DIFF_DISK).exists() {
-                    continue;
+                Action::PrepareImages => {
+                    let d = desired.expect("preparing images needs the configuration");
+                    let images = d.config.images.clone().unwrap_or_default();
+                    let arch = d.config.arch.clone().unwrap_or_default();
+                    let prepared = crate::image::prepare_images(
+                        &images,
+                        &arch,
+                        &dir,
+                        &crate::image::FetchOptions::default(),
+                    )
+                    .map_err(|e| step_err(name, step, e))?;
+                    if let Some(i) = prepared.index {
+                        crate::info!("Using image {}", quote_name(&images[i].location));
+                    }
                 }
-                let fmt =
-                    image_format(&dir, files::BASE_DISK).map_err(|e| step_err(name, step, e))?;
-                let tmp = format!(".{}.tmp", files::DIFF_DISK);
-                let _ = std::fs::remove_file(dir.join(&tmp));
-                // A relative backing file: the instance directory stays movable.
-                qemu_img(
-                    &dir,
-                    &[
-                        "create",
-                        "-q",
-                        "-f",
-                        "qcow2",
-                        "-F",
-                        &fmt,
-                        "-b",
-                        files::BASE_DISK,
-                        &tmp,
-                        &size.to_string(),
-                    ],
-                )
-                .map_err(|e| step_err(name, step, e))?;
-                std::fs::rename(dir.join(&tmp), dir.join(files::DIFF_DISK))?;
-            }
-            Action::GrowDisk { from, to } => {
-                let have =
-                    store::instance::image_virtual_size(&dir.join(files::DIFF_DISK)).unwrap_or(0);
-                if have >= *to {
-                    continue;
+                Action::CreateDiffDisk { size } => {
+                    if dir.join(files::DIFF_DISK).exists() {
+                        continue;
+                    }
+                    let fmt = image_format(&dir, files::BASE_DISK)
+                        .map_err(|e| step_err(name, step, e))?;
+                    let tmp = format!(".{}.tmp", files::DIFF_DISK);
+                    let _ = std::fs::remove_file(dir.join(&tmp));
+                    // A relative backing file: the instance directory stays movable.
+                    qemu_img(
+                        &dir,
+                        &[
+                            "create",
+                            "-q",
+                            "-f",
+                            "qcow2",
+                            "-F",
+                            &fmt,
+                            "-b",
+                            files::BASE_DISK,
+                            &tmp,
+                            &size.to_string(),
+                        ],
+                    )
+                    .map_err(|e| step_err(name, step, e))?;
+                    std::fs::rename(dir.join(&tmp), dir.join(files::DIFF_DISK))?;
                 }
-                crate::info!(
-                    "Resize instance {}'s disk from {} to {}",
-                    quote_name(name),
-                    format_size(*from),
-                    format_size(*to)
-                );
-                qemu_img(
-                    &dir,
-                    &[
-                        "resize",
-                        "-q",
-                        "-f",
-                        "qcow2",
-                        files::DIFF_DISK,
-                        &to.to_string(),
-                    ],
-                )
-                .map_err(|e| step_err(name, step, e))?;
-            }
-            Action::Start => {
-                drop(lock.take());
-                start(home, name, opts)?;
-            }
-            Action::Stop { force } => {
-                if *force {
-                    crate::info!("Stopping the instance {} forcibly", quote_name(name));
-                } else {
-                    crate::info!("Stopping the instance {}", quote_name(name));
+                Action::GrowDisk { from, to } => {
+                    let have = store::instance::image_virtual_size(&dir.join(files::DIFF_DISK))
+                        .unwrap_or(0);
+                    if have >= *to {
+                        continue;
+                    }
+                    crate::info!(
+                        "Resize instance {}'s disk from {} to {}",
+                        quote_name(name),
+                        format_size(*from),
+                        format_size(*to)
+                    );
+                    qemu_img(
+                        &dir,
+                        &[
+                            "resize",
+                            "-q",
+                            "-f",
+                            "qcow2",
+                            files::DIFF_DISK,
+                            &to.to_string(),
+                        ],
+                    )
+                    .map_err(|e| step_err(name, step, e))?;
                 }
-                launch::stop(&dir, name, *force, opts.stop_timeout)?;
-                crate::info!("The instance {} has stopped", quote_name(name));
-            }
-            Action::Delete => {
-                launch::remove_runtime_files(&dir);
-                drop(lock.take());
-                store::remove_instance_dir(home, name).map_err(|e| step_err(name, step, e))?;
-                crate::info!(
-                    "Deleted {} ({})",
-                    quote_name(name),
-                    quote_name(&dir.display().to_string())
-                );
+                Action::Start => {
+                    drop(lock.take());
+                    started = true;
+                    start(home, name, opts)?;
+                }
+                Action::Stop { force } => {
+                    if *force {
+                        crate::info!("Stopping the instance {} forcibly", quote_name(name));
+                    } else {
+                        crate::info!("Stopping the instance {}", quote_name(name));
+                    }
+                    launch::stop(&dir, name, *force, opts.stop_timeout)?;
+                    crate::info!("The instance {} has stopped", quote_name(name));
+                }
+                Action::Delete => {
+                    launch::remove_runtime_files(&dir);
+                    drop(lock.take());
+                    store::remove_instance_dir(home, name).map_err(|e| step_err(name, step, e))?;
+                    crate::info!(
+                        "Deleted {} ({})",
+                        quote_name(name),
+                        quote_name(&dir.display().to_string())
+                    );
+                }
             }
         }
+        Ok(())
+    })();
+    // An instance this plan created but could not complete (image missing,
+    // digest mismatch, …) is removed again: nothing half-made is left.
+    if result.is_err() && created && !started {
+        drop(lock.take());
+        if store::remove_instance_dir(home, name).is_ok() {
+            crate::info!("Removed the incomplete instance {}", quote_name(name));
+        }
     }
-    Ok(())
+    result
 }
 
 /// Launches the host agent and waits for the guest to be ready.
 fn start(home: &Home, name: &str, opts: &ExecOptions) -> Result<(), ExecError> {
     let dir = home.instance_dir(name);
+    // Fail here, naming the package to install, rather than in the host agent.
+    crate::driver::qemu::find_binary().map_err(|e| ExecError::Step {
+        instance: name.to_string(),
+        step: "start",
+        message: e.to_string(),
+    })?;
     crate::info!(
         "Starting the instance {} with internal VM driver `qemu`",
         quote_name(name)

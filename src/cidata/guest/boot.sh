@@ -17,6 +17,20 @@ log() { printf 'LIMA %s| %s\n' "$(date -Iseconds)" "$*"; }
 OS=$(uname -s)
 RUN=/run
 [ "$OS" = Linux ] || RUN=/var/run
+
+# It may be started twice per boot: early, from cloud-init's bootcmd through
+# systemd-run (LIMA_BOOT_EARLY=1, so the instance is ready about when sshd is),
+# and by the per-boot hook of cloud-init's final stage. Only one run does the
+# work; the other waits for it and returns its exit status.
+exec 9>"$RUN/lima-boot.lock"
+flock 9
+LIMA_IID_NOW=$(sed -n 's/^LIMA_CIDATA_IID=//p' "${LIMA_CIDATA_MNT:-/nonexistent}/lima.env" 2>/dev/null)
+if [ -n "$LIMA_IID_NOW" ] && [ -f "$RUN/lima-boot-ran" ] && [ "$(cut -d' ' -f1 "$RUN/lima-boot-ran")" = "$LIMA_IID_NOW" ]; then
+	exit "$(cut -d' ' -f2 "$RUN/lima-boot-ran")"
+fi
+if [ "${LIMA_BOOT_EARLY:-}" = 1 ]; then
+	exec >>/var/log/cloud-init-output.log 2>&1
+fi
 rm -f "$RUN/lima-boot-done"
 export LIMA_REBOOT_REQUIRED="$RUN/lima-reboot-required"
 rm -f "$LIMA_REBOOT_REQUIRED"
@@ -75,6 +89,17 @@ chmod 0755 "$LIMA_PROVISION_DIR"
 
 log "boot.sh starting (instance ${LIMA_CIDATA_IID:-?}, ${LIMA_CIDATA_NAME:-?})"
 CODE=0
+
+# Started early, cloud-init may not have created the user yet.
+waited=0
+until id -u "${LIMA_CIDATA_USER}" >/dev/null 2>&1 && [ -d "${LIMA_CIDATA_HOME}" ]; do
+	if [ "$waited" -ge 1500 ]; then
+		log "WARNING: user ${LIMA_CIDATA_USER} or ${LIMA_CIDATA_HOME} did not appear"
+		break
+	fi
+	sleep 0.2
+	waited=$((waited + 1))
+done
 
 run_modules() {
 	local dir=$1 f
@@ -169,5 +194,6 @@ if [ -e "$LIMA_REBOOT_REQUIRED" ]; then
 else
 	printf '%s\n' "${LIMA_CIDATA_IID}" >"$RUN/lima-boot-done.tmp" && mv -f "$RUN/lima-boot-done.tmp" "$RUN/lima-boot-done"
 fi
+printf '%s %s\n' "${LIMA_CIDATA_IID}" "$CODE" >"$RUN/lima-boot-ran"
 log "boot.sh finished with exit status ${CODE}"
 exit "$CODE"

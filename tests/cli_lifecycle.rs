@@ -1,0 +1,197 @@
+//! Lifecycle verbs without booting a guest: create from a local image,
+//! bad input and faults that must fail clearly and leave nothing behind.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::Env;
+
+/// A tiny qcow2 "image" (no OS): enough for create, never booted here.
+fn image(env: &Env) -> PathBuf {
+    let p = env.dir.path().join("img.qcow2");
+    let ok = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&p)
+        .arg("64M")
+        .status()
+        .expect("qemu-img is installed (hack/install-deps.sh)");
+    assert!(ok.success());
+    p
+}
+
+fn template(env: &Env, name: &str, extra: &str) -> PathBuf {
+    let img = image(env);
+    let p = env.dir.path().join(format!("{name}.yaml"));
+    std::fs::write(
+        &p,
+        format!(
+            "images:\n- location: {}\n  arch: x86_64\ncpus: 1\nmemory: 1GiB\ndisk: 2GiB\nmounts: []\ncontainerd: {{user: false, system: false}}\n{extra}",
+            img.display()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn create_prepares_disks_and_refuses_a_second_create() {
+    let env = Env::new();
+    let t = template(&env, "vm", "");
+    let (code, _, err) = env.run(&[
+        "create",
+        "--cpus",
+        "2",
+        "--set",
+        ".memory = \"1.5GiB\"",
+        t.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("Run `limactl start vm` to start the instance."),
+        "{err}"
+    );
+    let dir = env.instance_dir("vm");
+    for f in ["lima.yaml", "lima-version", "basedisk", "diffdisk"] {
+        assert!(dir.join(f).exists(), "{f}");
+    }
+    let yaml = std::fs::read_to_string(dir.join("lima.yaml")).unwrap();
+    assert!(
+        yaml.contains("cpus: 2") && yaml.contains("memory: 1.5GiB"),
+        "{yaml}"
+    );
+    let j = env.list_json("vm");
+    assert_eq!(j["status"], "Stopped");
+    assert_eq!(j["cpus"], 2);
+    // diffdisk is an overlay on basedisk, with the configured size.
+    let info = std::process::Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(dir.join("diffdisk"))
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["virtual-size"], 2u64 << 30);
+    assert_eq!(info["backing-filename"], "basedisk");
+    let (code, _, err) = env.run(&["create", t.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("instance `vm` already exists"), "{err}");
+    // stop of a stopped instance: nothing to do, not an error.
+    let (code, _, err) = env.run(&["stop", "vm"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("is not running"), "{err}");
+}
+
+#[test]
+fn missing_image_and_digest_mismatch_leave_nothing() {
+    let env = Env::new();
+    let t = env.dir.path().join("missing.yaml");
+    std::fs::write(
+        &t,
+        "images:\n- location: /nonexistent/image.qcow2\n  arch: x86_64\n",
+    )
+    .unwrap();
+    let (code, _, err) = env.run(&["create", t.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("/nonexistent/image.qcow2"), "{err}");
+    assert!(
+        !env.instance_dir("missing").exists(),
+        "a half-made instance was left"
+    );
+
+    let t = template(&env, "badsum", "");
+    let text = std::fs::read_to_string(&t).unwrap().replace(
+        "  arch: x86_64\n",
+        &format!("  arch: x86_64\n  digest: sha256:{}\n", "0".repeat(64)),
+    );
+    std::fs::write(&t, text).unwrap();
+    let (code, _, err) = env.run(&["create", t.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("expected digest"), "{err}");
+    assert!(err.contains(&"0".repeat(64)), "{err}");
+    assert!(!env.instance_dir("badsum").exists());
+    assert!(
+        std::fs::read_dir(env.lima_home()).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".tmp"))
+    );
+}
+
+#[test]
+fn missing_qemu_is_named_with_its_package() {
+    let env = Env::new();
+    let t = template(&env, "vm", "");
+    env.ok(&["create", t.to_str().unwrap()]);
+    let empty = env.dir.path().join("emptybin");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = env
+        .cmd()
+        .env("PATH", &empty)
+        .args(["start", "vm"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("qemu-system-x86_64 not found"), "{err}");
+    assert!(err.contains("qemu-system-x86"), "{err}");
+    assert!(!env.instance_dir("vm").join("ha.pid").exists());
+    assert_eq!(env.status("vm"), "Stopped");
+}
+
+#[test]
+fn a_taken_ssh_port_fails_before_qemu_starts() {
+    let env = Env::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let t = template(&env, "vm", &format!("ssh: {{localPort: {port}}}\n"));
+    env.ok(&["create", t.to_str().unwrap()]);
+    let (code, _, err) = env.run(&["start", "--timeout", "60s", "vm"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("SSH port {port}")) && err.contains("already in use"),
+        "{err}"
+    );
+    let dir = env.instance_dir("vm");
+    assert!(
+        !dir.join("qemu.pid").exists(),
+        "QEMU must not have been started"
+    );
+    assert_eq!(env.status("vm"), "Stopped");
+}
+
+#[test]
+fn broken_and_protected_instances() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.instance_dir("broken")).unwrap();
+    let (code, _, err) = env.run(&["start", "broken"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("instance `broken` is Broken"), "{err}");
+
+    let t = template(&env, "keep", "");
+    env.ok(&["create", t.to_str().unwrap()]);
+    env.ok(&["protect", "keep"]);
+    let (code, _, err) = env.run(&["delete", "keep"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("protected"), "{err}");
+    assert!(
+        env.instance_dir("keep").join("diffdisk").exists(),
+        "nothing was deleted"
+    );
+    env.ok(&["unprotect", "keep"]);
+    env.ok(&["delete", "keep"]);
+    assert!(!env.instance_dir("keep").exists());
+}
+
+#[test]
+fn names_with_path_tricks_are_refused() {
+    let env = Env::new();
+    let t = template(&env, "vm", "");
+    for bad in ["../escape", "a/b", ".hidden", "x.yaml"] {
+        let (code, _, err) = env.run(&["create", "--name", bad, t.to_str().unwrap()]);
+        assert_eq!(code, 1, "{bad}: {err}");
+        assert!(err.contains("invalid instance name"), "{bad}: {err}");
+    }
+    assert!(!env.dir.path().join("escape").exists());
+    assert_eq!(std::fs::read_dir(env.lima_home()).unwrap().count(), 0);
+}
