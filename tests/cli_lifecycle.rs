@@ -195,3 +195,78 @@ fn names_with_path_tricks_are_refused() {
     assert!(!env.dir.path().join("escape").exists());
     assert_eq!(std::fs::read_dir(env.lima_home()).unwrap().count(), 0);
 }
+
+#[test]
+fn create_from_stdin_show_ssh_and_the_lima_wrapper() {
+    let env = Env::new();
+    let t = template(&env, "src", "");
+    let text = std::fs::read_to_string(&t).unwrap();
+    let (code, _, err) = {
+        let out = env
+            .cmd()
+            .args(["create", "-"])
+            .write_stdin(text.clone())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            (),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(code, Some(1));
+    assert!(err.contains("--name must be given"), "{err}");
+    let out = env
+        .cmd()
+        .args(["create", "--name", "piped", "-"])
+        .write_stdin(text)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(env.status("piped"), "Stopped");
+
+    // show-ssh prints Lima's option forms (the port is 0 until the first start).
+    let out = env.ok(&["show-ssh", "--format", "config", "piped"]);
+    assert!(out.starts_with("Host lima-piped\n"), "{out}");
+    assert!(out.contains("  ControlPath \""), "{out}");
+    assert!(out.contains("  Port 0"), "{out}");
+    let out = env.ok(&["show-ssh", "piped"]);
+    assert!(
+        out.starts_with("ssh -o ") && out.trim_end().ends_with(" lima-piped"),
+        "{out}"
+    );
+
+    // `lima` is `limactl shell $LIMA_INSTANCE`: here it reaches the stopped instance.
+    let lima = assert_cmd::cargo::cargo_bin("lima");
+    let out = std::process::Command::new(&lima)
+        .env("LIMA_HOME", env.lima_home())
+        .env("HOME", env.dir.path().join("home"))
+        .env("LIMA_INSTANCE", "piped")
+        .env("LIMACTL", assert_cmd::cargo::cargo_bin("limactl"))
+        .args(["uname", "-a"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("instance `piped` is stopped, run `limactl start piped`"),
+        "{err}"
+    );
+    let out = std::process::Command::new(&lima)
+        .env("LIMA_HOME", env.lima_home())
+        .env("LIMA_INSTANCE", "nope")
+        .env("LIMACTL", assert_cmd::cargo::cargo_bin("limactl"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("instance `nope` does not exist"));
+    let out = std::process::Command::new(&lima)
+        .arg("--version")
+        .env("LIMACTL", assert_cmd::cargo::cargo_bin("limactl"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("limactl version "));
+}
