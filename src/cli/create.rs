@@ -45,7 +45,11 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
         Target::New(d) => d,
     };
     let observed = store::inspect(&home, &env, &desired.name);
-    let plan = reconcile::plan(Some(&desired), &observed);
+    let plan = reconcile::plan(
+        Some(&desired),
+        &observed,
+        &reconcile::PlanOptions::default(),
+    );
     let opts = ExecOptions {
         debug: g.debug,
         ..Default::default()

@@ -31,7 +31,7 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
             crate::warn!("Ignoring non-existent instance {}", quote_name(name));
             continue;
         }
-        let mut plan = reconcile::plan(None, &inst);
+        let mut plan = reconcile::plan(None, &inst, &reconcile::PlanOptions::default());
         if a.force {
             for s in &mut plan.steps {
                 if let Action::Stop { force } = &mut s.action {

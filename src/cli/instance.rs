@@ -127,6 +127,7 @@ pub fn resolve_target(
         lima_yaml: text,
         config: resolved.config,
         power,
+        owner: None,
     })))
 }
 
@@ -157,46 +158,61 @@ pub fn desired_of(inst: &Instance, power: Option<PowerState>) -> anyhow::Result<
         lima_yaml: inst.lima_yaml.clone().unwrap_or_default(),
         config,
         power,
+        owner: inst.owner.clone(),
     })
 }
 
-/// Applies edit flags to an existing instance's lima.yaml: validated first,
-/// then written atomically. Returns whether anything changed.
-pub fn edit_existing(
-    home: &Home,
+/// The desired state of an existing instance with edit flags applied to its
+/// lima.yaml, validated (nothing is written). `None`: the flags change nothing.
+pub fn edited_desired(
     env: &LoadEnv,
     inst: &Instance,
     edit: &EditFlags,
-) -> anyhow::Result<bool> {
+    power: Option<PowerState>,
+) -> anyhow::Result<Option<Desired>> {
     let text = inst.lima_yaml.clone().unwrap_or_default();
     let path = inst.dir.join(store::paths::files::LIMA_YAML);
     let tmpl = load::Template::from_text(&path, text);
     let node = load::parse_template(&tmpl)?;
     let exprs = edit.expressions(&node)?;
     if exprs.is_empty() {
-        return Ok(false);
+        return Ok(None);
     }
     let edited = editflags::apply(&node, &exprs)?;
     if edited.to_json() == node.to_json() {
-        return Ok(false);
+        return Ok(None);
     }
+    desired_from_node(env, inst, &edited, power).map(Some)
+}
+
+/// Validates an edited document of an existing instance into a desired state.
+pub fn desired_from_node(
+    env: &LoadEnv,
+    inst: &Instance,
+    node: &yaml::Node,
+    power: Option<PowerState>,
+) -> anyhow::Result<Desired> {
+    let path = inst.dir.join(store::paths::files::LIMA_YAML);
     let mut warnings = Vec::new();
     let r = resolve::resolve(
-        &edited,
+        node,
         &path.display().to_string(),
         &inst.name,
         env,
         &mut warnings,
     );
     super::log_warnings(&warnings);
-    r.with_context(|| {
+    let resolved = r.with_context(|| {
         format!(
             "the edited configuration of {} is invalid; nothing was changed",
             quote_name(&inst.name)
         )
     })?;
-    let _lock = store::lock_instance(&inst.dir, store::MUTATION_LOCK_TIMEOUT)?;
-    store::atomic::write(&path, yaml::emit(&edited).as_bytes(), 0o600)?;
-    let _ = home;
-    Ok(true)
+    Ok(Desired {
+        name: inst.name.clone(),
+        lima_yaml: yaml::emit(node),
+        config: resolved.config,
+        power,
+        owner: inst.owner.clone(),
+    })
 }

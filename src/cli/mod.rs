@@ -5,9 +5,11 @@ use clap::{Parser, Subcommand};
 
 use crate::logging::{self, Level};
 
+mod apply;
 mod create;
 mod delete;
 mod disk;
+mod edit;
 mod editflags;
 mod hostagent;
 mod info;
@@ -19,6 +21,7 @@ mod prune;
 mod shell;
 mod show_ssh;
 mod start;
+mod status;
 mod stop;
 mod template;
 mod validate;
@@ -72,6 +75,14 @@ enum Command {
     /// Delete instances.
     #[command(aliases = ["remove", "rm"])]
     Delete(delete::Args),
+    /// Declare instances from a lima.yaml file or a directory, and converge.
+    Apply(apply::Args),
+    /// Show what `apply` would change (exit 0: nothing, 1: changes, 2: errors).
+    Diff(apply::Args),
+    /// Show the reconciler's conditions of instances.
+    Status(status::Args),
+    /// Edit an instance's configuration.
+    Edit(edit::Args),
     /// Run a shell or a command in an instance.
     Shell(shell::Args),
     /// Show the SSH command line (deprecated: use `ssh -F <inst>/ssh.config lima-NAME`).
@@ -189,6 +200,16 @@ pub fn main_with_args(mut args: Vec<std::ffi::OsString>) -> i32 {
         Command::Stop(a) => stop::run(a, &globals),
         Command::Restart(a) => start::restart(a, &globals),
         Command::Delete(a) => delete::run(a, &globals),
+        Command::Apply(a) => apply::run(a, &globals),
+        Command::Diff(a) => match apply::diff(a) {
+            Ok(code) => Ok(code),
+            Err(e) => {
+                fatal(&format!("{e:#}"));
+                Ok(2)
+            }
+        },
+        Command::Status(a) => status::run(a),
+        Command::Edit(a) => edit::run(a, &globals),
         Command::Shell(a) => shell::run(a, &globals),
         Command::ShowSsh(a) => show_ssh::run(a),
         Command::Hostagent(a) => hostagent::run(a, &globals),

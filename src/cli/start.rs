@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use super::editflags::{CreateFlags, EditFlags};
-use super::instance::{Target, desired_of, edit_existing, existing, resolve_target};
-use crate::reconcile::{self, Action, ExecOptions, PowerState, Step};
+use super::instance::{Target, desired_of, edited_desired, existing, resolve_target};
+use crate::reconcile::{self, Action, ExecOptions, PlanOptions, PowerState, Step};
 use crate::spec::yaml::quote_name;
 use crate::store::{self, Home, Status};
 
@@ -80,28 +80,28 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
                     "--arch, --containerd and --plain are not applicable to an existing instance; ignored"
                 );
             }
-            let inst = if edit_existing(&home, &env, &inst, &a.edit)? {
-                crate::info!("Instance {} configuration edited", quote_name(&name));
-                store::inspect(&home, &env, &name)
-            } else {
-                inst
-            };
-            if inst.status == Status::Running {
-                let hint = if name == "default" {
-                    "lima".to_string()
-                } else {
-                    format!("limactl shell {name}")
-                };
-                crate::info!(
-                    "The instance {} is already running. Run `{hint}` to open the shell.",
-                    quote_name(&name)
-                );
+            match edited_desired(&env, &inst, &a.edit, Some(PowerState::Running))? {
+                Some(d) => d,
+                None => {
+                    if inst.status == Status::Running {
+                        let hint = if name == "default" {
+                            "lima".to_string()
+                        } else {
+                            format!("limactl shell {name}")
+                        };
+                        crate::info!(
+                            "The instance {} is already running. Run `{hint}` to open the shell.",
+                            quote_name(&name)
+                        );
+                    }
+                    desired_of(&inst, Some(PowerState::Running))?
+                }
             }
-            desired_of(&inst, Some(PowerState::Running))?
         }
     };
     let observed = store::inspect(&home, &env, &desired.name);
-    let plan = reconcile::plan(Some(&desired), &observed);
+    let plan = reconcile::plan(Some(&desired), &observed, &PlanOptions::default());
+    super::apply::print_plans(std::slice::from_ref(&plan), false);
     reconcile::execute(&home, &plan, Some(&desired), &opts)?;
     Ok(0)
 }
@@ -111,35 +111,43 @@ pub fn restart(a: RestartArgs, g: &super::Globals) -> anyhow::Result<i32> {
     let env = crate::spec::LoadEnv::new(&home.root);
     let name = a.name.unwrap_or_else(|| "default".into());
     let inst = existing(&home, &env, &name)?;
-    if edit_existing(&home, &env, &inst, &a.edit)? {
-        crate::info!("Instance {} configuration edited", quote_name(&name));
-    }
-    let inst = store::inspect(&home, &env, &name);
-    let desired = desired_of(&inst, Some(PowerState::Running))?;
+    let desired = match edited_desired(&env, &inst, &a.edit, Some(PowerState::Running))? {
+        Some(d) => d,
+        None => desired_of(&inst, Some(PowerState::Running))?,
+    };
     let opts = ExecOptions {
         debug: g.debug,
         start_timeout: a.timeout,
         ..Default::default()
     };
-    let mut plan = reconcile::plan(Some(&desired), &inst);
-    // A restart always stops a running VM first, whatever else the plan needs.
-    if inst.status == Status::Running || inst.status == Status::Broken {
-        plan.steps
-            .retain(|s| !matches!(s.action, Action::Start | Action::Stop { .. }));
+    // Planned as if already stopped (update, grow the disk, start), with the
+    // stop of a running VM in front: a restart is exactly that.
+    let as_stopped = crate::store::Instance {
+        status: Status::Stopped,
+        ..inst.clone()
+    };
+    let mut plan = reconcile::plan(Some(&desired), &as_stopped, &PlanOptions::default());
+    if inst.status == Status::Running || inst.liveness.host_agent || inst.liveness.qemu {
         plan.steps.insert(
             0,
             Step {
-                action: Action::Stop { force: a.force },
+                action: Action::Stop {
+                    force: a.force || inst.status != Status::Running,
+                },
                 reason: "restart requested".into(),
             },
         );
+    } else {
+        crate::info!("The instance is not running, continuing with the restart");
+    }
+    if !plan.steps.iter().any(|s| s.action == Action::Start) {
         plan.steps.push(Step {
             action: Action::Start,
             reason: "restart requested".into(),
         });
-    } else {
-        crate::info!("The instance is not running, continuing with the restart");
     }
+    plan.kind = reconcile::Kind::Restart;
+    super::apply::print_plans(std::slice::from_ref(&plan), false);
     reconcile::execute(&home, &plan, Some(&desired), &opts)?;
     Ok(0)
 }

@@ -61,14 +61,11 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
             }
             continue;
         };
-        let plan = Plan {
-            instance: name.clone(),
-            steps: vec![Step {
-                action,
-                reason: "stop requested".into(),
-            }],
-            refused: vec![],
-        };
+        let mut plan = Plan::new(name);
+        plan.steps.push(Step {
+            action,
+            reason: "stop requested".into(),
+        });
         if let Err(e) = reconcile::execute(&home, &plan, None, &opts) {
             errors.push(e.to_string());
         }

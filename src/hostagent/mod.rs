@@ -118,6 +118,14 @@ fn run_locked(
     })?;
 
     let port = ssh_port(config.ssh.as_ref().and_then(|s| s.local_port).unwrap_or(0))?;
+    // What this VM runs with: the reconciler compares it with the desired
+    // configuration to know whether a restart is pending.
+    let started = store::instance::StartedSpec::new(&config);
+    store::atomic::write(
+        &dir.join(files::STARTED_SPEC),
+        &serde_json::to_vec(&started)?,
+        0o600,
+    )?;
     let mut vm = vm::Vm::prepare(home, name, dir, &config, port, debug)?;
 
     // Start answering /v1/info before QEMU: `list` must see the port.

@@ -153,6 +153,30 @@ pub fn execute(
                     .map_err(|e| step_err(name, step, e))?;
                     lock = Some(store::lock_instance(&dir, store::MUTATION_LOCK_TIMEOUT)?);
                     created = true;
+                    if let Some(owner) = &d.owner {
+                        write_owner(&dir, owner)?;
+                    }
+                }
+                Action::UpdateConfig => {
+                    let d = desired.expect("updating the configuration needs a desired state");
+                    store::atomic::write(
+                        &dir.join(files::LIMA_YAML),
+                        d.lima_yaml.as_bytes(),
+                        0o600,
+                    )
+                    .map_err(|e| step_err(name, step, e))?;
+                    super::status::bump_generation(&dir)?;
+                    crate::info!(
+                        "{}: configuration updated ({})",
+                        quote_name(name),
+                        step.reason
+                    );
+                }
+                Action::Adopt => {
+                    let d = desired.expect("adopting needs a desired state");
+                    if let Some(owner) = &d.owner {
+                        write_owner(&dir, owner)?;
+                    }
                 }
                 Action::PrepareImages => {
                     let d = desired.expect("preparing images needs the configuration");
@@ -257,7 +281,24 @@ pub fn execute(
             crate::info!("Removed the incomplete instance {}", quote_name(name));
         }
     }
+    drop(lock);
+    if dir.is_dir() {
+        super::status::record(
+            home,
+            name,
+            plan,
+            result.as_ref().err().map(|e| e.to_string()),
+        );
+    }
     result
+}
+
+fn write_owner(dir: &Path, owner: &str) -> std::io::Result<()> {
+    store::atomic::write(
+        &dir.join(files::OWNER),
+        format!("{owner}\n").as_bytes(),
+        0o600,
+    )
 }
 
 /// Launches the host agent and waits for the guest to be ready.

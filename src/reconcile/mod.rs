@@ -1,12 +1,14 @@
 //! The reconciler: desired state + observed state → a plan of steps, each
 //! with the reason it is needed; then an executor that carries the steps out.
 //!
-//! Every verb (`create`, `start`, `stop`, `restart`, `delete`) is "patch the
-//! desired state, plan, execute". Planning is a pure function (DESIGN §2);
-//! running a verb twice plans nothing the second time.
+//! Every verb (`create`, `start`, `stop`, `restart`, `delete`, `edit`) and
+//! `apply` is "patch the desired state, plan, execute". Planning is a pure
+//! function (DESIGN §2); running a verb twice plans nothing the second time.
 
 pub mod execute;
 pub mod plan;
+pub mod source;
+pub mod status;
 
 pub use execute::{ExecOptions, execute};
-pub use plan::{Action, Desired, Plan, PowerState, Step, plan};
+pub use plan::{Action, Desired, Kind, Plan, PlanOptions, PowerState, RestartPolicy, Step, plan};

@@ -102,10 +102,9 @@ pub fn resolve(
     let d_node = read_config_node(&d_path)?;
     let o_node = read_config_node(&o_path)?;
 
-    for n in [Some(y), d_node.as_ref(), o_node.as_ref()]
-        .into_iter()
-        .flatten()
-    {
+    // The file's own unknown keys are reported by `load_template`; here only
+    // those of the _config files (read on every load).
+    for n in [d_node.as_ref(), o_node.as_ref()].into_iter().flatten() {
         for u in schema::unknown_keys(n) {
             warnings.push(u.to_string());
         }

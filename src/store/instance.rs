@@ -87,6 +87,43 @@ pub struct Instance {
     pub lima_version: Option<String>,
     /// Virtual size of the root disk (`diffdisk`), from its qcow2 header.
     pub disk_size: Option<u64>,
+    /// The `apply` source that manages the instance (`owner` file).
+    pub owner: Option<String>,
+    /// The filled configuration the running VM was started with (`started.json`).
+    pub started: Option<LimaYaml>,
+}
+
+/// What the host agent records when it starts QEMU.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct StartedSpec {
+    /// sha256 of the filled configuration's JSON.
+    pub fingerprint: String,
+    pub config: LimaYaml,
+}
+
+impl StartedSpec {
+    pub fn new(config: &LimaYaml) -> StartedSpec {
+        StartedSpec {
+            fingerprint: fingerprint(config),
+            config: config.clone(),
+        }
+    }
+}
+
+/// A stable digest of a filled configuration.
+pub fn fingerprint(config: &LimaYaml) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(
+        config.to_json().to_string().as_bytes(),
+    ))
+}
+
+/// The source recorded in the `owner` file, if any.
+pub fn read_owner(dir: &Path) -> Option<String> {
+    std::fs::read_to_string(dir.join(files::OWNER))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 /// Reads the pid in a pid file; garbage or absence gives `None`.
@@ -167,6 +204,11 @@ pub fn inspect(home: &Home, env: &LoadEnv, name: &str) -> Instance {
             .ok()
             .map(|s| s.trim().to_string()),
         disk_size: root_disk(&dir).and_then(|p| image_virtual_size(&p)),
+        owner: read_owner(&dir),
+        started: std::fs::read(dir.join(files::STARTED_SPEC))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<StartedSpec>(&b).ok())
+            .map(|s| s.config),
     };
     if !inst.present.lima_yaml {
         if !inst.dir_exists {

@@ -1,0 +1,98 @@
+//! `limactl status [NAME…] [--json]`: the reconciler's conditions of instances.
+
+use std::io::Write;
+
+use crate::reconcile::status;
+use crate::spec::yaml::quote_name;
+use crate::store::{self, Home};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Instances (default: all).
+    pub names: Vec<String>,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn cond(s: &status::InstanceStatus, kind: &str) -> String {
+    s.condition(kind)
+        .map(|c| c.status.clone())
+        .unwrap_or_else(|| "Unknown".into())
+}
+
+pub fn run(a: Args) -> anyhow::Result<i32> {
+    let home = Home::from_env();
+    let env = crate::spec::LoadEnv::new(&home.root);
+    let names = if a.names.is_empty() {
+        store::instance_names(&home)?
+    } else {
+        a.names.clone()
+    };
+    let mut out = std::io::stdout().lock();
+    let mut rows = vec![
+        [
+            "NAME",
+            "STATUS",
+            "READY",
+            "RESTART-REQUIRED",
+            "DEGRADED",
+            "GENERATION",
+            "LAST-ERROR",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    let mut missing = false;
+    for n in &names {
+        let Some((inst, s)) = status::current(&home, &env, n) else {
+            crate::warn!("No instance matching {n} found.");
+            missing = true;
+            continue;
+        };
+        if a.json {
+            let mut j = serde_json::to_value(&s)?;
+            if let Some(m) = j.as_object_mut() {
+                m.insert("name".into(), n.clone().into());
+                m.insert("status".into(), inst.status.as_str().into());
+                m.insert("owner".into(), inst.owner.clone().into());
+            }
+            writeln!(out, "{j}")?;
+        } else {
+            let pending = if s.pending_restart.is_empty() {
+                cond(&s, "RestartRequired")
+            } else {
+                format!("True ({})", s.pending_restart.join(", "))
+            };
+            rows.push(vec![
+                n.clone(),
+                inst.status.as_str().to_string(),
+                cond(&s, "Ready"),
+                pending,
+                cond(&s, "Degraded"),
+                format!("{}/{}", s.observed_generation, s.generation),
+                s.last_error
+                    .clone()
+                    .unwrap_or_default()
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
+            ]);
+        }
+    }
+    if !a.json {
+        write!(out, "{}", super::list::tabwrite(&rows))?;
+    }
+    if missing {
+        anyhow::bail!(
+            "unmatched instances: {}",
+            a.names
+                .iter()
+                .map(|n| quote_name(n))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(0)
+}

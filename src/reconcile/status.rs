@@ -1,0 +1,341 @@
+//! Kubernetes-style status of an instance (DESIGN §5), persisted atomically
+//! in `<inst>/status.json`: conditions `Created`, `Running`, `Ready`,
+//! `RestartRequired`, `Degraded` (each with reason, message and transition
+//! time), the desired generation and the last one reconciled, the last error,
+//! and the restart backoff of the watch daemon.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::plan::Plan;
+use crate::hostagent::events;
+use crate::spec::mutability::{self, FieldClass};
+use crate::store::paths::files;
+use crate::store::{self, Home, Instance, Status};
+
+pub const CONDITION_TYPES: &[&str] =
+    &["Created", "Running", "Ready", "RestartRequired", "Degraded"];
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    pub last_transition_time: String,
+}
+
+/// The watch daemon's restart backoff (`CrashLoopBackOff`-like).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Backoff {
+    /// Failed or crashed starts in a row.
+    pub failures: u32,
+    /// When the next attempt may happen (RFC 3339).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub next_attempt: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceStatus {
+    /// Bumped whenever the desired configuration is written.
+    pub generation: u64,
+    /// The generation the last successful reconcile brought about.
+    pub observed_generation: u64,
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Restart-required changes the running VM does not have yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_restart: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<Backoff>,
+}
+
+impl InstanceStatus {
+    pub fn condition(&self, kind: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.kind == kind)
+    }
+
+    pub fn is_true(&self, kind: &str) -> bool {
+        self.condition(kind).is_some_and(|c| c.status == "True")
+    }
+}
+
+pub fn read(dir: &Path) -> InstanceStatus {
+    std::fs::read(dir.join(files::STATUS))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+pub fn write(dir: &Path, s: &InstanceStatus) -> std::io::Result<()> {
+    let text = serde_json::to_vec_pretty(s).expect("status serializes");
+    store::atomic::write(&dir.join(files::STATUS), &text, 0o600)
+}
+
+/// Marks that a new desired configuration was written.
+pub fn bump_generation(dir: &Path) -> std::io::Result<()> {
+    let mut s = read(dir);
+    s.generation += 1;
+    write(dir, &s)
+}
+
+/// The last host agent event, if any.
+pub fn last_event(dir: &Path) -> Option<events::Event> {
+    events::read_all(&dir.join(files::HA_STDOUT_LOG))
+        .ok()
+        .and_then(|mut v| v.pop())
+}
+
+fn set(
+    out: &mut Vec<Condition>,
+    prev: &InstanceStatus,
+    kind: &str,
+    ok: Option<bool>,
+    reason: &str,
+    message: String,
+    now: &str,
+) {
+    let status = match ok {
+        Some(true) => "True",
+        Some(false) => "False",
+        None => "Unknown",
+    };
+    let time = match prev.condition(kind) {
+        Some(c) if c.status == status => c.last_transition_time.clone(),
+        _ => now.to_string(),
+    };
+    out.push(Condition {
+        kind: kind.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        last_transition_time: time,
+    });
+}
+
+/// Computes the conditions of an inspected instance (pure but for `now`).
+pub fn compute(
+    inst: &Instance,
+    last: Option<&events::Event>,
+    prev: &InstanceStatus,
+    error: Option<String>,
+    now: &str,
+) -> InstanceStatus {
+    let mut c = Vec::new();
+    let created = inst.present.lima_yaml && inst.present.diffdisk;
+    set(
+        &mut c,
+        prev,
+        "Created",
+        Some(created),
+        if created {
+            "DisksPrepared"
+        } else {
+            "NotCreated"
+        },
+        String::new(),
+        now,
+    );
+    let (running, reason) = match inst.status {
+        Status::Running => (true, "Running"),
+        Status::Stopped => (false, "Stopped"),
+        Status::Broken => (false, "Broken"),
+        Status::Unknown => (false, "ConfigError"),
+    };
+    set(
+        &mut c,
+        prev,
+        "Running",
+        Some(running),
+        reason,
+        inst.errors.join("; "),
+        now,
+    );
+    let (ready, ready_reason, ready_msg) = match (running, last) {
+        (false, _) => (false, "NotRunning", String::new()),
+        (true, Some(e)) if e.status.running && !e.status.degraded => (true, "Ready", String::new()),
+        (true, Some(e)) if e.status.degraded => (false, "Degraded", e.status.errors.join("; ")),
+        (true, _) => (
+            false,
+            "Starting",
+            "waiting for the guest's readiness requirements".into(),
+        ),
+    };
+    set(
+        &mut c,
+        prev,
+        "Ready",
+        Some(ready),
+        ready_reason,
+        ready_msg,
+        now,
+    );
+    let pending: Vec<String> = match (running, &inst.started, &inst.config) {
+        (true, Some(started), Some(applied)) => mutability::diff(started, applied)
+            .into_iter()
+            .filter(|ch| {
+                ch.class == FieldClass::RestartRequired || ch.class == FieldClass::GrowOnly
+            })
+            .map(|ch| ch.describe())
+            .collect(),
+        _ => Vec::new(),
+    };
+    set(
+        &mut c,
+        prev,
+        "RestartRequired",
+        Some(!pending.is_empty()),
+        if pending.is_empty() {
+            "UpToDate"
+        } else {
+            "ConfigChanged"
+        },
+        pending.join(", "),
+        now,
+    );
+    let degraded = last.is_some_and(|e| e.status.degraded) && running;
+    set(
+        &mut c,
+        prev,
+        "Degraded",
+        Some(degraded),
+        if degraded {
+            "RequirementsFailed"
+        } else {
+            "AsExpected"
+        },
+        if degraded {
+            last.map(|e| e.status.errors.join("; ")).unwrap_or_default()
+        } else {
+            String::new()
+        },
+        now,
+    );
+    InstanceStatus {
+        generation: prev.generation,
+        observed_generation: if error.is_none() {
+            prev.generation
+        } else {
+            prev.observed_generation
+        },
+        conditions: c,
+        last_error: error,
+        pending_restart: pending,
+        backoff: prev.backoff.clone(),
+    }
+}
+
+/// Re-observes an instance after a reconcile and persists its status.
+pub fn record(home: &Home, name: &str, _plan: &Plan, error: Option<String>) {
+    let env = crate::spec::LoadEnv::new(&home.root);
+    let inst = store::inspect(home, &env, name);
+    if !inst.dir_exists {
+        return;
+    }
+    let prev = read(&inst.dir);
+    let now = crate::logging::now_rfc3339();
+    let s = compute(&inst, last_event(&inst.dir).as_ref(), &prev, error, &now);
+    if s != prev {
+        let _ = write(&inst.dir, &s);
+    }
+}
+
+/// The current status of an instance, recomputed from what is observed now.
+pub fn current(
+    home: &Home,
+    env: &crate::spec::LoadEnv,
+    name: &str,
+) -> Option<(Instance, InstanceStatus)> {
+    let inst = store::inspect(home, env, name);
+    if !inst.dir_exists {
+        return None;
+    }
+    let prev = read(&inst.dir);
+    let now = crate::logging::now_rfc3339();
+    let s = compute(
+        &inst,
+        last_event(&inst.dir).as_ref(),
+        &prev,
+        prev.last_error.clone(),
+        &now,
+    );
+    Some((inst, s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::plan::tests::{config, observed};
+
+    fn ev(running: bool, degraded: bool) -> events::Event {
+        events::Event {
+            time: "t".into(),
+            status: events::Status {
+                running,
+                degraded,
+                errors: if degraded {
+                    vec!["provision[0] failed".into()]
+                } else {
+                    vec![]
+                },
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn conditions_follow_observation() {
+        let running = observed(
+            Status::Running,
+            Some(config(2, "10GiB", "x86_64")),
+            Some(10 << 30),
+        );
+        let s = compute(
+            &running,
+            Some(&ev(true, false)),
+            &InstanceStatus::default(),
+            None,
+            "t0",
+        );
+        assert!(s.is_true("Created") && s.is_true("Running") && s.is_true("Ready"));
+        assert!(!s.is_true("RestartRequired") && !s.is_true("Degraded"));
+
+        let s2 = compute(&running, Some(&ev(true, true)), &s, None, "t1");
+        assert!(!s2.is_true("Ready") && s2.is_true("Degraded"));
+        assert_eq!(
+            s2.condition("Degraded").unwrap().message,
+            "provision[0] failed"
+        );
+        assert_eq!(
+            s2.condition("Running").unwrap().last_transition_time,
+            "t0",
+            "unchanged → kept"
+        );
+        assert_eq!(s2.condition("Ready").unwrap().last_transition_time, "t1");
+
+        let mut pending = running.clone();
+        pending.config = Some(config(4, "10GiB", "x86_64"));
+        let s3 = compute(&pending, Some(&ev(true, false)), &s, None, "t2");
+        assert!(s3.is_true("RestartRequired"));
+        assert_eq!(s3.pending_restart, vec!["cpus 2 → 4"]);
+
+        let stopped = observed(
+            Status::Stopped,
+            Some(config(2, "10GiB", "x86_64")),
+            Some(10 << 30),
+        );
+        let s4 = compute(&stopped, None, &s3, Some("boom".into()), "t3");
+        assert!(!s4.is_true("Running") && !s4.is_true("Ready"));
+        assert_eq!(s4.last_error.as_deref(), Some("boom"));
+    }
+}
