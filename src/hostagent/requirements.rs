@@ -161,13 +161,34 @@ impl Requirements {
     }
 
     /// Checks every requirement in order; returns the failures (empty = ready).
+    /// Once the boot scripts are done, failed provisioning scripts count as
+    /// failures too (Lima reports none of them: lima-vm/lima#209).
     pub fn wait_all(&self) -> Vec<String> {
         let mut errors = Vec::new();
         if self.run_group("essential", &self.essential, &mut errors) {
             self.run_group("optional", &self.optional, &mut errors);
             self.run_group("final", &self.final_, &mut errors);
         }
+        if errors.is_empty() {
+            errors.extend(self.provision_failures());
+        }
         errors
+    }
+
+    /// Failed provisioning scripts of this boot, from the guest's status files.
+    pub fn provision_failures(&self) -> Vec<String> {
+        match self
+            .target
+            .run_script(true, &provision_check_script(), Duration::from_secs(60))
+        {
+            Ok((Some(0), out, _)) => parse_provision_failures(&out),
+            Ok((code, out, err)) => vec![format!(
+                "cannot read the provisioning results (exit {code:?}): {}{}",
+                out.trim(),
+                err.trim()
+            )],
+            Err(e) => vec![format!("cannot read the provisioning results: {e}")],
+        }
     }
 }
 
@@ -202,6 +223,55 @@ pub fn wait_for_banner(port: u16, timeout: Duration) -> bool {
     false
 }
 
+/// Prints `LIMA-PROVISION-FAILED <index> <mode> <exit>` and the log tail
+/// (indented) for every failed provisioning step of this boot.
+fn provision_check_script() -> String {
+    let dir = crate::store::paths::guest_files::PROVISION_STATUS_DIR;
+    format!(
+        r#"for f in {dir}/*.status; do
+  [ -f "$f" ] || continue
+  code=$(sed -n 's/^exit=//p' "$f")
+  [ "$code" = 0 ] && continue
+  n=$(basename "$f" .status)
+  echo "LIMA-PROVISION-FAILED $n $(sed -n 's/^mode=//p' "$f") $code"
+  sudo tail -n 5 "{dir}/$n.log" 2>/dev/null | sed 's/^/  /'
+done
+true
+"#
+    )
+}
+
+pub(crate) fn parse_provision_failures(out: &str) -> Vec<String> {
+    let mut failures: Vec<(String, Vec<String>)> = Vec::new();
+    for line in out.lines() {
+        if let Some(rest) = line.strip_prefix("LIMA-PROVISION-FAILED ") {
+            let parts: Vec<&str> = rest.split_whitespace().collect();
+            let index = parts
+                .first()
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or(0);
+            let mode = parts.get(1).copied().unwrap_or("?");
+            let code = parts.get(2).copied().unwrap_or("?");
+            failures.push((
+                format!("provision[{index}] (mode: {mode}) failed with exit code {code}"),
+                Vec::new(),
+            ));
+        } else if let (Some(tail), Some(last)) = (line.strip_prefix("  "), failures.last_mut()) {
+            last.1.push(tail.to_string());
+        }
+    }
+    failures
+        .into_iter()
+        .map(|(head, tail)| {
+            if tail.is_empty() {
+                head
+            } else {
+                format!("{head}; last output: {}", tail.join(" | "))
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,6 +290,27 @@ mod tests {
         let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = silent.local_addr().unwrap().port();
         assert!(!wait_for_banner(port, Duration::from_millis(3500)));
+    }
+
+    #[test]
+    fn provision_failures_are_parsed() {
+        let out = "LIMA-PROVISION-FAILED 00000002 system 7\n  step one\n  oops\nLIMA-PROVISION-FAILED 00000010 user 1\n";
+        assert_eq!(
+            parse_provision_failures(out),
+            vec![
+                "provision[2] (mode: system) failed with exit code 7; last output: step one | oops"
+                    .to_string(),
+                "provision[10] (mode: user) failed with exit code 1".to_string(),
+            ]
+        );
+        assert!(parse_provision_failures("").is_empty());
+        // The check script runs in sh and prints nothing without status files.
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(provision_check_script())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
     }
 
     #[test]
