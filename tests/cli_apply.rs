@@ -368,3 +368,47 @@ fn edit_goes_through_the_plan() {
         "an invalid edit changed nothing"
     );
 }
+
+#[test]
+fn concurrent_applies_of_one_source_serialise_per_instance() {
+    let env = Env::new();
+    let src = Src::new(&env, "src");
+    for n in ["p1", "p2", "p3"] {
+        src.write(n, "");
+    }
+    // Create them first, then race two applies that both want a change.
+    env.ok(&["apply", "-f", src.arg()]);
+    for n in ["p1", "p2", "p3"] {
+        let t = std::fs::read_to_string(src.dir.join(format!("{n}.yaml"))).unwrap();
+        std::fs::write(
+            src.dir.join(format!("{n}.yaml")),
+            t.replace("disk: 1GiB", "disk: 2GiB"),
+        )
+        .unwrap();
+    }
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            std::process::Command::new(assert_cmd::cargo::cargo_bin("limactl"))
+                .env("LIMA_HOME", env.lima_home())
+                .env("HOME", env.dir.path().join("home"))
+                .args(["apply", "--parallel", "3", "-f", src.arg()])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for n in ["p1", "p2", "p3"] {
+        assert_eq!(env.list_json(n)["disk"], 2u64 << 30);
+    }
+    let (code, _, _) = env.run(&["diff", "-f", src.arg()]);
+    assert_eq!(code, 0);
+}

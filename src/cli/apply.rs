@@ -337,7 +337,11 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
         verbose: true,
         ..Default::default()
     };
-    let failures = execute_all(&home, &planned, &opts, a.parallel.max(1));
+    let popts = PlanOptions {
+        restart: a.restart,
+        recreate: a.recreate,
+    };
+    let failures = execute_all(&home, &env, &planned, &popts, &opts, a.parallel.max(1));
     let mut failed: Vec<String> = failures;
     for (f, e) in &planned.errors {
         failed.push(format!("{f}: {e}"));
@@ -356,7 +360,9 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
 /// Executes the non-empty plans, at most `parallel` at a time; returns failures.
 pub fn execute_all(
     home: &Home,
+    env: &crate::spec::LoadEnv,
     planned: &Planned,
+    popts: &PlanOptions,
     opts: &ExecOptions,
     parallel: usize,
 ) -> Vec<String> {
@@ -375,7 +381,20 @@ pub fn execute_all(
                     let Some((plan, desired)) = work.get(i) else {
                         break;
                     };
-                    if let Err(e) = reconcile::execute(home, plan, desired.as_ref(), opts) {
+                    let result = if plan.refused.is_empty() {
+                        reconcile::converge(
+                            home,
+                            env,
+                            &plan.instance,
+                            desired.as_ref(),
+                            popts,
+                            opts,
+                        )
+                        .map(|_| ())
+                    } else {
+                        reconcile::execute(home, plan, desired.as_ref(), opts)
+                    };
+                    if let Err(e) = result {
                         failures.lock().unwrap().push(e.to_string());
                     }
                 }

@@ -106,6 +106,42 @@ pub fn execute(
     desired: Option<&Desired>,
     opts: &ExecOptions,
 ) -> Result<(), ExecError> {
+    execute_with(home, plan, desired, opts, None)
+}
+
+/// Takes the instance's mutation lock, observes and plans again under it,
+/// then executes: the plan shown earlier may be stale if another actor
+/// changed the instance meanwhile. Returns the plan that was carried out.
+pub fn converge(
+    home: &Home,
+    env: &crate::spec::LoadEnv,
+    name: &str,
+    desired: Option<&Desired>,
+    popts: &super::PlanOptions,
+    opts: &ExecOptions,
+) -> Result<Plan, ExecError> {
+    let dir = home.instance_dir(name);
+    let lock = if dir.is_dir() {
+        Some(store::lock_instance(&dir, store::MUTATION_LOCK_TIMEOUT)?)
+    } else {
+        None
+    };
+    let observed = store::inspect(home, env, name);
+    let plan = super::plan(desired, &observed, popts);
+    if plan.steps.is_empty() && plan.refused.is_empty() {
+        return Ok(plan);
+    }
+    execute_with(home, &plan, desired, opts, lock).map(|_| plan)
+}
+
+/// [`execute`], optionally with the mutation lock already held.
+pub fn execute_with(
+    home: &Home,
+    plan: &Plan,
+    desired: Option<&Desired>,
+    opts: &ExecOptions,
+    held: Option<store::lock::Held>,
+) -> Result<(), ExecError> {
     let name = plan.instance.as_str();
     if !plan.refused.is_empty() {
         return Err(ExecError::Refused {
@@ -114,7 +150,7 @@ pub fn execute(
         });
     }
     let dir = home.instance_dir(name);
-    let mut lock = None;
+    let mut lock = held;
     let mut created = false;
     let mut started = false;
     let result = (|| -> Result<(), ExecError> {
@@ -246,7 +282,8 @@ pub fn execute(
                     .map_err(|e| step_err(name, step, e))?;
                 }
                 Action::Start => {
-                    drop(lock.take());
+                    // The lock stays held while the guest boots: nobody else
+                    // reconciles this instance meanwhile.
                     started = true;
                     start(home, name, opts)?;
                 }

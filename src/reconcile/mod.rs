@@ -10,5 +10,5 @@ pub mod plan;
 pub mod source;
 pub mod status;
 
-pub use execute::{ExecOptions, execute};
+pub use execute::{ExecOptions, converge, execute};
 pub use plan::{Action, Desired, Kind, Plan, PlanOptions, PowerState, RestartPolicy, Step, plan};
