@@ -47,6 +47,15 @@ pub struct Args {
     /// How many instances converge at once.
     #[arg(long, default_value_t = 2)]
     pub parallel: usize,
+    /// Keep running: watch the files and keep LIMA_HOME converged (the daemon).
+    #[arg(long)]
+    pub watch: bool,
+    /// With --watch: re-observe every instance this often.
+    #[arg(long, default_value = "30s", value_parser = super::start::parse_duration)]
+    pub resync: Duration,
+    /// With --watch: print a systemd user unit that runs this daemon, and exit.
+    #[arg(long, requires = "watch")]
+    pub systemd_unit: bool,
     /// How long to wait for an instance to start (or be Ready with --wait).
     #[arg(long, default_value = "10m", value_parser = super::start::parse_duration)]
     pub timeout: Duration,
@@ -101,6 +110,12 @@ pub fn plan_sources(home: &Home, env: &crate::spec::LoadEnv, a: &Args) -> Planne
                 }
             };
             let observed = store::inspect(home, env, &e.name);
+            let mut desired = desired.clone();
+            desired.power = reconcile::power::desired_power(
+                desired.config.run_strategy.as_deref(),
+                Some(&observed),
+            );
+            let desired = &desired;
             if let Some(owner) = &observed.owner
                 && owner != &s.id
             {
@@ -325,6 +340,41 @@ pub fn diff(a: Args) -> anyhow::Result<i32> {
 /// `limactl apply`.
 pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
     let home = Home::from_env();
+    if a.watch {
+        if a.systemd_unit {
+            let exe = std::env::current_exe()?;
+            print!(
+                "{}",
+                reconcile::daemon::systemd_unit(&exe, &home, &a.files, a.prune)
+            );
+            return Ok(0);
+        }
+        if a.dry_run || a.wait {
+            anyhow::bail!("--watch cannot be combined with --dry-run or --wait");
+        }
+        reconcile::daemon::run(
+            &home,
+            reconcile::daemon::DaemonOptions {
+                sources: a.files.clone(),
+                prune: a.prune,
+                plan: PlanOptions {
+                    restart: a.restart,
+                    recreate: a.recreate,
+                },
+                exec: ExecOptions {
+                    debug: g.debug,
+                    start_timeout: a.timeout,
+                    verbose: true,
+                    ..Default::default()
+                },
+                parallel: a.parallel.max(1),
+                resync: a.resync,
+                debounce: Duration::from_millis(300),
+                backoff_cap: Duration::from_secs(300),
+            },
+        )?;
+        return Ok(0);
+    }
     let env = crate::spec::LoadEnv::new(&home.root);
     let planned = plan_sources(&home, &env, &a);
     show(&planned, &a, "Plan")?;

@@ -25,6 +25,7 @@ mod status;
 mod stop;
 mod template;
 mod validate;
+mod watch;
 mod yq;
 
 #[derive(Parser, Debug)]
@@ -83,6 +84,8 @@ enum Command {
     Status(status::Args),
     /// Edit an instance's configuration.
     Edit(edit::Args),
+    /// Stream instance events (host agents and the reconciler).
+    Watch(watch::Args),
     /// Run a shell or a command in an instance.
     Shell(shell::Args),
     /// Show the SSH command line (deprecated: use `ssh -F <inst>/ssh.config lima-NAME`).
@@ -210,6 +213,7 @@ pub fn main_with_args(mut args: Vec<std::ffi::OsString>) -> i32 {
         },
         Command::Status(a) => status::run(a),
         Command::Edit(a) => edit::run(a, &globals),
+        Command::Watch(a) => watch::run(a),
         Command::Shell(a) => shell::run(a, &globals),
         Command::ShowSsh(a) => show_ssh::run(a),
         Command::Hostagent(a) => hostagent::run(a, &globals),

@@ -82,8 +82,16 @@ pub fn run(home: &Home, name: &str, debug: bool) -> anyhow::Result<i32> {
     if let Err(e) = &result {
         crate::error!("{e:#}");
     }
+    // A failure is told apart from a clean stop (SIGINT, guest poweroff) by
+    // the errors of the last event: the watch daemon's RerunOnFailure needs it.
+    let errors = match &result {
+        Ok(0) => Vec::new(),
+        Ok(_) => vec!["the VM stopped unexpectedly (QEMU failed)".to_string()],
+        Err(e) => vec![format!("{e:#}")],
+    };
     let _ = events.emit(Status {
         exiting: true,
+        errors,
         ..Default::default()
     });
     for f in [

@@ -166,6 +166,8 @@ pub fn execute_with(
             if lock.is_none() && dir.is_dir() {
                 lock = Some(store::lock_instance(&dir, store::MUTATION_LOCK_TIMEOUT)?);
             }
+            super::journal::record(&dir, name, step, "begin");
+            fault_point(step.action.verb(), "before");
             match &step.action {
                 Action::Create => {
                     let d = desired.expect("create needs a desired state");
@@ -307,6 +309,8 @@ pub fn execute_with(
                     );
                 }
             }
+            fault_point(step.action.verb(), "after");
+            super::journal::record(&dir, name, step, "done");
         }
         Ok(())
     })();
@@ -328,6 +332,23 @@ pub fn execute_with(
         );
     }
     result
+}
+
+/// Names the fault-injection environment variable: a comma-separated list
+/// of `<step>:before` / `<step>:after` points (e.g. `create-disk:before`) at
+/// which the process SIGKILLs itself, so tests can check that every
+/// interrupted plan converges when run again. Never set in normal use.
+pub const FAULT_ENV: &str = "LIMA_FAULT_INJECT";
+
+fn fault_point(verb: &str, when: &str) {
+    let Ok(spec) = std::env::var(FAULT_ENV) else {
+        return;
+    };
+    let point = format!("{verb}:{when}");
+    if spec.split(',').any(|p| p.trim() == point) {
+        crate::warn!("fault injection: killing this process at {point}");
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
 }
 
 fn write_owner(dir: &Path, owner: &str) -> std::io::Result<()> {

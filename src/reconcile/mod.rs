@@ -5,8 +5,12 @@
 //! `apply` is "patch the desired state, plan, execute". Planning is a pure
 //! function (DESIGN §2); running a verb twice plans nothing the second time.
 
+pub mod controller;
+pub mod daemon;
 pub mod execute;
+pub mod journal;
 pub mod plan;
+pub mod power;
 pub mod source;
 pub mod status;
 

@@ -52,7 +52,7 @@ fn instance_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn load_file(
+pub fn load_file(
     file: &Path,
     name: &str,
     env: &LoadEnv,

@@ -41,6 +41,9 @@ pub struct Backoff {
     pub next_attempt: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
+    /// The time of the last failure counted (a failure is counted once).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_failure_time: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

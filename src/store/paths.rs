@@ -45,6 +45,8 @@ pub mod files {
     pub const STATUS: &str = "status.json";
     /// Which `apply` source owns the instance (this project's addition).
     pub const OWNER: &str = "owner";
+    /// The reconciler's step events (JSON lines; this project's addition).
+    pub const RECONCILE_LOG: &str = "reconcile.log";
     /// Fingerprint of the configuration the running VM was started with.
     pub const STARTED_SPEC: &str = "started.json";
     /// Directory for relative `portForwards[].hostSocket` paths.

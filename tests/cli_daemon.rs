@@ -1,0 +1,281 @@
+//! The watch daemon (`apply -f DIR --watch`) without booting a guest:
+//! instances are `runStrategy: Halted` from a tiny local image.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Env;
+
+fn tiny_image(env: &Env) -> PathBuf {
+    let image = env.dir.path().join("tiny.qcow2");
+    if !image.exists() {
+        let ok = std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&image)
+            .arg("64M")
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    image
+}
+
+fn yaml(image: &Path, cpus: u32) -> String {
+    format!(
+        "images:\n- location: {}\n  arch: x86_64\nrunStrategy: Halted\ncpus: {cpus}\nmemory: 1GiB\ndisk: 1GiB\nmounts: []\ncontainerd: {{user: false, system: false}}\n",
+        image.display()
+    )
+}
+
+/// A running daemon, killed (SIGKILL) when dropped.
+struct Daemon(Child);
+
+impl Daemon {
+    fn start(env: &Env, src: &Path, extra_env: &[(&str, &str)]) -> Daemon {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("limactl"));
+        c.env("LIMA_HOME", env.lima_home())
+            .env("HOME", env.dir.path().join("home"))
+            .args(["apply", "--watch", "--prune", "--resync", "2s", "-f"])
+            .arg(src)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in extra_env {
+            c.env(k, v);
+        }
+        Daemon(c.spawn().unwrap())
+    }
+
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn cpus(env: &Env, name: &str) -> Option<u64> {
+    let out = env.cmd().args(["list", "--json", name]).output().unwrap();
+    let line = String::from_utf8(out.stdout).ok()?;
+    let v: serde_json::Value = serde_json::from_str(line.lines().next()?).ok()?;
+    v["cpus"].as_u64()
+}
+
+#[test]
+fn files_drive_instances_and_bad_files_change_nothing() {
+    let env = Env::new();
+    let img = tiny_image(&env);
+    let src = env.dir.path().join("watched");
+    std::fs::create_dir_all(&src).unwrap();
+    let _d = Daemon::start(&env, &src, &[]);
+    std::thread::sleep(Duration::from_millis(500));
+
+    // A second daemon on the same LIMA_HOME refuses.
+    let out = env
+        .cmd()
+        .args(["apply", "--watch", "-f"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("another `limactl apply --watch`") && err.contains("one daemon per LIMA_HOME"),
+        "{err}"
+    );
+
+    // Written → created.
+    std::fs::write(src.join("w.yaml"), yaml(&img, 1)).unwrap();
+    wait_for("w to be created", Duration::from_secs(20), || {
+        env.instance_dir("w").join("diffdisk").exists()
+    });
+    wait_for("w to be listed", Duration::from_secs(10), || {
+        cpus(&env, "w") == Some(1)
+    });
+    let owner = std::fs::read_to_string(env.instance_dir("w").join("owner")).unwrap();
+    assert_eq!(
+        owner.trim(),
+        std::fs::canonicalize(&src).unwrap().to_str().unwrap()
+    );
+
+    // Edited, with an editor-style atomic save (write elsewhere, rename over).
+    std::fs::write(src.join(".w.yaml.swp"), yaml(&img, 2)).unwrap();
+    std::fs::rename(src.join(".w.yaml.swp"), src.join("w.yaml")).unwrap();
+    wait_for("the edit to apply", Duration::from_secs(20), || {
+        cpus(&env, "w") == Some(2)
+    });
+
+    // Written in two halves with a pause: the first half is never applied.
+    let full = yaml(&img, 3);
+    let (first, second) = full.split_at(full.find("cpus").unwrap() + 4);
+    std::fs::write(src.join("w.yaml"), first).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        cpus(&env, "w"),
+        Some(2),
+        "a partial file changed the instance"
+    );
+    let st = env.ok(&["status", "--json", "w"]);
+    assert!(
+        st.contains("not applied"),
+        "the partial file's error is on the status: {st}"
+    );
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(src.join("w.yaml"))
+        .unwrap();
+    use std::io::Write;
+    f.write_all(second.as_bytes()).unwrap();
+    drop(f);
+    wait_for(
+        "the completed file to apply",
+        Duration::from_secs(20),
+        || cpus(&env, "w") == Some(3),
+    );
+
+    // Garbage: an error on the status, the instance untouched.
+    std::fs::write(src.join("w.yaml"), "cpus: [[[ garbage\n").unwrap();
+    wait_for("the error on the status", Duration::from_secs(20), || {
+        env.ok(&["status", "--json", "w"])
+            .contains("garbage")
+            .then_some(())
+            .is_some()
+            || env.ok(&["status", "--json", "w"]).contains("not applied")
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(cpus(&env, "w"), Some(3));
+    assert!(env.instance_dir("w").join("diffdisk").exists());
+
+    // The reconciler's events are in `limactl watch`.
+    let mut w = std::process::Command::new(assert_cmd::cargo::cargo_bin("limactl"))
+        .env("LIMA_HOME", env.lima_home())
+        .args(["watch", "--json", "--history", "w"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    w.kill().unwrap();
+    let out = String::from_utf8(w.wait_with_output().unwrap().stdout).unwrap();
+    assert!(
+        out.contains("\"reconcile\":{") && out.contains("\"step\":\"create\""),
+        "{out}"
+    );
+    assert!(out.contains("\"phase\":\"error\""), "{out}");
+
+    // Deleted (prune on) → deleted.
+    std::fs::remove_file(src.join("w.yaml")).unwrap();
+    wait_for("w to be deleted", Duration::from_secs(20), || {
+        !env.instance_dir("w").exists()
+    });
+}
+
+#[test]
+fn killed_at_any_step_of_a_create_the_next_daemon_converges() {
+    for point in [
+        "create:after",
+        "prepare-images:before",
+        "prepare-images:after",
+        "create-disk:before",
+        "create-disk:after",
+    ] {
+        let env = Env::new();
+        let img = tiny_image(&env);
+        let src = env.dir.path().join("watched");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("k.yaml"), yaml(&img, 1)).unwrap();
+        let mut d = Daemon::start(&env, &src, &[("LIMA_FAULT_INJECT", point)]);
+        let status = d.0.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "{point}: the daemon killed itself"
+        );
+        // Nothing half-made is visible as a complete instance.
+        assert!(
+            !env.instance_dir("k").join("diffdisk").exists() || point == "create-disk:after",
+            "{point}"
+        );
+        let _d2 = Daemon::start(&env, &src, &[]);
+        wait_for(
+            &format!("convergence after {point}"),
+            Duration::from_secs(20),
+            || {
+                env.instance_dir("k").join("diffdisk").exists()
+                    && env.instance_dir("k").join("basedisk").exists()
+                    && cpus(&env, "k") == Some(1)
+            },
+        );
+        let out = env.ok(&["diff", "-f", src.to_str().unwrap()]);
+        assert!(out.contains("1 unchanged"), "{point}: {out}");
+        assert!(
+            std::fs::read_dir(env.lima_home())
+                .unwrap()
+                .flatten()
+                .all(|e| !e.file_name().to_string_lossy().starts_with(".tmp")),
+            "{point}: temp directories left"
+        );
+    }
+}
+
+#[test]
+fn systemd_unit_for_the_daemon() {
+    let env = Env::new();
+    let src = env.dir.path().join("watched");
+    std::fs::create_dir_all(&src).unwrap();
+    let unit = env.ok(&[
+        "apply",
+        "--watch",
+        "--prune",
+        "--systemd-unit",
+        "-f",
+        src.to_str().unwrap(),
+    ]);
+    assert!(
+        unit.contains("ExecStart=") && unit.contains("apply --watch --prune -f"),
+        "{unit}"
+    );
+    assert!(
+        unit.contains("KillMode=process"),
+        "stopping the service must not kill the VMs: {unit}"
+    );
+    assert!(
+        unit.contains(&format!(
+            "Environment=LIMA_HOME={}",
+            env.lima_home().display()
+        )),
+        "{unit}"
+    );
+    let path = env.dir.path().join("limactl-apply.service");
+    std::fs::write(&path, &unit).unwrap();
+    match std::process::Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&path)
+        .output()
+    {
+        Ok(out) => {
+            let err = String::from_utf8_lossy(&out.stderr);
+            // Only complaints about this unit count (the sandbox's own units may be odd).
+            let ours: Vec<&str> = err
+                .lines()
+                .filter(|l| l.contains("limactl-apply.service"))
+                .collect();
+            assert!(ours.is_empty(), "systemd-analyze verify: {err}");
+        }
+        Err(e) => eprintln!("systemd-analyze is not available ({e}); unit not verified"),
+    }
+}
