@@ -10,6 +10,9 @@ hack/install-deps.sh
 # The offline Debian guest the end-to-end tests boot (cached after the first build).
 LIMA_TEST_TEMPLATE=$(hack/build-test-image.sh | tail -n1)
 export LIMA_TEST_TEMPLATE
+# The static guest agent the host agents ship in cidata.
+LIMA_GUESTAGENT=$(hack/build-guestagent.sh | tail -n1)
+export LIMA_GUESTAGENT
 
 status=0
 if cargo nextest --version >/dev/null 2>&1; then
