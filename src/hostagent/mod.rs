@@ -4,11 +4,16 @@
 //! requirements, reports events in `ha.stdout.log`, serves `ha.sock`, and on
 //! SIGINT/SIGTERM powers the guest off (ACPI), then quits or kills QEMU.
 
+pub mod ansible;
 pub mod api;
 pub mod events;
+pub mod guest;
 pub mod launch;
 pub mod logfollow;
+pub mod mounts;
+pub mod portfwd;
 pub mod requirements;
+pub mod routines;
 mod vm;
 
 use std::path::{Path, PathBuf};
@@ -77,8 +82,11 @@ pub fn run(home: &Home, name: &str, debug: bool) -> anyhow::Result<i32> {
         format!("{}\n", std::process::id()).as_bytes(),
         0o600,
     )?;
-    let mut events = EventWriter::open(&dir.join(files::HA_STDOUT_LOG))?;
-    let result = run_locked(home, name, &dir, debug, &mut events, sigset);
+    // Shared: port-forward events come from the guest agent's thread.
+    let events = Arc::new(Mutex::new(EventWriter::open(
+        &dir.join(files::HA_STDOUT_LOG),
+    )?));
+    let result = run_locked(home, name, &dir, debug, &events, sigset);
     if let Err(e) = &result {
         crate::error!("{e:#}");
     }
@@ -89,7 +97,7 @@ pub fn run(home: &Home, name: &str, debug: bool) -> anyhow::Result<i32> {
         Ok(_) => vec!["the VM stopped unexpectedly (QEMU failed)".to_string()],
         Err(e) => vec![format!("{e:#}")],
     };
-    let _ = events.emit(Status {
+    let _ = events.lock().unwrap().emit(Status {
         exiting: true,
         errors,
         ..Default::default()
@@ -112,7 +120,7 @@ fn run_locked(
     name: &str,
     dir: &Path,
     debug: bool,
-    events: &mut EventWriter,
+    events: &Arc<Mutex<EventWriter>>,
     sigset: SigSet,
 ) -> anyhow::Result<i32> {
     let env = crate::spec::LoadEnv::new(&home.root);
@@ -124,6 +132,9 @@ fn run_locked(
             inst.errors.join("; ")
         )
     })?;
+
+    // Before anything boots: a start that cannot run its playbooks fails now.
+    ansible::check(&config, std::env::var_os("PATH").as_deref()).map_err(|e| anyhow::anyhow!(e))?;
 
     let port = ssh_port(config.ssh.as_ref().and_then(|s| s.local_port).unwrap_or(0))?;
     // What this VM runs with: the reconciler compares it with the desired
@@ -144,10 +155,16 @@ fn run_locked(
     api::serve(&dir.join(files::HA_SOCK), info)?;
 
     let mut qemu = vm.start_qemu()?;
-    events.emit(Status {
+    events.lock().unwrap().emit(Status {
         ssh_local_port: port,
         ..Default::default()
     })?;
+    let session = Arc::new(routines::Session::new(
+        &config,
+        vm.target().clone(),
+        port,
+        events.clone(),
+    ));
 
     let (tx, rx) = mpsc::channel::<Wake>();
     {
@@ -160,9 +177,10 @@ fn run_locked(
     }
     {
         let tx = tx.clone();
-        let reqs = vm.requirements();
+        let startup = vm.startup();
+        let session = session.clone();
         std::thread::spawn(move || {
-            let errors = reqs.wait_all();
+            let errors = session.start(&startup);
             let _ = tx.send(Wake::Ready(errors));
         });
     }
@@ -177,7 +195,7 @@ fn run_locked(
                 for e in &errors {
                     crate::warn!("{e}");
                 }
-                events.emit(Status {
+                events.lock().unwrap().emit(Status {
                     running: true,
                     degraded,
                     errors,
@@ -194,10 +212,13 @@ fn run_locked(
         }
     };
 
+    if let Wake::Signal(sig) = &exit {
+        crate::info!("Received {sig}, shutting down the host agent");
+    }
+    session.shutdown();
     vm.cleanup_guest_side();
     let code = match exit {
-        Wake::Signal(sig) => {
-            crate::info!("Received {sig}, shutting down the host agent");
+        Wake::Signal(_) => {
             vm.shutdown(&mut qemu, SHUTDOWN_TIMEOUT);
             0
         }

@@ -24,6 +24,72 @@ pub struct Requirement {
     /// this text (saves an SSH session: each costs a second or more under
     /// emulation).
     pub satisfied_by_previous_output: Option<String>,
+    /// The remote command that reads the script on stdin (from its `#!`
+    /// line); `None` is `/bin/sh -s`.
+    pub interpreter: Option<Vec<String>>,
+}
+
+impl Requirement {
+    /// A requirement whose script runs under `/bin/sh` over the ControlMaster.
+    pub fn sh(description: &str, script: String, hint: &str) -> Requirement {
+        Requirement {
+            description: description.into(),
+            script,
+            master: true,
+            fatal: false,
+            hint: hint.into(),
+            satisfied_by_previous_output: None,
+            interpreter: None,
+        }
+    }
+
+    /// A `probes[]` entry (mode `readiness`): its script runs under the
+    /// interpreter of its `#!` line, with `PARAM_*` exported for shells (as
+    /// Lima's `prefixExportParam` does from param.env).
+    pub fn probe(
+        description: &str,
+        script: &str,
+        hint: &str,
+        params: &std::collections::BTreeMap<String, String>,
+    ) -> Requirement {
+        let (interpreter, body) = split_shebang(script);
+        let is_shell = interpreter.first().is_some_and(|i| {
+            let base = i.rsplit('/').next().unwrap_or(i);
+            ["sh", "bash", "dash", "ash", "zsh", "ksh"].contains(&base)
+        });
+        let mut script = String::new();
+        if is_shell {
+            for (k, v) in params {
+                script.push_str(&format!(
+                    "export PARAM_{k}={}\n",
+                    crate::ssh::shell_quote(v)
+                ));
+            }
+        }
+        script.push_str(body);
+        Requirement {
+            description: description.into(),
+            script,
+            master: true,
+            fatal: false,
+            hint: hint.into(),
+            satisfied_by_previous_output: None,
+            interpreter: Some(interpreter),
+        }
+    }
+}
+
+/// `#!/usr/bin/env bash -e` → (["/usr/bin/env", "bash", "-e"], rest of the
+/// script); no `#!` line → `/bin/sh`.
+pub fn split_shebang(script: &str) -> (Vec<String>, &str) {
+    if let Some(rest) = script.strip_prefix("#!") {
+        let (line, body) = rest.split_once('\n').unwrap_or((rest, ""));
+        let words: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+        if !words.is_empty() {
+            return (words, body);
+        }
+    }
+    (vec!["/bin/sh".into()], script)
 }
 
 /// The ordered requirements of one start.
@@ -46,49 +112,91 @@ pub fn wait_for_marker(path: &str, iid: &str, timeout: Duration) -> String {
 }
 
 impl Requirements {
-    /// Lima's requirements for a Linux guest: ssh, the user session marker,
-    /// the ControlMaster; then boot scripts finished.
-    pub fn linux(target: SshTarget, iid: &str, timeout: Duration) -> Requirements {
+    /// Lima's requirements for a Linux guest (reference §4.4): ssh, the user
+    /// session marker, then either what reverse-sshfs needs (sshfs, fuse
+    /// `allow_other`) or just the ControlMaster; optional: the readiness
+    /// probes; final: boot scripts finished. Plain mode has no session
+    /// marker (its boot module does not run).
+    pub fn for_config(
+        target: SshTarget,
+        iid: &str,
+        timeout: Duration,
+        config: &crate::spec::LimaYaml,
+    ) -> Requirements {
+        let plain = config.plain == Some(true);
+        let mut essential = vec![Requirement {
+            description: "ssh".into(),
+            // Also reports the session marker, usually written by then.
+            script: "cat /run/lima-ssh-ready 2>/dev/null; true\n".into(),
+            master: false,
+            fatal: false,
+            hint: "The SSH server of the guest does not answer. Check serial.log; \
+                   make sure `ssh.localPort` does not conflict with another port"
+                .into(),
+            satisfied_by_previous_output: None,
+            interpreter: None,
+        }];
+        if !plain {
+            essential.push(Requirement {
+                description: "user session is ready for ssh".into(),
+                script: wait_for_marker("/run/lima-ssh-ready", iid, timeout),
+                master: false,
+                fatal: false,
+                hint: "The boot scripts did not mark the session ready; see /var/log/cloud-init-output.log in the guest".into(),
+                satisfied_by_previous_output: Some(iid.to_string()),
+                interpreter: None,
+            });
+        }
+        if !super::mounts::sshfs_mounts(config).is_empty() {
+            essential.push(Requirement::sh(
+                "sshfs binary to be installed",
+                "i=0\nuntil command -v sshfs >/dev/null 2>&1; do\n  i=$((i+1)); [ \"$i\" -gt 50 ] && exit 1\n  sleep 0.2\ndone\n".into(),
+                "Make sure that the guest image has sshfs (package `sshfs`), or set `mountType` to 9p",
+            ));
+            essential.push(Requirement::sh(
+                "fuse to allow_other as user",
+                wait_for_marker(crate::store::paths::guest_files::FUSE_READY, iid, timeout),
+                "The boot scripts did not enable user_allow_other in /etc/fuse.conf; see /var/log/cloud-init-output.log in the guest",
+            ));
+        } else {
+            essential.push(Requirement::sh(
+                "Explicitly start ssh ControlMaster",
+                "true\n".into(),
+                "The ControlMaster could not be started",
+            ));
+        }
+        let params = config.param.clone().unwrap_or_default();
+        let optional = if plain {
+            Vec::new()
+        } else {
+            config
+                .probes
+                .iter()
+                .flatten()
+                .filter(|p| p.mode.as_deref().unwrap_or("readiness") == "readiness")
+                .enumerate()
+                .map(|(i, p)| {
+                    Requirement::probe(
+                        p.description
+                            .as_deref()
+                            .filter(|d| !d.is_empty())
+                            .unwrap_or(&format!("user probe {}", i + 1)),
+                        p.script.as_deref().unwrap_or(""),
+                        p.hint.as_deref().unwrap_or("See the probe's script"),
+                        &params,
+                    )
+                })
+                .collect()
+        };
         Requirements {
             target,
-            essential: vec![
-                Requirement {
-                    description: "ssh".into(),
-                    // Also reports the session marker, usually written by then.
-                    script: "cat /run/lima-ssh-ready 2>/dev/null; true\n".into(),
-                    master: false,
-                    fatal: false,
-                    hint: "The SSH server of the guest does not answer. Check serial.log; \
-                           make sure `ssh.localPort` does not conflict with another port"
-                        .into(),
-                    satisfied_by_previous_output: None,
-                },
-                Requirement {
-                    description: "user session is ready for ssh".into(),
-                    script: wait_for_marker("/run/lima-ssh-ready", iid, timeout),
-                    master: false,
-                    fatal: false,
-                    hint: "The boot scripts did not mark the session ready; see /var/log/cloud-init-output.log in the guest".into(),
-                    satisfied_by_previous_output: Some(iid.to_string()),
-                },
-                Requirement {
-                    description: "Explicitly start ssh ControlMaster".into(),
-                    script: "true\n".into(),
-                    master: true,
-                    fatal: false,
-                    hint: "The ControlMaster could not be started".into(),
-                    satisfied_by_previous_output: None,
-                },
-            ],
-            optional: Vec::new(),
-            final_: vec![Requirement {
-                description: "boot scripts must have finished".into(),
-                script: wait_for_marker("/run/lima-boot-done", iid, timeout),
-                master: true,
-                fatal: false,
-                hint: "See \"/var/log/cloud-init-output.log\" in the guest".into(),
-                satisfied_by_previous_output: None,
-            }],
+            essential,
+            optional,
+            final_: vec![Requirement::sh(
+                "boot scripts must have finished",
+                wait_for_marker("/run/lima-boot-done", iid, timeout),
+                "See \"/var/log/cloud-init-output.log\" in the guest",
+            )],
             timeout,
         }
     }
@@ -120,10 +228,7 @@ impl Requirements {
         loop {
             let left = self.timeout.saturating_sub(start.elapsed());
             // A marker wait runs in the guest for up to the whole timeout.
-            match self
-                .target
-                .run_script(r.master, &r.script, left + Duration::from_secs(15))
-            {
+            match self.run(r, left + Duration::from_secs(15)) {
                 Ok((Some(0), out, _)) => {
                     crate::info!("The {label} requirement {i} of {n} is satisfied");
                     return Ok(out);
@@ -143,6 +248,38 @@ impl Requirements {
         }
     }
 
+    /// Runs a requirement's script once.
+    fn run(
+        &self,
+        r: &Requirement,
+        timeout: Duration,
+    ) -> std::io::Result<(Option<i32>, String, String)> {
+        match &r.interpreter {
+            None => self.target.run_script(r.master, &r.script, timeout),
+            Some(words) => {
+                let mut c = self.target.command(r.master);
+                c.arg("--")
+                    .args(words.iter().map(|w| crate::ssh::shell_quote(w)));
+                crate::ssh::run_with_input(c, r.script.as_bytes(), timeout)
+            }
+        }
+    }
+
+    /// The essential requirements; false when a fatal one failed.
+    pub fn essential(&self, errors: &mut Vec<String>) -> bool {
+        self.run_group("essential", &self.essential, errors)
+    }
+
+    /// The optional requirements (readiness probes).
+    pub fn optional(&self, errors: &mut Vec<String>) {
+        self.run_group("optional", &self.optional, errors);
+    }
+
+    /// The final requirements (boot scripts done).
+    pub fn final_(&self, errors: &mut Vec<String>) {
+        self.run_group("final", &self.final_, errors);
+    }
+
     fn run_group(&self, label: &str, reqs: &[Requirement], errors: &mut Vec<String>) -> bool {
         let mut previous = String::new();
         for (i, r) in reqs.iter().enumerate() {
@@ -158,21 +295,6 @@ impl Requirements {
             }
         }
         true
-    }
-
-    /// Checks every requirement in order; returns the failures (empty = ready).
-    /// Once the boot scripts are done, failed provisioning scripts count as
-    /// failures too (Lima reports none of them: lima-vm/lima#209).
-    pub fn wait_all(&self) -> Vec<String> {
-        let mut errors = Vec::new();
-        if self.run_group("essential", &self.essential, &mut errors) {
-            self.run_group("optional", &self.optional, &mut errors);
-            self.run_group("final", &self.final_, &mut errors);
-        }
-        if errors.is_empty() {
-            errors.extend(self.provision_failures());
-        }
-        errors
     }
 
     /// Failed provisioning scripts of this boot, from the guest's status files.
@@ -311,6 +433,121 @@ mod tests {
             .output()
             .unwrap();
         assert!(out.status.success());
+    }
+
+    fn target() -> SshTarget {
+        SshTarget {
+            instance_dir: "/lh/vm".into(),
+            name: "vm".into(),
+            user: "u".into(),
+            port: 1,
+            identity: "/lh/_config/user".into(),
+            extra_identities: vec![],
+            forward_agent: false,
+            forward_x11: false,
+            forward_x11_trusted: false,
+        }
+    }
+
+    fn descriptions(v: &[Requirement]) -> Vec<&str> {
+        v.iter().map(|r| r.description.as_str()).collect()
+    }
+
+    #[test]
+    fn requirements_follow_the_configuration() {
+        use crate::spec::types::{Mount, Probe};
+        let t = Duration::from_secs(10);
+        let mut y = crate::spec::LimaYaml {
+            mount_type: Some("reverse-sshfs".into()),
+            ..Default::default()
+        };
+        let r = Requirements::for_config(target(), "iid-1", t, &y);
+        assert_eq!(
+            descriptions(&r.essential),
+            [
+                "ssh",
+                "user session is ready for ssh",
+                "Explicitly start ssh ControlMaster"
+            ]
+        );
+        assert!(r.optional.is_empty());
+        assert_eq!(descriptions(&r.final_), ["boot scripts must have finished"]);
+
+        y.mounts = Some(vec![Mount {
+            location: "/h".into(),
+            mount_point: Some("/g".into()),
+            ..Default::default()
+        }]);
+        y.probes = Some(vec![
+            Probe {
+                mode: Some("readiness".into()),
+                description: Some("docker".into()),
+                script: Some("#!/bin/bash\ntest -S /run/docker.sock\n".into()),
+                hint: Some("wait".into()),
+                ..Default::default()
+            },
+            Probe {
+                mode: Some("readiness".into()),
+                script: Some("true\n".into()),
+                ..Default::default()
+            },
+        ]);
+        let r = Requirements::for_config(target(), "iid-1", t, &y);
+        assert_eq!(
+            descriptions(&r.essential),
+            [
+                "ssh",
+                "user session is ready for ssh",
+                "sshfs binary to be installed",
+                "fuse to allow_other as user"
+            ]
+        );
+        assert!(r.essential[3].script.contains("/run/lima-fuse-ready"));
+        assert_eq!(descriptions(&r.optional), ["docker", "user probe 2"]);
+        assert_eq!(
+            r.optional[0].interpreter.as_deref(),
+            Some(&["/bin/bash".to_string()][..])
+        );
+        assert_eq!(r.optional[0].hint, "wait");
+
+        // Plain mode: no session marker, mounts or probes.
+        y.plain = Some(true);
+        let r = Requirements::for_config(target(), "iid-1", t, &y);
+        assert_eq!(
+            descriptions(&r.essential),
+            ["ssh", "Explicitly start ssh ControlMaster"]
+        );
+        assert!(r.optional.is_empty());
+    }
+
+    #[test]
+    fn probes_run_under_their_interpreter_with_params() {
+        assert_eq!(
+            split_shebang("#!/usr/bin/env bash -e\necho hi\n"),
+            (
+                vec!["/usr/bin/env".to_string(), "bash".into(), "-e".into()],
+                "echo hi\n"
+            )
+        );
+        assert_eq!(
+            split_shebang("echo hi\n"),
+            (vec!["/bin/sh".to_string()], "echo hi\n")
+        );
+        let params: std::collections::BTreeMap<String, String> =
+            [("GREETING".to_string(), "it's me".to_string())]
+                .into_iter()
+                .collect();
+        let p = Requirement::probe("p", "#!/bin/sh\necho \"$PARAM_GREETING\"\n", "h", &params);
+        // The rewritten script prints the param when run by its interpreter.
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&p.script)
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "it's me\n");
+        // Not a shell: the script is left alone.
+        let py = Requirement::probe("p", "#!/usr/bin/python3\nprint(1)\n", "h", &params);
+        assert_eq!(py.script, "print(1)\n");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use super::requirements::Requirements;
+use super::routines::Startup;
 use crate::spec::LimaYaml;
 use crate::spec::yaml::quote_name;
 use crate::ssh::SshTarget;
@@ -26,6 +27,7 @@ pub struct Vm {
     argv: Vec<String>,
     binary: PathBuf,
     disks: Vec<String>,
+    guest_agent_shipped: bool,
 }
 
 impl Vm {
@@ -53,7 +55,11 @@ impl Vm {
         );
 
         let host_env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
-        let guest_agent: Option<PathBuf> = None;
+        let guest_agent = if config.plain == Some(true) {
+            None
+        } else {
+            guest_agent_binary()
+        };
         let cidata = crate::cidata::generate(&crate::cidata::CidataInput {
             config,
             name,
@@ -132,11 +138,30 @@ impl Vm {
             argv,
             binary,
             disks,
+            guest_agent_shipped: guest_agent.is_some(),
         })
     }
 
-    pub fn requirements(&self) -> Requirements {
-        Requirements::linux(self.target.clone(), &self.iid, Duration::from_secs(600))
+    pub fn target(&self) -> &SshTarget {
+        &self.target
+    }
+
+    /// What the start-up routine (requirements, mounts, forwards) needs.
+    pub fn startup(&self) -> Startup {
+        Startup {
+            name: self.name.clone(),
+            dir: self.dir.clone(),
+            config: self.config.clone(),
+            target: self.target.clone(),
+            requirements: Requirements::for_config(
+                self.target.clone(),
+                &self.iid,
+                Duration::from_secs(600),
+                &self.config,
+            ),
+            guest_agent_shipped: self.guest_agent_shipped,
+            ga_sock: self.dir.join(files::GA_SOCK),
+        }
     }
 
     /// Starts QEMU as a direct child. It inherits `qemu.lock` (held), so the
@@ -279,5 +304,30 @@ impl Vm {
             }
         }
         let _ = (&self.config, self.port);
+    }
+}
+
+/// The guest agent binary to ship, with a warning when there is none (the
+/// instance still boots; only automatic port forwarding is missing).
+fn guest_agent_binary() -> Option<PathBuf> {
+    match super::guest::find_binary() {
+        Some(p) => {
+            if super::guest::is_dynamically_linked(&p) {
+                crate::warn!(
+                    "{} is dynamically linked and may not run in the guest; build a static one with hack/build-guestagent.sh and point {} at it",
+                    p.display(),
+                    super::guest::GUESTAGENT_ENV
+                );
+            }
+            crate::info!("Guest agent: {}", p.display());
+            Some(p)
+        }
+        None => {
+            crate::warn!(
+                "lima-guestagent was not found (set {} or build it with hack/build-guestagent.sh): guest ports will not be forwarded automatically",
+                super::guest::GUESTAGENT_ENV
+            );
+            None
+        }
     }
 }

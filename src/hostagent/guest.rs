@@ -1,0 +1,426 @@
+//! The host side of the guest agent: finding the binary to ship in cidata,
+//! and the connection over `<inst>/ga.sock` (QEMU's end of the virtio-serial
+//! port) that feeds the port forwarder and keeps the guest clock in sync.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::guestagent::daemon::unix_nanos;
+use crate::guestagent::protocol::{self, GuestMessage, HostMessage, LineBuffer};
+
+use super::portfwd::Forwarder;
+
+/// Environment variable naming the guest agent binary to ship.
+pub const GUESTAGENT_ENV: &str = "LIMA_GUESTAGENT";
+
+/// After the agent is first seen alive, the first time sync (reference §4.8).
+const FIRST_TIME_SYNC: Duration = Duration::from_secs(5);
+const TIME_SYNC_INTERVAL: Duration = Duration::from_secs(10);
+/// A hello unanswered this long is sent again (the agent may have restarted).
+const HELLO_RETRY: Duration = Duration::from_secs(5);
+/// Pause between connection attempts to ga.sock.
+const RECONNECT: Duration = Duration::from_secs(1);
+
+/// The guest agent binary: `$LIMA_GUESTAGENT`, else next to this
+/// executable (`lima-guestagent`, `../share/lima/lima-guestagent.Linux-x86_64[.gz]`).
+pub fn find_binary() -> Option<PathBuf> {
+    find_binary_in(
+        std::env::var_os(GUESTAGENT_ENV).map(PathBuf::from),
+        std::env::current_exe().ok().as_deref(),
+    )
+}
+
+pub fn find_binary_in(env: Option<PathBuf>, exe: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = env.filter(|p| !p.as_os_str().is_empty()) {
+        if p.is_file() {
+            return Some(p);
+        }
+        crate::warn!("{GUESTAGENT_ENV}={} does not exist", p.display());
+        return None;
+    }
+    let dir = exe?.parent()?;
+    let arch = std::env::consts::ARCH;
+    [
+        dir.join("lima-guestagent"),
+        dir.join(format!("../share/lima/lima-guestagent.Linux-{arch}")),
+        dir.join(format!("../share/lima/lima-guestagent.Linux-{arch}.gz")),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+}
+
+/// Whether an ELF executable asks for a dynamic loader (PT_INTERP): such a
+/// build depends on the host's libc and may not run in the guest.
+pub fn is_dynamically_linked(path: &Path) -> bool {
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut head = vec![0u8; 4096];
+    let n = f.read(&mut head).unwrap_or(0);
+    head.truncate(n);
+    // ELF64 little-endian only (the guests this project boots).
+    if head.len() < 64 || &head[..4] != b"\x7fELF" || head[4] != 2 || head[5] != 1 {
+        return false;
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([head[o], head[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(head[0x20..0x28].try_into().unwrap()) as usize;
+    let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
+    (0..phnum).any(|i| {
+        let o = phoff + i * phentsize;
+        head.get(o..o + 4)
+            .is_some_and(|t| u32::from_le_bytes(t.try_into().unwrap()) == 3)
+    })
+}
+
+/// Set once the agent answered; waited on by the start-up routine.
+#[derive(Default)]
+pub struct Alive {
+    seen: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Alive {
+    fn set(&self) {
+        *self.seen.lock().unwrap() = true;
+        self.cv.notify_all();
+    }
+
+    /// Waits up to `timeout`; true when the agent has answered.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let g = self.seen.lock().unwrap();
+        let (g, _) = self
+            .cv
+            .wait_timeout_while(g, timeout, |seen| !*seen)
+            .unwrap();
+        *g
+    }
+}
+
+/// Talks to the guest agent until `stop` is set, reconnecting as needed.
+pub fn run(
+    ga_sock: PathBuf,
+    forwarder: Arc<Mutex<Forwarder>>,
+    alive: Arc<Alive>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut next_id = 1u64;
+    let mut logged_alive = false;
+    let mut version_warned = false;
+    let mut last_err = String::new();
+    while !stop.load(Ordering::Relaxed) {
+        let stream = match UnixStream::connect(&ga_sock) {
+            Ok(s) => s,
+            Err(e) => {
+                let msg = format!("cannot connect to {}: {e}", ga_sock.display());
+                if msg != last_err {
+                    crate::debug!("{msg}");
+                    last_err = msg;
+                }
+                std::thread::sleep(RECONNECT);
+                continue;
+            }
+        };
+        last_err.clear();
+        crate::debug!("connected to the guest agent port {}", ga_sock.display());
+        let mut conn = Conn {
+            stream,
+            next_id: &mut next_id,
+            forwarder: &forwarder,
+            alive: &alive,
+            logged_alive: &mut logged_alive,
+            version_warned: &mut version_warned,
+        };
+        if let Err(e) = conn.serve(&stop) {
+            crate::debug!("guest agent connection ended: {e}");
+        }
+        if !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(RECONNECT);
+        }
+    }
+}
+
+struct Conn<'a> {
+    stream: UnixStream,
+    next_id: &'a mut u64,
+    forwarder: &'a Arc<Mutex<Forwarder>>,
+    alive: &'a Arc<Alive>,
+    logged_alive: &'a mut bool,
+    version_warned: &'a mut bool,
+}
+
+impl Conn<'_> {
+    fn send(&mut self, msg: &HostMessage) -> std::io::Result<()> {
+        self.stream.write_all(&protocol::encode(msg))
+    }
+
+    fn id(&mut self) -> u64 {
+        *self.next_id += 1;
+        *self.next_id
+    }
+
+    fn serve(&mut self, stop: &AtomicBool) -> std::io::Result<()> {
+        self.stream
+            .set_read_timeout(Some(Duration::from_millis(200)))?;
+        let id = self.id();
+        self.send(&HostMessage::Hello {
+            version: protocol::VERSION,
+            id,
+        })?;
+        let mut hello_at = Instant::now();
+        let mut synced = false;
+        let mut next_sync: Option<Instant> =
+            (*self.logged_alive).then(|| Instant::now() + FIRST_TIME_SYNC);
+        let mut lines = LineBuffer::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        while !stop.load(Ordering::Relaxed) {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return Err(std::io::Error::other("closed by QEMU")),
+                Ok(n) => {
+                    for line in lines.push(&buf[..n]) {
+                        match protocol::decode_guest(&line) {
+                            Ok(msg) => {
+                                if self.handle(msg, &mut synced) && next_sync.is_none() {
+                                    next_sync = Some(Instant::now() + FIRST_TIME_SYNC);
+                                }
+                            }
+                            Err(e) => {
+                                crate::debug!("ignoring a malformed guest agent line: {e}: {line}")
+                            }
+                        }
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+            if !synced && hello_at.elapsed() >= HELLO_RETRY {
+                let id = self.id();
+                self.send(&HostMessage::Hello {
+                    version: protocol::VERSION,
+                    id,
+                })?;
+                hello_at = Instant::now();
+            }
+            if let Some(t) = next_sync
+                && synced
+                && Instant::now() >= t
+            {
+                let id = self.id();
+                self.send(&HostMessage::SyncTime {
+                    id,
+                    host_time_ns: unix_nanos(SystemTime::now()),
+                })?;
+                next_sync = Some(Instant::now() + TIME_SYNC_INTERVAL);
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles one message; true when it was a (compatible) hello.
+    fn handle(&mut self, msg: GuestMessage, synced: &mut bool) -> bool {
+        match msg {
+            GuestMessage::Hello {
+                version,
+                agent,
+                ports,
+                ..
+            } => {
+                if version != protocol::VERSION {
+                    if !*self.version_warned {
+                        crate::error!(
+                            "the guest agent ({agent}) speaks protocol version {version}, this host agent {}; rebuild it (hack/build-guestagent.sh)",
+                            protocol::VERSION
+                        );
+                        *self.version_warned = true;
+                    }
+                    return false;
+                }
+                if !*self.logged_alive {
+                    crate::info!("Guest agent is running");
+                    *self.logged_alive = true;
+                    self.alive.set();
+                }
+                *synced = true;
+                self.forwarder.lock().unwrap().sync(ports);
+                true
+            }
+            GuestMessage::Ports { added, removed } => {
+                if *synced {
+                    self.forwarder.lock().unwrap().update(&added, &removed);
+                }
+                false
+            }
+            GuestMessage::TimeSynced {
+                adjusted,
+                drift_ms,
+                error,
+                ..
+            } => {
+                if let Some(e) = error {
+                    crate::warn!(
+                        "time sync: the guest could not set its clock (drift {drift_ms}ms): {e}"
+                    );
+                } else if adjusted {
+                    crate::info!(
+                        "Time sync: the guest clock was {drift_ms}ms off; set to the host's"
+                    );
+                } else {
+                    crate::debug!("time sync: drift {drift_ms}ms");
+                }
+                false
+            }
+            GuestMessage::Unknown => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_lookup_order() {
+        let d = tempfile::tempdir().unwrap();
+        let bin = d.path().join("bin");
+        let share = d.path().join("share/lima");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(&share).unwrap();
+        let exe = bin.join("limactl");
+        assert_eq!(find_binary_in(None, Some(&exe)), None);
+        let shared = share.join(format!("lima-guestagent.Linux-{}", std::env::consts::ARCH));
+        std::fs::write(&shared, "x").unwrap();
+        assert_eq!(
+            find_binary_in(None, Some(&exe))
+                .unwrap()
+                .canonicalize()
+                .unwrap(),
+            shared.canonicalize().unwrap()
+        );
+        std::fs::write(bin.join("lima-guestagent"), "x").unwrap();
+        assert_eq!(
+            find_binary_in(None, Some(&exe)),
+            Some(bin.join("lima-guestagent"))
+        );
+        // The environment wins, and a wrong path means none.
+        assert_eq!(
+            find_binary_in(Some(shared.clone()), Some(&exe)),
+            Some(shared)
+        );
+        assert_eq!(
+            find_binary_in(Some(d.path().join("nope")), Some(&exe)),
+            None
+        );
+        // Empty is unset.
+        assert_eq!(
+            find_binary_in(Some(PathBuf::new()), Some(&exe)),
+            Some(bin.join("lima-guestagent"))
+        );
+    }
+
+    #[test]
+    fn dynamic_executables_are_recognised() {
+        // The test binary itself is dynamically linked; a script is not ELF.
+        assert!(is_dynamically_linked(&std::env::current_exe().unwrap()));
+        let d = tempfile::tempdir().unwrap();
+        let s = d.path().join("s");
+        std::fs::write(&s, "#!/bin/sh\n").unwrap();
+        assert!(!is_dynamically_linked(&s));
+    }
+
+    /// A fake guest on the other end of a socket pair: the host's hello is
+    /// answered with the full state, changes reach the forwarder.
+    #[test]
+    fn hello_then_changes_over_a_socket() {
+        use crate::guestagent::protocol::{Listener, Proto};
+        let d = tempfile::tempdir().unwrap();
+        let sock = d.path().join("ga.sock");
+        let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let events = Arc::new(Mutex::new(
+            super::super::events::EventWriter::open(&d.path().join("ha.stdout.log")).unwrap(),
+        ));
+        let target = crate::ssh::SshTarget {
+            instance_dir: d.path().to_path_buf(),
+            name: "t".into(),
+            user: "u".into(),
+            port: 1,
+            identity: d.path().join("id"),
+            extra_identities: vec![],
+            forward_agent: false,
+            forward_x11: false,
+            forward_x11_trusted: false,
+        };
+        // Every port the test uses is ignored, so the forwarder never runs
+        // ssh (all of 1–65535 would switch TCP forwarding off, events too).
+        let ignore_all = crate::spec::types::PortForward {
+            guest_ip: Some("0.0.0.0".into()),
+            guest_ip_must_be_zero: Some(false),
+            guest_port_range: Some([2, 65535]),
+            host_port_range: Some([2, 65535]),
+            proto: Some("any".into()),
+            ignore: Some(true),
+            ..Default::default()
+        };
+        let fw = Arc::new(Mutex::new(Forwarder::new(
+            super::super::portfwd::rules(&[ignore_all], 60022),
+            target,
+            events,
+        )));
+        let alive = Arc::new(Alive::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let t = {
+            let (fw, alive, stop) = (fw.clone(), alive.clone(), stop.clone());
+            std::thread::spawn(move || run(sock, fw, alive, stop))
+        };
+        let (mut guest, _) = l.accept().unwrap();
+        let mut lines = LineBuffer::new();
+        let mut buf = [0u8; 1024];
+        let first = loop {
+            let n = guest.read(&mut buf).unwrap();
+            if let Some(line) = lines.push(&buf[..n]).into_iter().next() {
+                break line;
+            }
+        };
+        let HostMessage::Hello { version, id } = protocol::decode_host(&first).unwrap() else {
+            panic!("{first}");
+        };
+        assert_eq!(version, protocol::VERSION);
+        assert!(!alive.wait(Duration::from_millis(10)));
+        let p = Listener::new(Proto::Tcp, "127.0.0.1".parse().unwrap(), 8080);
+        guest
+            .write_all(&protocol::encode(&GuestMessage::Hello {
+                version: protocol::VERSION,
+                id: Some(id),
+                agent: "test".into(),
+                ports: vec![p],
+            }))
+            .unwrap();
+        assert!(alive.wait(Duration::from_secs(5)));
+        let q = Listener::new(Proto::Udp, "::".parse().unwrap(), 53);
+        guest
+            .write_all(&protocol::encode(&GuestMessage::Ports {
+                added: vec![q],
+                removed: vec![p],
+            }))
+            .unwrap();
+        let start = Instant::now();
+        while *fw.lock().unwrap().known() != std::collections::BTreeSet::from([q]) {
+            assert!(start.elapsed() < Duration::from_secs(5));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        stop.store(true, Ordering::Relaxed);
+        t.join().unwrap();
+        // The ignored TCP port produced a not-forwarding event.
+        let log = std::fs::read_to_string(d.path().join("ha.stdout.log")).unwrap();
+        assert!(log.contains("\"type\":\"not-forwarding\""), "{log}");
+        assert!(log.contains("\"guestAddr\":\"127.0.0.1:8080\""), "{log}");
+    }
+}

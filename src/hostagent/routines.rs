@@ -1,0 +1,149 @@
+//! What the host agent does once QEMU runs (reference §4.4
+//! `startHostAgentRoutines`): essential requirements, reverse-sshfs mounts,
+//! static and socket forwards, the guest agent connection (dynamic port
+//! forwarding, time sync), optional requirements (probes), the guest agent's
+//! first contact, final requirements, provisioning results, ansible.
+//! [`Session`] holds what must be undone at shutdown.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::events::EventWriter;
+use super::guest::{self, Alive};
+use super::mounts::{self, Mounts};
+use super::portfwd::{self, Forwarder};
+use super::requirements::Requirements;
+use crate::spec::LimaYaml;
+use crate::ssh::SshTarget;
+
+/// How long the guest agent has to answer once the optional requirements
+/// are done (Lima: 1 minute).
+pub const GUEST_AGENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub const GUEST_AGENT_NOT_RUNNING: &str =
+    "guest agent does not seem to be running; port forwards will not work";
+
+/// What runs alongside the guest and is torn down when it stops.
+pub struct Session {
+    stop: Arc<AtomicBool>,
+    mounts: Mutex<Mounts>,
+    forwarder: Arc<Mutex<Forwarder>>,
+    guest_agent: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Everything the start-up routine needs.
+pub struct Startup {
+    pub name: String,
+    pub dir: PathBuf,
+    pub config: LimaYaml,
+    pub target: SshTarget,
+    pub requirements: Requirements,
+    /// A guest agent binary was put in cidata (so its silence is an error).
+    pub guest_agent_shipped: bool,
+    pub ga_sock: PathBuf,
+}
+
+impl Session {
+    pub fn new(
+        config: &LimaYaml,
+        target: SshTarget,
+        ssh_local_port: u16,
+        events: Arc<Mutex<EventWriter>>,
+    ) -> Session {
+        let rules = portfwd::rules(
+            config.port_forwards.as_deref().unwrap_or_default(),
+            ssh_local_port,
+        );
+        Session {
+            stop: Arc::new(AtomicBool::new(false)),
+            mounts: Mutex::new(Mounts::default()),
+            forwarder: Arc::new(Mutex::new(Forwarder::new(rules, target, events))),
+            guest_agent: Mutex::new(None),
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Runs the routines in order; returns the errors (empty = ready).
+    pub fn start(&self, s: &Startup) -> Vec<String> {
+        let plain = s.config.plain == Some(true);
+        if plain {
+            let has_static = s
+                .config
+                .port_forwards
+                .iter()
+                .flatten()
+                .any(|p| p.static_ == Some(true));
+            crate::info!(
+                "Running in plain mode. Mounts, dynamic port forwarding, containerd, etc. will be ignored. Guest agent will not be running.{}",
+                if has_static {
+                    " Static port forwarding is allowed."
+                } else {
+                    ""
+                }
+            );
+        }
+        let mut errors = Vec::new();
+        let r = &s.requirements;
+        if !r.essential(&mut errors) || self.stopping() {
+            return errors;
+        }
+
+        // Mounts are started without holding the session's lock: checking
+        // them takes seconds, and a shutdown must not wait for that.
+        let mut started = Mounts::default();
+        errors.extend(started.start(&s.target, &mounts::sshfs_mounts(&s.config)));
+        if self.stopping() {
+            started.stop();
+            return errors;
+        }
+        self.mounts.lock().unwrap().adopt(started);
+
+        errors.extend(self.forwarder.lock().unwrap().start_static());
+
+        let alive = Arc::new(Alive::default());
+        if !plain {
+            let (sock, fw, a, stop) = (
+                s.ga_sock.clone(),
+                self.forwarder.clone(),
+                alive.clone(),
+                self.stop.clone(),
+            );
+            *self.guest_agent.lock().unwrap() =
+                Some(std::thread::spawn(move || guest::run(sock, fw, a, stop)));
+        }
+
+        r.optional(&mut errors);
+        if !plain && s.guest_agent_shipped && !self.stopping() && !alive.wait(GUEST_AGENT_TIMEOUT) {
+            errors.push(GUEST_AGENT_NOT_RUNNING.into());
+        }
+        if self.stopping() {
+            return errors;
+        }
+        r.final_(&mut errors);
+        if errors.is_empty() {
+            errors.extend(r.provision_failures());
+        }
+        // Playbooks need a ready guest (Lima runs them after READY).
+        if errors.is_empty() && !self.stopping() {
+            errors.extend(super::ansible::run(&s.config, &s.name, &s.dir));
+        }
+        errors
+    }
+
+    /// Stops the guest agent connection, reports the forwards as stopping
+    /// and unmounts. The forwards themselves end with the ControlMaster.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.guest_agent.lock().unwrap().take() {
+            let _ = t.join();
+        }
+        self.forwarder.lock().unwrap().stop_all();
+        self.mounts.lock().unwrap().stop();
+    }
+}
