@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use crate::logging::{self, Level};
 
 mod apply;
+mod copy;
 mod create;
 mod delete;
 mod disk;
@@ -88,6 +89,9 @@ enum Command {
     Watch(watch::Args),
     /// Run a shell or a command in an instance.
     Shell(shell::Args),
+    /// Copy files between the host and instances (INSTANCE:PATH).
+    #[command(alias = "cp")]
+    Copy(copy::Args),
     /// Show the SSH command line (deprecated: use `ssh -F <inst>/ssh.config lima-NAME`).
     #[command(name = "show-ssh")]
     ShowSsh(show_ssh::Args),
@@ -215,6 +219,7 @@ pub fn main_with_args(mut args: Vec<std::ffi::OsString>) -> i32 {
         Command::Edit(a) => edit::run(a, &globals),
         Command::Watch(a) => watch::run(a),
         Command::Shell(a) => shell::run(a, &globals),
+        Command::Copy(a) => copy::run(a, &globals),
         Command::ShowSsh(a) => show_ssh::run(a),
         Command::Hostagent(a) => hostagent::run(a, &globals),
         Command::List(a) => list::run(a, &globals),
