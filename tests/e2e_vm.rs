@@ -198,11 +198,19 @@ fn uefi_boot_of_an_image_downloaded_over_http() {
     let digest = node["images"][0]["digest"].as_str().unwrap().to_string();
     let port = serve_file(image);
     let env = Env::new();
+    // A writable 9p share (this boot also checks mountType 9p). With 9p's
+    // security_model none the guest user needs the host's permission bits.
+    let share = env.dir.path().join("share9p");
+    std::fs::create_dir_all(&share).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&share, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::write(share.join("from-host"), "hello over 9p\n").unwrap();
     let t = env.dir.path().join("uefi.yaml");
     std::fs::write(
         &t,
         format!(
-            "images:\n- location: http://127.0.0.1:{port}/debian-12-uefi.qcow2\n  arch: x86_64\n  digest: {digest}\ncpus: 2\nmemory: 2GiB\ndisk: 4GiB\nmounts: []\ncontainerd: {{system: false, user: false}}\n"
+            "images:\n- location: http://127.0.0.1:{port}/debian-12-uefi.qcow2\n  arch: x86_64\n  digest: {digest}\ncpus: 2\nmemory: 2GiB\ndisk: 4GiB\nmountType: 9p\nmounts:\n- location: {}\n  mountPoint: /mnt/9p\n  writable: true\ncontainerd: {{system: false, user: false}}\n",
+            share.display()
         ),
     )
     .unwrap();
@@ -238,6 +246,24 @@ fn uefi_boot_of_an_image_downloaded_over_http() {
         "test -d /sys/firmware/efi && echo uefi",
     ]);
     assert_eq!(efi.trim(), "uefi");
+    // The 9p share: read and written from the guest.
+    let m = env.ok(&["shell", "uefi", "findmnt", "-n", "-o", "FSTYPE", "/mnt/9p"]);
+    assert_eq!(m.trim(), "9p");
+    assert_eq!(
+        env.ok(&["shell", "uefi", "cat", "/mnt/9p/from-host"]),
+        "hello over 9p\n"
+    );
+    env.ok(&[
+        "shell",
+        "uefi",
+        "sh",
+        "-c",
+        "echo written over 9p >/mnt/9p/from-guest",
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(share.join("from-guest")).unwrap(),
+        "written over 9p\n"
+    );
     env.ok(&["delete", "--force", "uefi"]);
     assert!(!env.instance_dir("uefi").exists());
 }

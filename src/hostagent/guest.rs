@@ -165,6 +165,9 @@ impl Conn<'_> {
     fn serve(&mut self, stop: &AtomicBool) -> std::io::Result<()> {
         self.stream
             .set_read_timeout(Some(Duration::from_millis(200)))?;
+        // QEMU stops reading while the guest has not opened its port: a
+        // full socket must not block this thread (shutdown joins it).
+        self.stream.set_write_timeout(Some(Duration::from_secs(2)))?;
         let id = self.id();
         self.send(&HostMessage::Hello {
             version: protocol::VERSION,

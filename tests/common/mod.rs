@@ -59,6 +59,30 @@ pub fn test_template(uefi: bool) -> PathBuf {
     path
 }
 
+/// The static guest agent: LIMA_GUESTAGENT (hack/test.sh sets it), else
+/// built by hack/build-guestagent.sh (cached by cargo).
+pub fn guest_agent() -> PathBuf {
+    if let Some(p) = std::env::var_os("LIMA_GUESTAGENT").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/build-guestagent.sh");
+    let out = std::process::Command::new(&script)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "hack/build-guestagent.sh failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap_or_default(),
+    )
+}
+
 /// Fails loudly when QEMU is missing.
 pub fn require_qemu() {
     let ok = std::process::Command::new("qemu-system-x86_64")
