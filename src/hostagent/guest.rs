@@ -167,7 +167,8 @@ impl Conn<'_> {
             .set_read_timeout(Some(Duration::from_millis(200)))?;
         // QEMU stops reading while the guest has not opened its port: a
         // full socket must not block this thread (shutdown joins it).
-        self.stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+        self.stream
+            .set_write_timeout(Some(Duration::from_secs(2)))?;
         let id = self.id();
         self.send(&HostMessage::Hello {
             version: protocol::VERSION,
