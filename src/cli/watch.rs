@@ -89,9 +89,10 @@ fn describe(ev: &Event) -> String {
         ));
     }
     if let Some(ci) = &s.cloud_init_progress
-        && !ci.log_line.is_empty() {
-            parts.push(format!("cloud-init: {}", ci.log_line));
-        }
+        && !ci.log_line.is_empty()
+    {
+        parts.push(format!("cloud-init: {}", ci.log_line));
+    }
     if parts.is_empty() && s.ssh_local_port != 0 {
         parts.push(format!("ssh port {}", s.ssh_local_port));
     }

@@ -70,7 +70,7 @@ pub fn run(home: &Home, name: &str, debug: bool) -> anyhow::Result<i32> {
     if !dir.join(files::LIMA_YAML).exists() {
         bail!("instance {} does not exist", quote_name(name));
     }
-    let _liveness = lock::try_exclusive(&dir.join(files::HA_LOCK))?.ok_or_else(|| {
+    let _liveness = lock::try_exclusive_patient(&dir.join(files::HA_LOCK))?.ok_or_else(|| {
         anyhow::anyhow!(
             "another host agent is already running for instance {}",
             quote_name(name)

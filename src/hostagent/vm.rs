@@ -180,7 +180,7 @@ impl Vm {
         ] {
             let _ = std::fs::remove_file(self.dir.join(f));
         }
-        let held = lock::try_exclusive(&self.dir.join(QEMU_LOCK))?.ok_or_else(|| {
+        let held = lock::try_exclusive_patient(&self.dir.join(QEMU_LOCK))?.ok_or_else(|| {
             anyhow::anyhow!(
                 "a QEMU process of instance {} is still running without its host agent; run `limactl stop -f {}`",
                 quote_name(&self.name),

@@ -106,7 +106,7 @@ pub fn lock_daemon(home: &Home) -> anyhow::Result<store::lock::Held> {
         .recursive(true)
         .mode(0o700)
         .create(&dir)?;
-    let held = store::lock::try_exclusive(&dir.join("lock"))?;
+    let held = store::lock::try_exclusive_patient(&dir.join("lock"))?;
     let Some(held) = held else {
         let pid = store::instance::read_pid(&dir.join("pid"))
             .map(|p| format!(" (pid {p})"))
@@ -254,9 +254,10 @@ impl Daemon {
                     continue;
                 };
                 if let Some(f) = &src.file
-                    && p != f {
-                        continue;
-                    }
+                    && p != f
+                {
+                    continue;
+                }
                 let fname = p.file_name().and_then(|f| f.to_str()).unwrap_or("");
                 if fname.starts_with('_') && (fname.ends_with(".yaml") || fname.ends_with(".yml")) {
                     // A shared part changed: every instance of the source may depend on it.
@@ -350,13 +351,14 @@ impl Daemon {
             }
         };
         if let Some(owner) = &observed.owner
-            && owner != &src.id {
-                self.record_error(
-                    name,
-                    &format!("managed by another source ({owner}); left alone"),
-                );
-                return None;
-            }
+            && owner != &src.id
+        {
+            self.record_error(
+                name,
+                &format!("managed by another source ({owner}); left alone"),
+            );
+            return None;
+        }
         desired.power =
             power::desired_power(desired.config.run_strategy.as_deref(), Some(&observed));
 
@@ -370,12 +372,24 @@ impl Daemon {
         if observed.dir_exists
             && desired.power == Some(PowerState::Running)
             && observed.status != Status::Running
-            && let LastExit::Failed(why) = power::last_exit(&dir, observed.liveness.host_agent) {
-                let when = status::last_event(&dir).map(|e| e.time).unwrap_or_default();
+        {
+            // A failed run: QEMU gone under a live host agent (Broken), or the
+            // host agent gone without a clean exit. Each run (keyed by the
+            // time it started) is counted once.
+            let failure = match power::last_exit(&dir, observed.liveness.host_agent) {
+                LastExit::Failed(why) => Some(why),
+                _ if observed.status == Status::Broken => Some(observed.errors.join("; ")),
+                _ => None,
+            };
+            if let Some(why) = failure {
+                let run = std::fs::metadata(dir.join(crate::store::paths::files::STARTED_SPEC))
+                    .and_then(|m| m.modified())
+                    .map(|t| format!("{t:?}"))
+                    .unwrap_or_default();
                 let mut b = st.backoff.clone().unwrap_or_default();
-                if b.last_failure_time != when {
+                if b.last_failure_time != run {
                     b.failures += 1;
-                    b.last_failure_time = when;
+                    b.last_failure_time = run;
                     b.reason = why;
                     let wait = backoff(b.failures, self.opts.backoff_cap);
                     b.next_attempt = (chrono::Local::now()
@@ -402,6 +416,7 @@ impl Daemon {
                     return Some(left);
                 }
             }
+        }
 
         match super::converge(
             &self.home,
@@ -412,6 +427,12 @@ impl Daemon {
             &self.opts.exec,
         ) {
             Ok(plan) => {
+                // The file loads and converged: an old error is history.
+                let mut now_st = status::read(&dir);
+                if dir.is_dir() && now_st.last_error.is_some() {
+                    now_st.last_error = None;
+                    let _ = status::write(&dir, &now_st);
+                }
                 if !plan.steps.is_empty() {
                     crate::info!(
                         "{}: converged ({})",

@@ -374,9 +374,11 @@ fn start(home: &Home, name: &str, opts: &ExecOptions) -> Result<(), ExecError> {
     );
     let mut child = launch::spawn(&dir, name, opts.debug)?;
     let mut err_lines = ErrForwarder::new(&dir);
+    let mut port_logged = false;
     let result = launch::wait_ready(&dir, name, &mut child, opts.start_timeout, |ev| {
         err_lines.forward();
-        if ev.status.ssh_local_port != 0 && !ev.status.running {
+        if ev.status.ssh_local_port != 0 && !port_logged {
+            port_logged = true;
             crate::info!("SSH Local Port: {}", ev.status.ssh_local_port);
         }
     });

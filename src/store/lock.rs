@@ -56,6 +56,17 @@ pub fn try_exclusive(path: &Path) -> std::io::Result<Option<Held>> {
     }
 }
 
+/// Like [`try_exclusive`], but a lock seen held is retried for half a
+/// second: readers probing liveness ([`is_held`]) hold a shared lock for an
+/// instant, which must not look like a live owner to a process starting up.
+pub fn try_exclusive_patient(path: &Path) -> std::io::Result<Option<Held>> {
+    match exclusive(path, Duration::from_millis(500)) {
+        Ok(h) => Ok(Some(h)),
+        Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Takes the exclusive lock at `path`, waiting up to `timeout`.
 pub fn exclusive(path: &Path, timeout: Duration) -> std::io::Result<Held> {
     let deadline = Instant::now() + timeout;

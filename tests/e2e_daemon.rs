@@ -1,0 +1,192 @@
+//! The watch daemon with a real VM: a file becomes a running VM, an edit
+//! restarts it with the new size, garbage changes nothing, a killed VM is
+//! relaunched (runStrategy Always), killing the daemon never stops the VM
+//! and a new daemon adopts it, a deleted file deletes it (prune).
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Env, guest_lock, require_qemu, skipped, test_template};
+
+/// Kills the daemon when dropped (also when an assertion fails).
+struct DaemonGuard(Child, std::path::PathBuf);
+
+impl Drop for DaemonGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "daemon log:\n{}",
+                std::fs::read_to_string(&self.1).unwrap_or_default()
+            );
+        }
+    }
+}
+
+fn start_daemon(env: &Env, src: &Path) -> DaemonGuard {
+    let log = env.dir.path().join("daemon.log");
+    DaemonGuard(start_daemon_child(env, src, &log), log)
+}
+
+fn start_daemon_child(env: &Env, src: &Path, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("limactl"))
+        .env("LIMA_HOME", env.lima_home())
+        .env("HOME", env.dir.path().join("home"))
+        .args(["apply", "--watch", "--prune", "--resync", "5s", "-f"])
+        .arg(src)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+fn json(env: &Env) -> Option<serde_json::Value> {
+    let out = env.cmd().args(["list", "--json", "vm"]).output().ok()?;
+    serde_json::from_str(String::from_utf8(out.stdout).ok()?.lines().next()?).ok()
+}
+
+fn qemu_pid(env: &Env) -> Option<i64> {
+    json(env).filter(|j| j["status"] == "Running")?["driverPID"].as_i64()
+}
+
+/// Running and Ready (the guest finished booting).
+fn ready(env: &Env) -> bool {
+    qemu_pid(env).is_some()
+        && env
+            .cmd()
+            .args(["status", "--json", "vm"])
+            .output()
+            .is_ok_and(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .contains("\"type\":\"Ready\",\"status\":\"True\"")
+            })
+}
+
+fn mem_total_kib(env: &Env) -> u64 {
+    let out = env.ok(&["shell", "vm", "grep", "MemTotal", "/proc/meminfo"]);
+    out.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn daemon_converges_relaunches_and_survives_its_own_death() {
+    if skipped("daemon e2e") {
+        return;
+    }
+    require_qemu();
+    let template = test_template(false);
+    let env = Env::new();
+    let src = env.dir.path().join("gitops");
+    std::fs::create_dir_all(&src).unwrap();
+    let file = src.join("vm.yaml");
+    let write = |memory: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                "base: {}\nrunStrategy: Always\nmemory: {memory}\n",
+                template.display()
+            ),
+        )
+        .unwrap();
+    };
+    let _guest = guest_lock();
+    let mut daemon = start_daemon(&env, &src);
+
+    write("2GiB");
+    env.wait_for("the VM to be ready", Duration::from_secs(300), || {
+        ready(&env)
+    });
+    let before = mem_total_kib(&env);
+    assert!(before > 1_800_000, "{before}");
+
+    // Memory edited: restarted with the new size.
+    let pid1 = qemu_pid(&env).unwrap();
+    write("1GiB");
+    env.wait_for("the restart with 1GiB", Duration::from_secs(300), || {
+        qemu_pid(&env).is_some_and(|p| p != pid1)
+            && json(&env).is_some_and(|j| j["memory"] == 1u64 << 30)
+            && ready(&env)
+    });
+    let after = mem_total_kib(&env);
+    assert!(
+        after < 1_100_000,
+        "the guest sees the new memory size: {after} KiB"
+    );
+
+    // Garbage: an error on the status; the VM is untouched.
+    let pid2 = qemu_pid(&env).unwrap();
+    std::fs::write(&file, "memory: [[ broken\n").unwrap();
+    env.wait_for("the error on the status", Duration::from_secs(30), || {
+        env.ok(&["status", "--json", "vm"]).contains("not applied")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(qemu_pid(&env), Some(pid2), "a broken file touched the VM");
+    write("1GiB");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        qemu_pid(&env),
+        Some(pid2),
+        "restoring the same content needs no action"
+    );
+
+    // QEMU killed: relaunched under Always.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid2 as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let killed = Instant::now();
+    env.wait_for("a new QEMU", Duration::from_secs(30), || {
+        json(&env)
+            .and_then(|j| j["driverPID"].as_i64())
+            .is_some_and(|p| p != pid2)
+    });
+    eprintln!(
+        "relaunch began {:.1}s after the kill",
+        killed.elapsed().as_secs_f64()
+    );
+    env.wait_for(
+        "the relaunched VM to be ready",
+        Duration::from_secs(300),
+        || ready(&env),
+    );
+    let pid3 = qemu_pid(&env).unwrap();
+    let st = env.ok(&["status", "--json", "vm"]);
+    assert!(
+        st.contains("\"failures\":1"),
+        "the failure is counted in the backoff state: {st}"
+    );
+
+    // The daemon killed: the VM keeps running; a new daemon adopts it.
+    daemon.0.kill().unwrap();
+    daemon.0.wait().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(qemu_pid(&env), Some(pid3));
+    let daemon = start_daemon(&env, &src);
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(
+        qemu_pid(&env),
+        Some(pid3),
+        "the new daemon adopted the VM without a restart"
+    );
+    assert_eq!(env.ok(&["shell", "vm", "echo", "alive"]).trim(), "alive");
+
+    // The file deleted (prune): stopped and deleted.
+    std::fs::remove_file(&file).unwrap();
+    env.wait_for("the VM to be deleted", Duration::from_secs(120), || {
+        !env.instance_dir("vm").exists()
+    });
+    assert!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid3 as i32), None).is_err(),
+        "QEMU is gone"
+    );
+    drop(daemon);
+}
