@@ -117,6 +117,7 @@ fn forwards_mounts_disks_probes_ansible_time_and_copy() {
         );
     }
     let remap = free_port();
+    let static_port = free_port();
     std::fs::write(root.join("site.yml"), "- hosts: all\n").unwrap();
     let yaml = root.join("vm.yaml");
     std::fs::write(
@@ -133,6 +134,11 @@ portForwards:
   ignore: true
 - guestPort: 8082
   hostPort: {remap}
+- guestPort: 8083
+  hostPort: {static_port}
+  static: true
+- guestSocket: /tmp/lima-test.sock
+  hostSocket: test.sock
 param:
   PROBE: probed
 probes:
@@ -192,9 +198,19 @@ provision:
     let clock_set = Instant::now();
 
     // Port forwarding: 8080 (default rule), 8081 (ignored), 8082 (remapped).
-    sh("cd /tmp && for p in 8080 8081 8082; do \
+    // The static forward exists before anything listens.
+    assert!(has_event(
+        &dir,
+        "forwarding",
+        "127.0.0.1:8083",
+        &format!("127.0.0.1:{static_port}")
+    ));
+    sh("cd /tmp && for p in 8080 8081 8082 8083; do \
         nohup python3 -m http.server $p --bind 127.0.0.1 >/dev/null 2>&1 </dev/null & \
         echo $! >/tmp/http-$p.pid; done");
+    sh(
+        "nohup python3 -c 'import socket\ns = socket.socket(socket.AF_UNIX)\ns.bind(\"/tmp/lima-test.sock\")\ns.listen()\nwhile True:\n    c, _ = s.accept()\n    c.sendall(b\"unix\\n\")\n    c.close()' >/dev/null 2>&1 </dev/null &",
+    );
     let took = within("127.0.0.1:8080 forwarded", Duration::from_secs(20), || {
         http_ok(8080)
     });
@@ -222,6 +238,20 @@ provision:
     within("the ignored port reported", Duration::from_secs(10), || {
         has_event(&dir, "not-forwarding", "127.0.0.1:8081", "")
     });
+    within("the static forward", Duration::from_secs(20), || {
+        http_ok(static_port)
+    });
+    // guestSocket → hostSocket (relative: <inst>/sock/).
+    let host_sock = dir.join("sock/test.sock");
+    within("the socket forward", Duration::from_secs(20), || {
+        let Ok(mut c) = std::os::unix::net::UnixStream::connect(&host_sock) else {
+            return false;
+        };
+        let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+        let mut got = String::new();
+        let _ = c.read_to_string(&mut got);
+        got == "unix\n"
+    });
     assert!(refused(8081), "an ignored guest port must not be forwarded");
     assert!(
         refused(8082),
@@ -234,12 +264,10 @@ provision:
         Duration::from_secs(10),
         || refused(8080),
     );
-    assert!(has_event(
-        &dir,
-        "stopping",
-        "127.0.0.1:8080",
-        "127.0.0.1:8080"
-    ));
+    // The event follows `ssh -O cancel`, a few milliseconds later.
+    within("the stopping event", Duration::from_secs(5), || {
+        has_event(&dir, "stopping", "127.0.0.1:8080", "127.0.0.1:8080")
+    });
 
     // reverse-sshfs: a writable host directory, both ways.
     std::fs::write(share.join("from-host"), "hello from the host\n").unwrap();
@@ -323,6 +351,10 @@ provision:
         "127.0.0.1:8082",
         &format!("127.0.0.1:{remap}")
     ));
+    assert!(
+        !host_sock.exists(),
+        "the forwarded host socket is left behind"
+    );
     let sftp = std::process::Command::new("pgrep")
         .args(["-f", &format!("sftp-server -e -d {}", share.display())])
         .output()
