@@ -53,6 +53,9 @@ pub struct Args {
     /// With --watch: re-observe every instance this often.
     #[arg(long, default_value = "30s", value_parser = super::start::parse_duration)]
     pub resync: Duration,
+    /// With --watch: quiet time after a file's last change before it is read.
+    #[arg(long, default_value = "50ms", value_parser = parse_millis)]
+    pub debounce: Duration,
     /// With --watch: print a systemd user unit that runs this daemon, and exit.
     #[arg(long, requires = "watch")]
     pub systemd_unit: bool,
@@ -321,6 +324,17 @@ fn show(planned: &Planned, a: &Args, prefix: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `50ms`, `1s`, or a `parse_duration` value.
+fn parse_millis(s: &str) -> Result<Duration, String> {
+    match s.strip_suffix("ms") {
+        Some(n) => n
+            .parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| format!("invalid duration {s:?}")),
+        None => super::start::parse_duration(s),
+    }
+}
+
 /// `limactl diff`: exit 0 without changes, 1 with changes, 2 on errors.
 pub fn diff(a: Args) -> anyhow::Result<i32> {
     let home = Home::from_env();
@@ -369,7 +383,7 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
                 },
                 parallel: a.parallel.max(1),
                 resync: a.resync,
-                debounce: Duration::from_millis(300),
+                debounce: a.debounce,
                 backoff_cap: Duration::from_secs(300),
             },
         )?;

@@ -1,7 +1,8 @@
 //! `limactl apply -f DIR --watch`: the daemon that keeps `LIMA_HOME` converged
 //! with a directory of `lima.yaml` files.
 //!
-//! Level-triggered: file events (inotify, debounced per file), VM deaths
+//! Level-triggered: file events (inotify, debounced per file: 50 ms by
+//! default, coalescing an editor's write bursts), VM deaths
 //! (the liveness locks, probed every 250 ms) and a periodic resync only
 //! *enqueue* an instance name; a worker then re-reads the file, re-observes
 //! the instance and converges it like `apply`, never two workers on one
