@@ -1,7 +1,9 @@
 //! The watch daemon with a real VM: a file becomes a running VM, an edit
 //! restarts it with the new size, garbage changes nothing, a killed VM is
 //! relaunched (runStrategy Always), killing the daemon never stops the VM
-//! and a new daemon adopts it, a deleted file deletes it (prune).
+//! and a new daemon adopts it, `Manual` leaves a user's stop and start
+//! alone, `RerunOnFailure` respects a guest poweroff, a deleted file deletes
+//! it (prune).
 
 mod common;
 
@@ -87,16 +89,17 @@ fn daemon_converges_relaunches_and_survives_its_own_death() {
     let src = env.dir.path().join("gitops");
     std::fs::create_dir_all(&src).unwrap();
     let file = src.join("vm.yaml");
-    let write = |memory: &str| {
+    let write_with = |strategy: &str, memory: &str| {
         std::fs::write(
             &file,
             format!(
-                "base: {}\nrunStrategy: Always\nmemory: {memory}\n",
+                "base: {}\nrunStrategy: {strategy}\nmemory: {memory}\n",
                 template.display()
             ),
         )
         .unwrap();
     };
+    let write = |memory: &str| write_with("Always", memory);
     let _guest = guest_lock();
     let mut daemon = start_daemon(&env, &src);
 
@@ -179,14 +182,55 @@ fn daemon_converges_relaunches_and_survives_its_own_death() {
     );
     assert_eq!(env.ok(&["shell", "vm", "echo", "alive"]).trim(), "alive");
 
-    // The file deleted (prune): stopped and deleted.
+    // Manual: the daemon changes no power state, neither fighting a user's
+    // `limactl stop` nor their `limactl start`.
+    write_with("Manual", "1GiB");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(qemu_pid(&env), Some(pid3), "Manual needs no action");
+    env.ok(&["stop", "vm"]);
+    std::thread::sleep(Duration::from_secs(12));
+    assert_eq!(
+        qemu_pid(&env),
+        None,
+        "the daemon restarted a Manual instance a user stopped"
+    );
+    env.ok(&["start", "vm"]);
+    let pid4 = qemu_pid(&env).unwrap();
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(qemu_pid(&env), Some(pid4));
+
+    // RerunOnFailure: a clean poweroff from inside the guest is respected.
+    write_with("RerunOnFailure", "1GiB");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        qemu_pid(&env),
+        Some(pid4),
+        "a strategy change needs no action"
+    );
+    let _ = env
+        .cmd()
+        .args(["shell", "vm", "sudo", "systemctl", "poweroff"])
+        .output();
+    env.wait_for("the guest to power off", Duration::from_secs(120), || {
+        json(&env).is_some_and(|j| j["status"] == "Stopped")
+    });
+    std::thread::sleep(Duration::from_secs(12));
+    assert_eq!(
+        json(&env).map(|j| j["status"].clone()),
+        Some("Stopped".into()),
+        "a clean guest poweroff was treated as a failure"
+    );
+
+    // The file deleted (prune): deleted.
     std::fs::remove_file(&file).unwrap();
     env.wait_for("the VM to be deleted", Duration::from_secs(120), || {
         !env.instance_dir("vm").exists()
     });
-    assert!(
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid3 as i32), None).is_err(),
-        "QEMU is gone"
-    );
+    for pid in [pid3, pid4] {
+        assert!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_err(),
+            "QEMU is gone"
+        );
+    }
     drop(daemon);
 }

@@ -21,6 +21,17 @@ fn cond(s: &status::InstanceStatus, kind: &str) -> String {
         .unwrap_or_else(|| "Unknown".into())
 }
 
+/// `-`, or the failures in a row and when the daemon tries again.
+fn backoff_cell(b: Option<&status::Backoff>) -> String {
+    match b {
+        Some(b) if b.failures > 0 => match b.next_attempt.split_once('T') {
+            Some((_, time)) => format!("{} (next {})", b.failures, &time[..time.len().min(8)]),
+            None => b.failures.to_string(),
+        },
+        _ => "-".into(),
+    }
+}
+
 pub fn run(a: Args) -> anyhow::Result<i32> {
     let home = Home::from_env();
     let env = crate::spec::LoadEnv::new(&home.root);
@@ -38,6 +49,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             "RESTART-REQUIRED",
             "DEGRADED",
             "GENERATION",
+            "BACKOFF",
             "LAST-ERROR",
         ]
         .map(String::from)
@@ -71,6 +83,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
                 pending,
                 cond(&s, "Degraded"),
                 format!("{}/{}", s.observed_generation, s.generation),
+                backoff_cell(s.backoff.as_ref()),
                 s.last_error
                     .clone()
                     .unwrap_or_default()
@@ -95,4 +108,22 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         );
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_column() {
+        assert_eq!(backoff_cell(None), "-");
+        let b = status::Backoff {
+            failures: 3,
+            next_attempt: "2026-11-27T22:41:07.123456Z".into(),
+            ..Default::default()
+        };
+        assert_eq!(backoff_cell(Some(&b)), "3 (next 22:41:07)");
+        let cleared = status::Backoff::default();
+        assert_eq!(backoff_cell(Some(&cleared)), "-");
+    }
 }
