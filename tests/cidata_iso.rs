@@ -47,7 +47,7 @@ fn sample_files() -> Vec<CidataFile> {
             0o755,
         ),
         file(
-            "boot.Linux/07-etc-environment.sh",
+            "boot.Linux/01-etc-environment.sh",
             "#!/bin/bash\necho env\n",
             0o755,
         ),
@@ -145,7 +145,7 @@ fn isoinfo_sees_label_rock_ridge_joliet_names_modes_and_bytes() {
     assert!(
         joliet
             .lines()
-            .any(|l| l == "/boot.Linux/07-etc-environment.sh"),
+            .any(|l| l == "/boot.Linux/01-etc-environment.sh"),
         "{joliet}"
     );
 }

@@ -20,7 +20,7 @@
 //!
 //! Markers (each holds the instance id and a newline; see
 //! [`crate::store::paths::guest_files`]): `/run/lima-ssh-ready` once
-//! `/etc/environment` is final (`07-etc-environment.sh`; in plain mode right
+//! `/etc/environment` is final (`01-etc-environment.sh`; in plain mode right
 //! after the essential modules), `/run/lima-fuse-ready` (reverse-sshfs with
 //! mounts, `35-setup-packages.sh`) and `/run/lima-boot-done` when `boot.sh` has
 //! run everything (not while `/run/lima-reboot-required` exists). boot-done is

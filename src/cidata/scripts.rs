@@ -1,10 +1,18 @@
 //! The boot scripts shipped on the cidata volume (this project's own; `guest/`).
 
+/// The module that writes `/etc/environment` and the session marker (also
+/// run from `bootcmd`, before sshd starts).
+pub(crate) const ETC_ENVIRONMENT_MODULE: &str = "boot.Linux/01-etc-environment.sh";
+
 /// (path on the volume, content); all are executable.
 pub(crate) const GUEST_SCRIPTS: &[(&str, &str)] = &[
     (
         "boot.Linux/00-reboot-if-required.sh",
         include_str!("guest/boot.Linux/00-reboot-if-required.sh"),
+    ),
+    (
+        ETC_ENVIRONMENT_MODULE,
+        include_str!("guest/boot.Linux/01-etc-environment.sh"),
     ),
     (
         "boot.Linux/05-lima-disks.sh",
@@ -17,10 +25,6 @@ pub(crate) const GUEST_SCRIPTS: &[(&str, &str)] = &[
     (
         "boot.Linux/06-etc-hosts.sh",
         include_str!("guest/boot.Linux/06-etc-hosts.sh"),
-    ),
-    (
-        "boot.Linux/07-etc-environment.sh",
-        include_str!("guest/boot.Linux/07-etc-environment.sh"),
     ),
     (
         "boot.Linux/09-host-dns-setup.sh",

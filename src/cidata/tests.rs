@@ -211,13 +211,13 @@ fn user_data_is_cloud_config_with_user_keys_and_hook() {
     assert_eq!(users.len(), 1);
     let u = &users[0];
     assert_eq!(s(u.get("name").unwrap()), "alice");
-    assert_eq!(u.get("uid").unwrap().value, Value::Str("1001".into()));
+    assert_eq!(u.get("uid").unwrap().value, Value::Int(1001)); // an integer: cloud-init deprecates the string form
     assert_eq!(s(u.get("gecos").unwrap()), "Alice");
     assert_eq!(s(u.get("homedir").unwrap()), "/home/alice.guest");
     assert_eq!(s(u.get("shell").unwrap()), "/bin/bash");
     assert_eq!(s(u.get("sudo").unwrap()), "ALL=(ALL) NOPASSWD:ALL");
     assert_eq!(u.get("lock_passwd").unwrap().value, Value::Bool(true));
-    let keys = u.get("ssh-authorized-keys").unwrap().as_seq().unwrap();
+    let keys = u.get("ssh_authorized_keys").unwrap().as_seq().unwrap();
     assert_eq!(s(&keys[0]), KEY);
 
     let wf = &n.get("write_files").unwrap().as_seq().unwrap()[0];
@@ -426,7 +426,7 @@ fn provision_files_and_modes() {
     );
     for p in [
         "boot.sh",
-        "boot.Linux/07-etc-environment.sh",
+        "boot.Linux/01-etc-environment.sh",
         "util/lima-provision.sh",
     ] {
         assert_eq!(get(p).mode, 0o755);

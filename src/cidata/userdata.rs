@@ -12,9 +12,10 @@ fn boot_hook() -> String {
 set -eu
 LIMA_CIDATA_MNT={mnt}
 LIMA_CIDATA_DEV=/dev/disk/by-label/cidata
-mkdir -p "$LIMA_CIDATA_MNT"
-chmod 0700 "$LIMA_CIDATA_MNT"
 if ! mountpoint -q "$LIMA_CIDATA_MNT"; then
+  # (Usually mounted already by the early start; the volume is read-only.)
+  mkdir -p "$LIMA_CIDATA_MNT"
+  chmod 0700 "$LIMA_CIDATA_MNT"
   mount -o ro,mode=0700,dmode=0700,overriderockperm,exec,uid=0 "$LIMA_CIDATA_DEV" "$LIMA_CIDATA_MNT"
 fi
 export LIMA_CIDATA_MNT
@@ -29,13 +30,27 @@ exec "$LIMA_CIDATA_MNT"/boot.sh
 /// later stages (each a new Python process, seconds under emulation) are
 /// still going; the per-boot hook then only waits for that run. Not used
 /// with `upgradePackages` (its package upgrade would race provisioning).
-fn early_boot() -> String {
+///
+/// Before that, unless plain, it writes `/etc/environment` and the session
+/// marker itself: cloud-init's init stage runs before sshd starts, so the
+/// host's first SSH connection already logs in with the final environment
+/// and may stay on as the ControlMaster (no second connection).
+fn early_boot(plain: bool) -> String {
+    let env_now = if plain {
+        String::new()
+    } else {
+        format!(
+            "  LIMA_CIDATA_MNT={mnt} LIMA_CIDATA_IID=$(sed -n 's/^LIMA_CIDATA_IID=//p' {mnt}/lima.env) {mnt}/{script} || true\n",
+            mnt = guest_files::CIDATA_MNT,
+            script = super::scripts::ETC_ENVIRONMENT_MODULE,
+        )
+    };
     format!(
         r#"# lima: start the boot scripts now (the per-boot hook waits for them)
 if command -v systemd-run >/dev/null 2>&1; then
   mkdir -p {mnt} && chmod 0700 {mnt}
   mountpoint -q {mnt} || mount -o ro,mode=0700,dmode=0700,overriderockperm,exec,uid=0 /dev/disk/by-label/cidata {mnt}
-  systemd-run --quiet --no-block --collect --unit=lima-boot-early --setenv=LIMA_CIDATA_MNT={mnt} --setenv=LIMA_BOOT_EARLY=1 {mnt}/boot.sh || true
+{env_now}  systemd-run --quiet --no-block --collect --unit=lima-boot-early --setenv=LIMA_CIDATA_MNT={mnt} --setenv=LIMA_BOOT_EARLY=1 {mnt}/boot.sh || true
 fi
 "#,
         mnt = guest_files::CIDATA_MNT
@@ -156,7 +171,7 @@ pub(crate) fn user_data(f: &Facts, iso: bool) -> String {
     // A resolvable hostname keeps sudo from stalling on DNS.
     top.push(("manage_etc_hosts", Y::Bool(true)));
 
-    let mut user: Vec<(&str, Y)> = vec![("name", Y::s(&f.user)), ("uid", Y::s(f.uid.to_string()))];
+    let mut user: Vec<(&str, Y)> = vec![("name", Y::s(&f.user)), ("uid", Y::Int(i64::from(f.uid)))];
     if !f.comment.is_empty() {
         user.push(("gecos", Y::s(&f.comment)));
     }
@@ -169,7 +184,9 @@ pub(crate) fn user_data(f: &Facts, iso: bool) -> String {
         user.push(("sudo", Y::s("ALL=(ALL) ALL")));
         user.push(("lock_passwd", Y::Bool(false)));
     }
-    user.push(("ssh-authorized-keys", Y::strs(f.ssh_keys.iter().cloned())));
+    // Lima writes `ssh-authorized-keys`; cloud-init accepts both spellings,
+    // but its schema check (warning on every boot) knows only this one.
+    user.push(("ssh_authorized_keys", Y::strs(f.ssh_keys.iter().cloned())));
     top.push(("users", Y::Seq(vec![Y::map(user)])));
 
     if iso {
@@ -202,7 +219,7 @@ pub(crate) fn user_data(f: &Facts, iso: bool) -> String {
         bootcmd.push(Y::s(boot_cmd(*i, script, f)));
     }
     if iso && !f.upgrade_packages {
-        bootcmd.push(Y::s(early_boot()));
+        bootcmd.push(Y::s(early_boot(f.plain)));
     }
     top.push(("bootcmd", Y::Seq(bootcmd)));
 

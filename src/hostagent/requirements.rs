@@ -27,6 +27,25 @@ pub struct Requirement {
     /// The remote command that reads the script on stdin (from its `#!`
     /// line); `None` is `/bin/sh -s`.
     pub interpreter: Option<Vec<String>>,
+    /// The first connection of a boot: wait for sshd's banner before
+    /// spending an ssh process on it.
+    pub waits_for_banner: bool,
+    /// Whether this connection may stay on as the ControlMaster.
+    pub master_check: MasterCheck,
+}
+
+/// A ControlMaster must not be a connection that logged in before the boot
+/// scripts marked the user session ready (its environment would lack what
+/// they set up). Scripts with a check print the session marker only when it
+/// predates their connection (`session_script`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MasterCheck {
+    None,
+    /// Keep the connection as the master if the marker predates it, else
+    /// close it; the requirement is satisfied either way.
+    KeepIfReady,
+    /// Satisfied only by a connection that may stay on as the master.
+    RequireReady,
 }
 
 impl Requirement {
@@ -40,6 +59,8 @@ impl Requirement {
             hint: hint.into(),
             satisfied_by_previous_output: None,
             interpreter: None,
+            waits_for_banner: false,
+            master_check: MasterCheck::None,
         }
     }
 
@@ -75,6 +96,8 @@ impl Requirement {
             hint: hint.into(),
             satisfied_by_previous_output: None,
             interpreter: Some(interpreter),
+            waits_for_banner: false,
+            master_check: MasterCheck::None,
         }
     }
 }
@@ -101,6 +124,45 @@ pub struct Requirements {
     pub final_: Vec<Requirement>,
     /// Per requirement.
     pub timeout: Duration,
+    /// The instance id the boot scripts write to the session marker; `None`
+    /// in plain mode (no boot scripts, no marker).
+    pub session_marker: Option<String>,
+}
+
+/// A session script that prints the session marker only when it predates
+/// this SSH connection (`wait`: first wait in the guest until the marker
+/// holds that instance id). Then the connection's login already had what the
+/// boot scripts set up before writing it (`/etc/environment`), so it may stay
+/// on as the ControlMaster — saving a connection, which costs seconds while
+/// a guest under emulation is still booting.
+fn session_script(wait: Option<(&str, Duration)>) -> String {
+    session_script_at(crate::store::paths::guest_files::SSH_READY, wait)
+}
+
+fn session_script_at(marker: &str, wait: Option<(&str, Duration)>) -> String {
+    let first = match wait {
+        Some((iid, timeout)) => wait_for_marker(marker, iid, timeout),
+        None => format!("[ -f {marker} ] || exit 0\n"),
+    };
+    // Shell builtins only (a process costs tens of milliseconds while a
+    // guest under emulation boots), but for one `stat`. In `/proc/PID/stat`
+    // after the `)` closing the command name, field 2 is the parent and field
+    // 20 the start time in clock ticks since boot (USER_HZ, 100 in Linux's
+    // ABI). The connection's process is the ancestor whose parent is sshd's
+    // listener (whose parent is PID 1). Whole seconds, rounded against the
+    // marker.
+    format!(
+        r#"{first}proc() {{ read -r s <"/proc/$1/stat"; set -- ${{s##*)}}; ppid=$2; start=${{20}}; }}
+p=$$
+while proc "$p" && q=$ppid && [ "$q" -gt 1 ] && proc "$q" && [ "$ppid" -gt 1 ]; do p=$q; done
+proc "$p"
+while read -r k v; do [ "$k" = btime ] && break; done </proc/stat
+if [ "$(stat -c %Y {marker})" -lt $((v + start / 100)) ]; then
+  read -r id <{marker} && echo "$id"
+fi
+true
+"#
+    )
 }
 
 /// A script that waits (in the guest) until `path` holds `iid`.
@@ -127,24 +189,32 @@ impl Requirements {
         let mut essential = vec![Requirement {
             description: "ssh".into(),
             // Also reports the session marker, usually written by then.
-            script: "cat /run/lima-ssh-ready 2>/dev/null; true\n".into(),
-            master: false,
+            script: session_script(None),
+            master: true,
             fatal: false,
             hint: "The SSH server of the guest does not answer. Check serial.log; \
                    make sure `ssh.localPort` does not conflict with another port"
                 .into(),
             satisfied_by_previous_output: None,
             interpreter: None,
+            waits_for_banner: true,
+            master_check: if plain {
+                MasterCheck::None
+            } else {
+                MasterCheck::KeepIfReady
+            },
         }];
         if !plain {
             essential.push(Requirement {
                 description: "user session is ready for ssh".into(),
-                script: wait_for_marker("/run/lima-ssh-ready", iid, timeout),
-                master: false,
+                script: session_script(Some((iid, timeout))),
+                master: true,
                 fatal: false,
                 hint: "The boot scripts did not mark the session ready; see /var/log/cloud-init-output.log in the guest".into(),
                 satisfied_by_previous_output: Some(iid.to_string()),
                 interpreter: None,
+                waits_for_banner: false,
+                master_check: MasterCheck::RequireReady,
             });
         }
         if !super::mounts::sshfs_mounts(config).is_empty() {
@@ -198,6 +268,7 @@ impl Requirements {
                 "See \"/var/log/cloud-init-output.log\" in the guest",
             )],
             timeout,
+            session_marker: (!plain).then(|| iid.to_string()),
         }
     }
 
@@ -220,8 +291,7 @@ impl Requirements {
             return Ok(String::new());
         }
         let start = Instant::now();
-        if !r.master {
-            // Cheap first: wait for sshd's banner before spending an ssh process.
+        if r.waits_for_banner {
             wait_for_banner(self.target.port, self.timeout);
         }
         let mut last;
@@ -229,7 +299,19 @@ impl Requirements {
             let left = self.timeout.saturating_sub(start.elapsed());
             // A marker wait runs in the guest for up to the whole timeout.
             match self.run(r, left + Duration::from_secs(15)) {
+                Ok((Some(0), out, _))
+                    if r.master_check == MasterCheck::RequireReady
+                        && !self.master_may_stay(&out) =>
+                {
+                    self.target.exit_master();
+                    last = "the SSH session started before the boot scripts marked it ready".into();
+                }
                 Ok((Some(0), out, _)) => {
+                    if r.master_check == MasterCheck::KeepIfReady && !self.master_may_stay(&out) {
+                        // Logged in before the session was ready: a later
+                        // connection becomes the ControlMaster instead.
+                        self.target.exit_master();
+                    }
                     crate::info!("The {label} requirement {i} of {n} is satisfied");
                     return Ok(out);
                 }
@@ -237,6 +319,9 @@ impl Requirements {
                     last = format!("exit {code:?}: {}{}", out.trim(), err.trim());
                 }
                 Err(e) => last = e.to_string(),
+            }
+            if r.master_check != MasterCheck::None {
+                self.target.exit_master();
             }
             if start.elapsed() >= self.timeout {
                 return Err(format!(
@@ -295,6 +380,15 @@ impl Requirements {
             }
         }
         true
+    }
+
+    /// Whether the first connection (its output `out`) may stay on as the
+    /// ControlMaster: its session started after the session marker was written.
+    fn master_may_stay(&self, out: &str) -> bool {
+        match &self.session_marker {
+            None => true,
+            Some(iid) => out.lines().any(|l| l.trim() == iid),
+        }
     }
 
     /// Failed provisioning scripts of this boot, from the guest's status files.
@@ -412,6 +506,36 @@ mod tests {
         let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = silent.local_addr().unwrap().port();
         assert!(!wait_for_banner(port, Duration::from_millis(3500)));
+    }
+
+    #[test]
+    fn the_session_marker_counts_only_when_it_predates_the_connection() {
+        let d = tempfile::tempdir().unwrap();
+        let marker = d.path().join("ready");
+        std::fs::write(&marker, "iid-1\n").unwrap();
+        let run = |wait: Option<(&str, Duration)>| {
+            let script = session_script_at(marker.to_str().unwrap(), wait);
+            let out = std::process::Command::new("sh")
+                .args(["-c", &script])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8(out.stdout).unwrap()
+        };
+        // Written just now: after this process tree's "connection" began.
+        assert_eq!(run(None), "");
+        // Written long before it.
+        let old = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        std::fs::File::options()
+            .write(true)
+            .open(&marker)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert_eq!(run(None), "iid-1\n");
+        assert_eq!(run(Some(("iid-1", Duration::from_secs(1)))), "iid-1\n");
+        std::fs::remove_file(&marker).unwrap();
+        assert_eq!(run(None), "", "no marker yet");
     }
 
     #[test]

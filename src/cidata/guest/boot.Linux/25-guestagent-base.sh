@@ -26,23 +26,14 @@ if [ "${LIMA_CIDATA_VSOCK_PORT:-0}" != 0 ]; then
 elif [ -n "${LIMA_CIDATA_VIRTIO_PORT:-}" ]; then
 	args="${args} --virtio-port ${LIMA_CIDATA_VIRTIO_PORT}"
 fi
-unit=/etc/systemd/system/lima-guestagent.service
-tmp=$(mktemp /etc/systemd/system/.lima-guestagent.XXXXXX)
-cat >"$tmp" <<UNIT
-[Unit]
-Description=lima-guestagent
-
-[Service]
-ExecStart=${bin} ${args}
-Type=simple
-Restart=on-failure
-OOMScoreAdjust=-500
-
-[Install]
-WantedBy=multi-user.target
-UNIT
-chmod 0644 "$tmp"
-mv -f "$tmp" "$unit"
-systemctl daemon-reload
-systemctl enable lima-guestagent.service
-systemctl restart lima-guestagent.service
+# A transient service (systemd-run), started by this script on every boot: a unit
+# file would need a daemon-reload, seconds under emulation, while the host waits.
+# (A unit file left by an older version is restarted instead.)
+unit=lima-guestagent.service
+if [ -f "/etc/systemd/system/${unit}" ] || systemctl is-active --quiet "$unit"; then
+	systemctl restart --no-block "$unit"
+else
+	# shellcheck disable=SC2086 # args are words
+	systemd-run --quiet --no-block --collect --unit="$unit" --description=lima-guestagent \
+		--property=Restart=on-failure --property=OOMScoreAdjust=-500 "$bin" $args
+fi
