@@ -8,8 +8,15 @@
 //! whenever the host (re)connects or asks. Listening sockets are polled
 //! every `tick` (0.25 s by default: Lima's 3 s tick is what makes its
 //! forwards slow to appear); only changes are sent.
+//!
+//! Forwarded UDP (protocol feature `udp`) is relayed by the same loop: the
+//! flows' sockets ([`udp::Flows`]) are polled with the port. One thread
+//! owns the port, so its writes never interleave; what it writes is queued
+//! in an [`Outbox`] that puts port reports before datagrams and drops
+//! datagrams (never reports) when the host reads too slowly. Nothing in the
+//! loop blocks: the port and the flow sockets are non-blocking.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -17,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::procnet;
 use super::protocol::{self, GuestMessage, HostMessage, LineBuffer, Listener};
+use super::udp;
 
 /// The device node of the guest agent's virtio-serial port.
 pub fn virtio_port_path(name: &str) -> PathBuf {
@@ -26,9 +34,15 @@ pub fn virtio_port_path(name: &str) -> PathBuf {
 /// Clock differences at or below this are left alone (reference §4.8).
 pub const TIME_SYNC_THRESHOLD: Duration = Duration::from_millis(100);
 
-/// Bytes queued for a host that does not read; beyond this the queue is
-/// replaced by a fresh `hello`.
+/// Bytes of reports queued for a host that does not read; beyond this the
+/// queue is replaced by a fresh `hello`.
 const MAX_BACKLOG: usize = 1 << 20;
+
+/// Bytes of UDP datagrams queued for the host; beyond this they are dropped.
+const MAX_UDP_BACKLOG: usize = 1 << 20;
+
+/// How often idle UDP flows are looked for.
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -43,6 +57,7 @@ fn log(msg: &str) {
 
 /// Runs forever: (re)opens the port and serves it.
 pub fn run(opts: &Options) -> ! {
+    raise_fd_limit();
     let mut last_err = String::new();
     loop {
         match serve(opts) {
@@ -59,23 +74,139 @@ pub fn run(opts: &Options) -> ! {
     }
 }
 
+/// Up to [`protocol::MAX_UDP_FLOWS`] flow sockets must fit under the soft
+/// open-file limit (systemd's default is 1024).
+fn raise_fd_limit() {
+    let want = (protocol::MAX_UDP_FLOWS as u64 + 256) as nix::libc::rlim_t;
+    let mut rl = nix::libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid rlimit out-pointer.
+    if unsafe { nix::libc::getrlimit(nix::libc::RLIMIT_NOFILE, &mut rl) } != 0
+        || rl.rlim_cur >= want
+    {
+        return;
+    }
+    rl.rlim_cur = want.min(rl.rlim_max);
+    // SAFETY: a valid rlimit; failure leaves the limit as it was.
+    unsafe { nix::libc::setrlimit(nix::libc::RLIMIT_NOFILE, &rl) };
+}
+
+/// What the agent has to write to the port, as whole lines: reports
+/// (`hello`, `ports`, `time-synced`, `udp-close`) before datagrams.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    /// Being written: whole lines, the first one possibly partly written
+    /// already (so it must be finished before anything else).
+    out: Vec<u8>,
+    ctrl: VecDeque<Vec<u8>>,
+    ctrl_bytes: usize,
+    data: VecDeque<Vec<u8>>,
+    data_bytes: usize,
+}
+
+/// Lines are moved into the write buffer up to about this many bytes.
+const WRITE_CHUNK: usize = 64 * 1024;
+
+impl Outbox {
+    /// Queues a report line; false when the reports queued exceed
+    /// [`MAX_BACKLOG`] (the caller replaces them with a fresh state).
+    pub fn push_ctrl(&mut self, line: Vec<u8>) -> bool {
+        self.ctrl_bytes += line.len();
+        self.ctrl.push_back(line);
+        self.ctrl_bytes <= MAX_BACKLOG
+    }
+
+    /// Drops the queued reports (not the line being written).
+    pub fn clear_ctrl(&mut self) {
+        self.ctrl.clear();
+        self.ctrl_bytes = 0;
+    }
+
+    /// Queues a datagram line; false (dropped) when the datagrams queued
+    /// would exceed [`MAX_UDP_BACKLOG`].
+    pub fn push_data(&mut self, line: Vec<u8>) -> bool {
+        if self.data_bytes + line.len() > MAX_UDP_BACKLOG {
+            return false;
+        }
+        self.data_bytes += line.len();
+        self.data.push_back(line);
+        true
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.out.is_empty() && self.ctrl.is_empty() && self.data.is_empty()
+    }
+
+    /// Everything, for a host that went away.
+    pub fn clear(&mut self) {
+        *self = Outbox::default();
+    }
+
+    /// The bytes to write next: reports first, then datagrams.
+    pub fn pending(&mut self) -> &[u8] {
+        while self.out.len() < WRITE_CHUNK {
+            if let Some(l) = self.ctrl.pop_front() {
+                self.ctrl_bytes -= l.len();
+                self.out.extend_from_slice(&l);
+            } else if let Some(l) = self.data.pop_front() {
+                self.data_bytes -= l.len();
+                self.out.extend_from_slice(&l);
+            } else {
+                break;
+            }
+        }
+        &self.out
+    }
+
+    /// `n` bytes of [`Outbox::pending`] were written.
+    pub fn written(&mut self, n: usize) {
+        self.out.drain(..n);
+    }
+}
+
 /// The state of one open port.
 struct Session {
     file: std::fs::File,
-    out: Vec<u8>,
+    outbox: Outbox,
     host_connected: bool,
     /// What the host was last told (None: nothing since it connected).
     reported: Option<BTreeSet<Listener>>,
     current: BTreeSet<Listener>,
+    flows: udp::Flows,
+    /// The last UDP error logged (each distinct one is logged once).
+    udp_err: String,
+    dropped: u64,
 }
 
 impl Session {
     fn queue<T: serde::Serialize>(&mut self, msg: &T) {
-        if self.out.len() > MAX_BACKLOG {
-            self.out.clear();
-            self.reported = None;
+        if !self.outbox.push_ctrl(protocol::encode(msg)) {
+            // The host has not read for a long while: what is queued is
+            // replaced by the state it describes.
+            self.outbox.clear_ctrl();
+            self.hello(None);
         }
-        self.out.extend_from_slice(&protocol::encode(msg));
+    }
+
+    fn queue_datagram(&mut self, msg: &GuestMessage) {
+        if !self.outbox.push_data(protocol::encode(msg)) {
+            self.dropped += 1;
+            if self.dropped.is_power_of_two() {
+                log(&format!(
+                    "the host reads slowly: {} forwarded UDP datagrams dropped so far",
+                    self.dropped
+                ));
+            }
+        }
+    }
+
+    fn udp_error(&mut self, msg: String) {
+        if msg != self.udp_err {
+            log(&msg);
+            self.udp_err = msg;
+        }
     }
 
     fn hello(&mut self, id: Option<u64>) {
@@ -84,8 +215,9 @@ impl Session {
             id,
             agent: crate::VERSION.to_string(),
             ports: self.current.iter().copied().collect(),
+            features: protocol::FEATURES.iter().map(|f| f.to_string()).collect(),
         };
-        self.queue(&msg);
+        self.outbox.push_ctrl(protocol::encode(&msg));
         self.reported = Some(self.current.clone());
     }
 
@@ -98,6 +230,8 @@ impl Session {
                         protocol::VERSION
                     ));
                 }
+                // A new host session: its flow numbers start afresh.
+                self.flows.clear();
                 self.current = procnet::scan();
                 self.hello(Some(id));
             }
@@ -113,6 +247,26 @@ impl Session {
                 }
                 self.queue(&reply);
             }
+            Ok(HostMessage::Udp { flow, target, data }) => {
+                let now = Instant::now();
+                match self.flows.open(flow, target, now) {
+                    Ok(evicted) => {
+                        if let Some(old) = evicted {
+                            self.queue(&GuestMessage::UdpClose { flow: old });
+                        }
+                        if let Err(e) = self.flows.send(flow, &data, now) {
+                            self.udp_error(format!("cannot send a UDP datagram to {target}: {e}"));
+                        }
+                    }
+                    Err(e) => {
+                        self.udp_error(format!("cannot open a UDP socket to {target}: {e}"));
+                        self.queue(&GuestMessage::UdpClose { flow });
+                    }
+                }
+            }
+            Ok(HostMessage::UdpClose { flow }) => {
+                self.flows.close(flow);
+            }
             Ok(HostMessage::Unknown) => {}
             Err(e) => log(&format!("ignoring a malformed message: {e}")),
         }
@@ -124,7 +278,8 @@ impl Session {
         }
         self.host_connected = false;
         self.reported = None;
-        self.out.clear();
+        self.outbox.clear();
+        self.flows.clear();
     }
 }
 
@@ -136,34 +291,57 @@ fn serve(opts: &Options) -> std::io::Result<()> {
         .custom_flags(nix::libc::O_NONBLOCK)
         .open(&opts.port)?;
     log(&format!(
-        "serving {} (protocol {}, tick {}ms)",
+        "serving {} (protocol {}, features {}, tick {}ms)",
         opts.port.display(),
         protocol::VERSION,
+        protocol::FEATURES.join(","),
         opts.tick.as_millis()
     ));
     let mut s = Session {
         file,
-        out: Vec::new(),
+        outbox: Outbox::default(),
         host_connected: false,
         reported: None,
         current: procnet::scan(),
+        flows: udp::Flows::new(protocol::MAX_UDP_FLOWS, protocol::UDP_IDLE),
+        udp_err: String::new(),
+        dropped: 0,
     };
     let mut lines = LineBuffer::new();
     let mut next_tick = Instant::now() + opts.tick;
+    let mut next_expire = Instant::now() + EXPIRE_EVERY;
     let mut buf = vec![0u8; 64 * 1024];
+    let mut pfds = Vec::new();
     loop {
-        let wait = next_tick.saturating_duration_since(Instant::now());
+        let wait = next_tick
+            .min(next_expire)
+            .saturating_duration_since(Instant::now());
         let mut events = nix::libc::POLLIN;
-        if !s.out.is_empty() {
+        if !s.outbox.is_empty() {
             events |= nix::libc::POLLOUT;
         }
-        let mut pfd = nix::libc::pollfd {
+        pfds.clear();
+        pfds.push(nix::libc::pollfd {
             fd: s.file.as_raw_fd(),
             events,
             revents: 0,
+        });
+        let flows = s.flows.fds();
+        for (_, fd) in &flows {
+            pfds.push(nix::libc::pollfd {
+                fd: *fd,
+                events: nix::libc::POLLIN,
+                revents: 0,
+            });
+        }
+        // SAFETY: `pfds` holds valid pollfds for the duration of the call.
+        let n = unsafe {
+            nix::libc::poll(
+                pfds.as_mut_ptr(),
+                pfds.len() as nix::libc::nfds_t,
+                wait.as_millis() as i32,
+            )
         };
-        // SAFETY: one valid pollfd for the duration of the call.
-        let n = unsafe { nix::libc::poll(&mut pfd, 1, wait.as_millis() as i32) };
         if n < 0 {
             let e = std::io::Error::last_os_error();
             if e.kind() != std::io::ErrorKind::Interrupted {
@@ -171,7 +349,17 @@ fn serve(opts: &Options) -> std::io::Result<()> {
             }
             continue;
         }
-        let rev = pfd.revents;
+        // Replies of the guest's UDP listeners, before the port's input
+        // can close or reopen flows.
+        let now = Instant::now();
+        for (i, (flow, _)) in flows.iter().enumerate() {
+            if pfds[i + 1].revents != 0 {
+                for data in s.flows.recv(*flow, now) {
+                    s.queue_datagram(&GuestMessage::Udp { flow: *flow, data });
+                }
+            }
+        }
+        let rev = pfds[0].revents;
         if rev & nix::libc::POLLNVAL != 0 {
             return Err(std::io::Error::other("port closed (POLLNVAL)"));
         }
@@ -198,11 +386,10 @@ fn serve(opts: &Options) -> std::io::Result<()> {
                 Err(e) => return Err(e),
             }
         }
-        if s.host_connected && !s.out.is_empty() {
-            match s.file.write(&s.out) {
-                Ok(n) => {
-                    s.out.drain(..n);
-                }
+        if s.host_connected && !s.outbox.is_empty() {
+            let pending = s.outbox.pending();
+            match s.file.write(pending) {
+                Ok(n) => s.outbox.written(n),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -217,6 +404,12 @@ fn serve(opts: &Options) -> std::io::Result<()> {
                 let (added, removed) = protocol::diff(reported, &s.current);
                 s.queue(&GuestMessage::Ports { added, removed });
                 s.reported = Some(s.current.clone());
+            }
+        }
+        if Instant::now() >= next_expire {
+            next_expire = Instant::now() + EXPIRE_EVERY;
+            for flow in s.flows.expire(Instant::now()) {
+                s.queue(&GuestMessage::UdpClose { flow });
             }
         }
     }
@@ -271,6 +464,63 @@ fn sync_time(id: u64, host_time_ns: i64) -> GuestMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn line(tag: u8, len: usize) -> Vec<u8> {
+        let mut l = vec![tag; len - 1];
+        l.push(b'\n');
+        l
+    }
+
+    #[test]
+    fn reports_go_before_datagrams_and_lines_stay_whole() {
+        let mut o = Outbox::default();
+        assert!(o.is_empty());
+        assert!(o.push_data(line(b'd', 10)));
+        assert!(o.push_ctrl(line(b'c', 5)));
+        assert_eq!(o.pending(), [line(b'c', 5), line(b'd', 10)].concat());
+        // A partial write: the rest of that line comes before anything
+        // queued later, even a report.
+        o.written(7);
+        assert!(o.push_ctrl(line(b'C', 3)));
+        assert!(o.push_data(line(b'D', 3)));
+        assert_eq!(
+            o.pending(),
+            [&line(b'd', 10)[2..], &line(b'C', 3), &line(b'D', 3)].concat()
+        );
+        let n = o.pending().len();
+        o.written(n);
+        assert!(o.is_empty());
+        // Big queues are written in chunks of whole lines.
+        for _ in 0..100 {
+            assert!(o.push_data(line(b'x', 1000)));
+        }
+        let n = o.pending().len();
+        assert!((WRITE_CHUNK..WRITE_CHUNK + 1000).contains(&n) && n % 1000 == 0);
+        o.clear();
+        assert!(o.is_empty());
+    }
+
+    #[test]
+    fn datagrams_are_dropped_and_reports_replaced_when_the_host_is_slow() {
+        let mut o = Outbox::default();
+        let big = line(b'd', 64 * 1024);
+        let fit = MAX_UDP_BACKLOG / big.len();
+        for _ in 0..fit {
+            assert!(o.push_data(big.clone()));
+        }
+        assert!(!o.push_data(big.clone()));
+        // Reports are still taken, and go first.
+        assert!(o.push_ctrl(line(b'c', 10)));
+        assert_eq!(&o.pending()[..10], &line(b'c', 10)[..]);
+        let mut o = Outbox::default();
+        let mut ok = true;
+        for _ in 0..=(MAX_BACKLOG / big.len()) {
+            ok = o.push_ctrl(big.clone());
+        }
+        assert!(!ok, "an overlong report backlog is signalled");
+        o.clear_ctrl();
+        assert!(o.is_empty());
+    }
 
     #[test]
     fn small_drifts_are_left_alone() {

@@ -4,7 +4,8 @@
 //!
 //! Both sides share [`protocol`] (newline-delimited JSON, versioned). The
 //! guest side is [`daemon`]: it reports listening TCP/UDP sockets read from
-//! `/proc/net/*` ([`procnet`]) and sets the guest clock on request.
+//! `/proc/net/*` ([`procnet`]), sets the guest clock on request, and relays
+//! forwarded UDP datagrams to guest listeners ([`udp`]).
 //!
 //! Lima speaks gRPC here; this project uses a line protocol small enough to
 //! read in a serial log, with no code generation and no HTTP/2 stack in a
@@ -14,3 +15,4 @@
 pub mod daemon;
 pub mod procnet;
 pub mod protocol;
+pub mod udp;

@@ -1,8 +1,12 @@
 //! The host side of the guest agent: finding the binary to ship in cidata,
 //! and the connection over `<inst>/ga.sock` (QEMU's end of the virtio-serial
-//! port) that feeds the port forwarder and keeps the guest clock in sync.
+//! port) that feeds the port forwarder, carries forwarded UDP datagrams and
+//! keeps the guest clock in sync.
+//!
+//! This thread reads; every write (its own and the UDP forwards') goes
+//! through the forwarder's [`GuestLink`], one line at a time.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +17,7 @@ use crate::guestagent::daemon::unix_nanos;
 use crate::guestagent::protocol::{self, GuestMessage, HostMessage, LineBuffer};
 
 use super::portfwd::Forwarder;
+use super::udpfwd::GuestLink;
 
 /// Environment variable naming the guest agent binary to ship.
 pub const GUESTAGENT_ENV: &str = "LIMA_GUESTAGENT";
@@ -107,6 +112,7 @@ pub fn run(
     alive: Arc<Alive>,
     stop: Arc<AtomicBool>,
 ) {
+    let link = forwarder.lock().unwrap().link();
     let mut next_id = 1u64;
     let mut logged_alive = false;
     let mut version_warned = false;
@@ -128,13 +134,16 @@ pub fn run(
         crate::debug!("connected to the guest agent port {}", ga_sock.display());
         let mut conn = Conn {
             stream,
+            link: &link,
             next_id: &mut next_id,
             forwarder: &forwarder,
             alive: &alive,
             logged_alive: &mut logged_alive,
             version_warned: &mut version_warned,
         };
-        if let Err(e) = conn.serve(&stop) {
+        let result = conn.serve(&stop);
+        link.detach();
+        if let Err(e) = result {
             crate::debug!("guest agent connection ended: {e}");
         }
         if !stop.load(Ordering::Relaxed) {
@@ -145,6 +154,7 @@ pub fn run(
 
 struct Conn<'a> {
     stream: UnixStream,
+    link: &'a GuestLink,
     next_id: &'a mut u64,
     forwarder: &'a Arc<Mutex<Forwarder>>,
     alive: &'a Arc<Alive>,
@@ -154,7 +164,7 @@ struct Conn<'a> {
 
 impl Conn<'_> {
     fn send(&mut self, msg: &HostMessage) -> std::io::Result<()> {
-        self.stream.write_all(&protocol::encode(msg))
+        self.link.send(msg)
     }
 
     fn id(&mut self) -> u64 {
@@ -169,6 +179,7 @@ impl Conn<'_> {
         // full socket must not block this thread (shutdown joins it).
         self.stream
             .set_write_timeout(Some(Duration::from_secs(2)))?;
+        self.link.attach(self.stream.try_clone()?);
         let id = self.id();
         self.send(&HostMessage::Hello {
             version: protocol::VERSION,
@@ -236,6 +247,7 @@ impl Conn<'_> {
                 version,
                 agent,
                 ports,
+                features,
                 ..
             } => {
                 if version != protocol::VERSION {
@@ -254,6 +266,9 @@ impl Conn<'_> {
                     self.alive.set();
                 }
                 *synced = true;
+                // Before the ports: UDP listeners need the feature.
+                self.link
+                    .set_udp(features.iter().any(|f| f == protocol::FEATURE_UDP));
                 self.forwarder.lock().unwrap().sync(ports);
                 true
             }
@@ -282,6 +297,14 @@ impl Conn<'_> {
                 }
                 false
             }
+            GuestMessage::Udp { flow, data } => {
+                self.link.deliver(flow, &data);
+                false
+            }
+            GuestMessage::UdpClose { flow } => {
+                self.link.closed_by_guest(flow);
+                false
+            }
             GuestMessage::Unknown => false,
         }
     }
@@ -290,6 +313,7 @@ impl Conn<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     #[test]
     fn binary_lookup_order() {
@@ -405,6 +429,7 @@ mod tests {
                 id: Some(id),
                 agent: "test".into(),
                 ports: vec![p],
+                features: vec![],
             }))
             .unwrap();
         assert!(alive.wait(Duration::from_secs(5)));
@@ -426,5 +451,204 @@ mod tests {
         let log = std::fs::read_to_string(d.path().join("ha.stdout.log")).unwrap();
         assert!(log.contains("\"type\":\"not-forwarding\""), "{log}");
         assert!(log.contains("\"guestAddr\":\"127.0.0.1:8080\""), "{log}");
+    }
+
+    /// UDP end to end on the host side: the real connection and forwarder,
+    /// a fake guest on the other end of ga.sock that relays with the
+    /// guest's flow table, and a UDP server on 127.0.0.1 playing the guest
+    /// listener. It answers with the source port it saw, so each client
+    /// must have its own flow (its own socket in the "guest").
+    #[test]
+    fn udp_datagrams_go_both_ways_one_flow_per_client() {
+        use crate::guestagent::protocol::{Listener, Proto};
+        use crate::guestagent::udp::Flows;
+        use std::net::{SocketAddr, UdpSocket};
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let guest_port = server.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while let Ok((n, from)) = server.recv_from(&mut buf) {
+                let mut reply = buf[..n].to_vec();
+                reply.extend_from_slice(format!("@{}", from.port()).as_bytes());
+                let _ = server.send_to(&reply, from);
+            }
+        });
+        let host_port = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let host: SocketAddr = ([127, 0, 0, 1], host_port).into();
+
+        let d = tempfile::tempdir().unwrap();
+        let sock = d.path().join("ga.sock");
+        let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let log = d.path().join("ha.stdout.log");
+        let events = Arc::new(Mutex::new(
+            super::super::events::EventWriter::open(&log).unwrap(),
+        ));
+        let target = crate::ssh::SshTarget {
+            instance_dir: d.path().to_path_buf(),
+            name: "t".into(),
+            user: "u".into(),
+            port: 1,
+            identity: d.path().join("id"),
+            extra_identities: vec![],
+            forward_agent: false,
+            forward_x11: false,
+            forward_x11_trusted: false,
+        };
+        let udp_rule = crate::spec::types::PortForward {
+            guest_ip: Some("127.0.0.1".into()),
+            guest_port_range: Some([guest_port as i64; 2]),
+            host_ip: Some("127.0.0.1".into()),
+            host_port_range: Some([host_port as i64; 2]),
+            proto: Some("udp".into()),
+            ..Default::default()
+        };
+        // Anything else (no ssh in this test).
+        let ignore_all = crate::spec::types::PortForward {
+            guest_ip: Some("0.0.0.0".into()),
+            guest_ip_must_be_zero: Some(false),
+            guest_port_range: Some([2, 65535]),
+            host_port_range: Some([2, 65535]),
+            proto: Some("any".into()),
+            ignore: Some(true),
+            ..Default::default()
+        };
+        let fw = Arc::new(Mutex::new(Forwarder::new(
+            super::super::portfwd::rules(&[udp_rule, ignore_all], 60022),
+            target,
+            events,
+        )));
+        let alive = Arc::new(Alive::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let t = {
+            let (fw, alive, stop) = (fw.clone(), alive.clone(), stop.clone());
+            std::thread::spawn(move || run(sock, fw, alive, stop))
+        };
+
+        // The fake guest: answers hellos, relays datagrams, and sends what
+        // the test hands it.
+        let listener = Listener::new(Proto::Udp, "127.0.0.1".parse().unwrap(), guest_port);
+        let (to_guest, from_test) = std::sync::mpsc::channel::<GuestMessage>();
+        let (guest, _) = l.accept().unwrap();
+        let g = std::thread::spawn(move || {
+            let mut guest = guest;
+            guest
+                .set_read_timeout(Some(Duration::from_millis(5)))
+                .unwrap();
+            let mut flows = Flows::new(16, Duration::from_secs(60));
+            let mut lines = LineBuffer::new();
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut relayed = 0usize;
+            loop {
+                let mut out = Vec::new();
+                match guest.read(&mut buf) {
+                    Ok(0) => return relayed,
+                    Ok(n) => {
+                        for line in lines.push(&buf[..n]) {
+                            match protocol::decode_host(&line).unwrap() {
+                                HostMessage::Hello { id, .. } => out.push(GuestMessage::Hello {
+                                    version: protocol::VERSION,
+                                    id: Some(id),
+                                    agent: "fake".into(),
+                                    ports: vec![listener],
+                                    features: vec![protocol::FEATURE_UDP.into()],
+                                }),
+                                HostMessage::Udp { flow, target, data } => {
+                                    let now = Instant::now();
+                                    flows.open(flow, target, now).unwrap();
+                                    flows.send(flow, &data, now).unwrap();
+                                    relayed += 1;
+                                }
+                                HostMessage::UdpClose { flow } => {
+                                    flows.close(flow);
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return relayed,
+                }
+                for (flow, _) in flows.fds() {
+                    for data in flows.recv(flow, Instant::now()) {
+                        out.push(GuestMessage::Udp { flow, data });
+                    }
+                }
+                out.extend(from_test.try_iter());
+                for m in out {
+                    if guest.write_all(&protocol::encode(&m)).is_err() {
+                        return relayed;
+                    }
+                }
+            }
+        });
+
+        let events_of = |kind: &str| {
+            let text = std::fs::read_to_string(&log).unwrap();
+            text.lines()
+                .filter(|l| {
+                    l.contains(&format!("\"type\":\"{kind}\""))
+                        && l.contains("\"protocol\":\"udp\"")
+                        && l.contains(&format!("\"guestAddr\":\"127.0.0.1:{guest_port}\""))
+                        && l.contains(&format!("\"hostAddr\":\"{host}\""))
+                })
+                .count()
+        };
+        let start = Instant::now();
+        while events_of("forwarding") == 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "no forwarding event"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let c1 = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let c2 = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let ask = |c: &UdpSocket, msg: &str| -> String {
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            c.send_to(msg.as_bytes(), host).unwrap();
+            let mut buf = vec![0u8; 65536];
+            let (n, from) = c.recv_from(&mut buf).unwrap();
+            assert_eq!(from, host);
+            String::from_utf8(buf[..n].to_vec()).unwrap()
+        };
+        let r1 = ask(&c1, "one");
+        let r2 = ask(&c2, "two");
+        let (p1, p2) = (
+            r1.strip_prefix("one@").unwrap(),
+            r2.strip_prefix("two@").unwrap(),
+        );
+        assert_ne!(p1, p2, "two clients shared a flow");
+        // The same client stays on its flow; big datagrams pass whole.
+        assert_eq!(ask(&c1, "again"), format!("again@{p1}"));
+        let big = "x".repeat(60_000);
+        let reply = ask(&c2, &big);
+        assert!(reply == format!("{big}@{p2}"), "{} bytes", reply.len());
+        assert_eq!(fw.lock().unwrap().link().flows(), 2);
+
+        // The listener goes away: the host socket is closed, with an event.
+        to_guest
+            .send(GuestMessage::Ports {
+                added: vec![],
+                removed: vec![listener],
+            })
+            .unwrap();
+        let start = Instant::now();
+        while events_of("stopping") == 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "no stopping event"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        UdpSocket::bind(host).expect("the host port is still bound");
+        assert_eq!(fw.lock().unwrap().link().flows(), 0);
+        stop.store(true, Ordering::Relaxed);
+        t.join().unwrap();
+        drop(l);
+        assert_eq!(g.join().unwrap(), 4);
     }
 }

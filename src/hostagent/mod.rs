@@ -14,6 +14,7 @@ pub mod mounts;
 pub mod portfwd;
 pub mod requirements;
 pub mod routines;
+pub mod udpfwd;
 mod vm;
 
 use std::path::{Path, PathBuf};

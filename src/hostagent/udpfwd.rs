@@ -1,0 +1,492 @@
+//! UDP forwarding through the guest agent (protocol feature `udp`; an SSH
+//! local forward carries TCP only).
+//!
+//! [`GuestLink`] is the one writer to `ga.sock`: the guest agent connection
+//! (hello, time sync) and every UDP forward send through it, one whole line
+//! at a time under its lock. It also routes the guest's replies (by flow
+//! number) to the client they belong to.
+//!
+//! A [`UdpForward`] binds the host address of one forwarded guest UDP
+//! listener; its thread receives the clients' datagrams, makes each client
+//! address a flow, and sends the datagrams to the guest. Flows idle for
+//! [`UDP_IDLE`] are closed; at most [`MAX_UDP_FLOWS`] per forward (the least
+//! recently used one is closed first). Stopping a forward closes its socket
+//! and its flows.
+
+use std::collections::HashMap;
+use std::io::{ErrorKind, Write};
+use std::net::{Shutdown, SocketAddr, UdpSocket};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::guestagent::protocol::{self, HostMessage, MAX_UDP_FLOWS, UDP_IDLE};
+
+/// How often a forward's thread looks at its stop flag.
+const STOP_POLL: Duration = Duration::from_millis(100);
+/// How often a forward looks for idle flows.
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+
+/// Where the guest's datagrams of one flow go.
+struct Route {
+    socket: Arc<UdpSocket>,
+    client: SocketAddr,
+    last: Instant,
+}
+
+/// The connection to the guest agent as the senders see it.
+pub struct GuestLink {
+    writer: Mutex<Option<UnixStream>>,
+    udp: AtomicBool,
+    routes: Mutex<HashMap<u64, Route>>,
+    next_flow: AtomicU64,
+    idle: Duration,
+    max_flows: usize,
+}
+
+impl Default for GuestLink {
+    fn default() -> Self {
+        GuestLink::with_limits(UDP_IDLE, MAX_UDP_FLOWS)
+    }
+}
+
+impl GuestLink {
+    /// A link whose flows expire after `idle`, at most `max_flows` per
+    /// forward (tests use small limits).
+    pub fn with_limits(idle: Duration, max_flows: usize) -> GuestLink {
+        GuestLink {
+            writer: Mutex::new(None),
+            udp: AtomicBool::new(false),
+            routes: Mutex::new(HashMap::new()),
+            next_flow: AtomicU64::new(1),
+            idle,
+            max_flows: max_flows.max(1),
+        }
+    }
+
+    /// A new connection to the guest agent: messages go to `stream` (a
+    /// clone of the one the connection reads).
+    pub fn attach(&self, stream: UnixStream) {
+        *self.writer.lock().unwrap() = Some(stream);
+    }
+
+    /// The connection ended: messages are dropped until the next one.
+    pub fn detach(&self) {
+        *self.writer.lock().unwrap() = None;
+        self.udp.store(false, Ordering::Relaxed);
+    }
+
+    /// Writes one message. A failed write may have left half a line: the
+    /// connection is shut down, the reader notices and reconnects.
+    pub fn send(&self, msg: &HostMessage) -> std::io::Result<()> {
+        let mut w = self.writer.lock().unwrap();
+        let Some(stream) = w.as_mut() else {
+            return Err(std::io::Error::new(
+                ErrorKind::NotConnected,
+                "no connection to the guest agent",
+            ));
+        };
+        let result = stream.write_all(&protocol::encode(msg));
+        if result.is_err() {
+            let _ = stream.shutdown(Shutdown::Both);
+            *w = None;
+        }
+        result
+    }
+
+    /// Whether the guest agent relays UDP (its hello listed the feature).
+    pub fn udp(&self) -> bool {
+        self.udp.load(Ordering::Relaxed)
+    }
+
+    pub fn set_udp(&self, on: bool) {
+        self.udp.store(on, Ordering::Relaxed);
+    }
+
+    /// A datagram from the guest for flow `flow`: to its client.
+    pub fn deliver(&self, flow: u64, data: &[u8]) {
+        let mut routes = self.routes.lock().unwrap();
+        let Some(r) = routes.get_mut(&flow) else {
+            crate::debug!("dropping a UDP datagram of the closed flow {flow}");
+            return;
+        };
+        r.last = Instant::now();
+        if let Err(e) = r.socket.send_to(data, r.client) {
+            crate::debug!("cannot send a UDP datagram to {}: {e}", r.client);
+        }
+    }
+
+    /// The guest closed flow `flow`.
+    pub fn closed_by_guest(&self, flow: u64) {
+        self.routes.lock().unwrap().remove(&flow);
+    }
+
+    /// Open flows (all forwards).
+    pub fn flows(&self) -> usize {
+        self.routes.lock().unwrap().len()
+    }
+
+    fn open_route(&self, socket: &Arc<UdpSocket>, client: SocketAddr) -> u64 {
+        let flow = self.next_flow.fetch_add(1, Ordering::Relaxed);
+        self.routes.lock().unwrap().insert(
+            flow,
+            Route {
+                socket: socket.clone(),
+                client,
+                last: Instant::now(),
+            },
+        );
+        flow
+    }
+
+    /// Marks traffic on `flow`; false if the flow is closed.
+    fn touch(&self, flow: u64) -> bool {
+        match self.routes.lock().unwrap().get_mut(&flow) {
+            Some(r) => {
+                r.last = Instant::now();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn last(&self, flow: u64) -> Option<Instant> {
+        self.routes.lock().unwrap().get(&flow).map(|r| r.last)
+    }
+
+    /// Closes `flow` on this side and tells the guest.
+    fn close(&self, flow: u64) {
+        if self.routes.lock().unwrap().remove(&flow).is_some() {
+            let _ = self.send(&HostMessage::UdpClose { flow });
+        }
+    }
+}
+
+/// One forwarded guest UDP listener: a host socket and its thread.
+pub struct UdpForward {
+    host: SocketAddr,
+    target: Arc<Mutex<SocketAddr>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl UdpForward {
+    /// Binds `host` and relays its datagrams to the guest address `target`.
+    pub fn start(
+        link: Arc<GuestLink>,
+        host: SocketAddr,
+        target: SocketAddr,
+    ) -> std::io::Result<UdpForward> {
+        let socket = UdpSocket::bind(host)?;
+        socket.set_read_timeout(Some(STOP_POLL))?;
+        let host = socket.local_addr()?;
+        let target = Arc::new(Mutex::new(target));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (target, stop) = (target.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name(format!("udp {host}"))
+                .spawn(move || relay(Arc::new(socket), &link, &target, &stop))?
+        };
+        Ok(UdpForward {
+            host,
+            target,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The bound address (with the port, when 0 was asked for).
+    pub fn host(&self) -> SocketAddr {
+        self.host
+    }
+
+    pub fn target(&self) -> SocketAddr {
+        *self.target.lock().unwrap()
+    }
+
+    /// Sends later datagrams to another guest address (the listener they
+    /// went to is gone, another one with the same host address is not).
+    pub fn retarget(&self, target: SocketAddr) {
+        *self.target.lock().unwrap() = target;
+    }
+
+    /// Closes the host socket and the flows; returns once it is closed.
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for UdpForward {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// The thread of one forward.
+fn relay(socket: Arc<UdpSocket>, link: &GuestLink, target: &Mutex<SocketAddr>, stop: &AtomicBool) {
+    let mut clients: HashMap<SocketAddr, u64> = HashMap::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut next_expire = Instant::now() + EXPIRE_EVERY;
+    let mut unsupported_logged = false;
+    while !stop.load(Ordering::Relaxed) {
+        match socket.recv_from(&mut buf) {
+            Ok((n, client)) => {
+                let flow = match clients.get(&client) {
+                    Some(f) if link.touch(*f) => *f,
+                    _ => {
+                        if clients.len() >= link.max_flows
+                            && let Some((&c, &f)) = clients
+                                .iter()
+                                .min_by_key(|(_, f)| link.last(**f).unwrap_or(Instant::now()))
+                        {
+                            clients.remove(&c);
+                            link.close(f);
+                        }
+                        let f = link.open_route(&socket, client);
+                        clients.insert(client, f);
+                        f
+                    }
+                };
+                if !link.udp() && !unsupported_logged {
+                    crate::debug!("the guest agent does not relay UDP (yet); dropping datagrams");
+                    unsupported_logged = true;
+                }
+                let msg = HostMessage::Udp {
+                    flow,
+                    target: *target.lock().unwrap(),
+                    data: buf[..n].to_vec(),
+                };
+                if let Err(e) = link.send(&msg) {
+                    crate::debug!("dropping a UDP datagram from {client}: {e}");
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
+            Err(e) => {
+                // E.g. ECONNREFUSED left by a reply to a client that is gone.
+                crate::debug!(
+                    "UDP {}: {e}",
+                    socket.local_addr().map_or(String::new(), |a| a.to_string())
+                );
+            }
+        }
+        let now = Instant::now();
+        if now >= next_expire {
+            next_expire = now + EXPIRE_EVERY;
+            clients.retain(|_, f| match link.last(*f) {
+                // Closed by the guest.
+                None => false,
+                Some(last) if now.saturating_duration_since(last) >= link.idle => {
+                    link.close(*f);
+                    false
+                }
+                Some(_) => true,
+            });
+        }
+    }
+    for (_, f) in clients {
+        link.close(f);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::guestagent::protocol::LineBuffer;
+    use std::collections::VecDeque;
+    use std::io::Read;
+
+    /// The guest's end of the link: reads what the host sends.
+    struct Guest {
+        s: UnixStream,
+        lines: LineBuffer,
+        queue: VecDeque<String>,
+    }
+
+    impl Guest {
+        fn next(&mut self) -> HostMessage {
+            let mut buf = [0u8; 4096];
+            let start = Instant::now();
+            while self.queue.is_empty() {
+                assert!(start.elapsed() < Duration::from_secs(5), "no message");
+                match self.s.read(&mut buf) {
+                    Ok(0) => panic!("closed"),
+                    Ok(n) => self.queue.extend(self.lines.push(&buf[..n])),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            protocol::decode_host(&self.queue.pop_front().unwrap()).unwrap()
+        }
+
+        /// The next message, which must be a datagram: (flow, target, data).
+        fn datagram(&mut self) -> (u64, SocketAddr, Vec<u8>) {
+            match self.next() {
+                HostMessage::Udp { flow, target, data } => (flow, target, data),
+                m => panic!("{m:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn sends_without_a_connection_fail_and_a_broken_one_is_dropped() {
+        let link = GuestLink::default();
+        let close = |flow| HostMessage::UdpClose { flow };
+        assert_eq!(
+            link.send(&close(1)).unwrap_err().kind(),
+            ErrorKind::NotConnected
+        );
+        let (a, b) = UnixStream::pair().unwrap();
+        link.attach(a);
+        link.send(&close(1)).unwrap();
+        drop(b);
+        assert!(link.send(&close(2)).is_err());
+        assert_eq!(
+            link.send(&close(3)).unwrap_err().kind(),
+            ErrorKind::NotConnected
+        );
+    }
+
+    #[test]
+    fn a_forward_makes_each_client_a_flow_and_expires_them() {
+        let link = Arc::new(GuestLink::with_limits(Duration::from_millis(300), 8));
+        let (a, s) = UnixStream::pair().unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut guest = Guest {
+            s,
+            lines: LineBuffer::new(),
+            queue: VecDeque::new(),
+        };
+        link.attach(a);
+        link.set_udp(true);
+        let target: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let fwd = UdpForward::start(link.clone(), "127.0.0.1:0".parse().unwrap(), target).unwrap();
+        let host = fwd.host();
+        let c1 = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let c2 = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for c in [&c1, &c2] {
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        }
+        c1.send_to(b"a", host).unwrap();
+        let (f1, t, data) = guest.datagram();
+        assert_eq!((t, data.as_slice()), (target, &b"a"[..]));
+        c2.send_to(b"b", host).unwrap();
+        let (f2, _, data) = guest.datagram();
+        assert_eq!(data, b"b");
+        c1.send_to(b"c", host).unwrap();
+        assert_eq!(guest.datagram(), (f1, target, b"c".to_vec()));
+        assert_ne!(f1, f2);
+        assert_eq!(link.flows(), 2);
+        // Replies reach the right client, from the forwarded address.
+        link.deliver(f2, b"to-2");
+        link.deliver(f1, b"to-1");
+        link.deliver(999, b"nobody");
+        let mut buf = [0u8; 16];
+        let (n, from) = c1.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&b"to-1"[..], host));
+        let (n, _) = c2.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"to-2");
+        // A new target applies to the next datagram.
+        let other: SocketAddr = "[::1]:9".parse().unwrap();
+        fwd.retarget(other);
+        assert_eq!(fwd.target(), other);
+        c1.send_to(b"d", host).unwrap();
+        assert_eq!(guest.datagram(), (f1, other, b"d".to_vec()));
+        // The guest closed flow 2: the client's next datagram opens another.
+        link.closed_by_guest(f2);
+        c2.send_to(b"e", host).unwrap();
+        let (f3, _, _) = guest.datagram();
+        assert!(f3 != f1 && f3 != f2);
+        // Idle flows are closed, and the guest is told.
+        let mut closed = Vec::new();
+        while closed.len() < 2 {
+            match guest.next() {
+                HostMessage::UdpClose { flow } => closed.push(flow),
+                m => panic!("{m:?}"),
+            }
+        }
+        closed.sort();
+        assert_eq!(closed, [f1, f3]);
+        assert_eq!(link.flows(), 0);
+        // Stopping closes the flows and the host socket (its port is free).
+        c1.send_to(b"f", host).unwrap();
+        let (f4, _, _) = guest.datagram();
+        fwd.stop();
+        assert_eq!(guest.next(), HostMessage::UdpClose { flow: f4 });
+        assert_eq!(link.flows(), 0);
+        UdpSocket::bind(host).unwrap();
+    }
+
+    #[test]
+    fn the_least_recently_used_flow_makes_room() {
+        let link = Arc::new(GuestLink::with_limits(Duration::from_secs(60), 2));
+        let (a, s) = UnixStream::pair().unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut guest = Guest {
+            s,
+            lines: LineBuffer::new(),
+            queue: VecDeque::new(),
+        };
+        link.attach(a);
+        let fwd = UdpForward::start(
+            link.clone(),
+            "127.0.0.1:0".parse().unwrap(),
+            "127.0.0.1:9".parse().unwrap(),
+        )
+        .unwrap();
+        let clients: Vec<UdpSocket> = (0..3)
+            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let mut flows = Vec::new();
+        for c in &clients[..2] {
+            c.send_to(b"x", fwd.host()).unwrap();
+            flows.push(guest.datagram().0);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // The first client is used again: the second is the oldest now.
+        clients[0].send_to(b"y", fwd.host()).unwrap();
+        assert_eq!(guest.datagram().0, flows[0]);
+        clients[2].send_to(b"z", fwd.host()).unwrap();
+        assert_eq!(guest.next(), HostMessage::UdpClose { flow: flows[1] });
+        let (f3, _, data) = guest.datagram();
+        assert_eq!(data, b"z");
+        assert_eq!(link.flows(), 2);
+        drop(fwd);
+        let mut closed = vec![];
+        for _ in 0..2 {
+            match guest.next() {
+                HostMessage::UdpClose { flow } => closed.push(flow),
+                m => panic!("{m:?}"),
+            }
+        }
+        closed.sort();
+        assert_eq!(closed, [flows[0], f3]);
+    }
+
+    #[test]
+    fn a_host_address_in_use_is_an_error() {
+        let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let link = Arc::new(GuestLink::default());
+        let e = UdpForward::start(
+            link,
+            taken.local_addr().unwrap(),
+            "127.0.0.1:9".parse().unwrap(),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(e.kind(), ErrorKind::AddrInUse);
+    }
+}
