@@ -1,5 +1,5 @@
 //! The guest agent and what makes a VM feel local, with one real VM:
-//! automatic port forwarding (default rule, `ignore`, `hostPort`), a
+//! automatic port forwarding (default rule, `ignore`, `hostPort`, UDP), a
 //! writable reverse-sshfs mount, an additional disk, a readiness probe, an
 //! ansible playbook (a fake `ansible-playbook` that uses the inventory),
 //! time sync, and `limactl cp` both ways. The 9p mount is checked in
@@ -8,7 +8,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -79,6 +79,49 @@ fn has_event(dir: &Path, kind: &str, guest: &str, host: &str) -> bool {
         .any(|(k, g, h)| k == kind && g == guest && h == host)
 }
 
+/// A `portForward` event with `protocol: "udp"`.
+fn has_udp_event(dir: &Path, kind: &str, guest: &str, host: &str) -> bool {
+    let text = std::fs::read_to_string(dir.join("ha.stdout.log")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .any(|v| {
+            let pf = &v["status"]["portForward"];
+            pf["type"] == kind
+                && pf["protocol"] == "udp"
+                && pf["guestAddr"] == guest
+                && pf["hostAddr"] == host
+        })
+}
+
+/// Sends `msg` from `client` to 127.0.0.1:`port` and waits briefly for
+/// the echo; true when it came back unchanged.
+fn udp_echoed(client: &UdpSocket, port: u16, msg: &[u8]) -> bool {
+    let _ = client.set_read_timeout(Some(Duration::from_millis(300)));
+    if client.send_to(msg, ("127.0.0.1", port)).is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 2048];
+    let deadline = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < deadline {
+        match client.recv_from(&mut buf) {
+            // Stale echoes of earlier tries are skipped.
+            Ok((n, _)) if &buf[..n] == msg => return true,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+/// A UDP echo server in the guest on 0.0.0.0:8090.
+const UDP_ECHO: &str = "import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('0.0.0.0', 8090))
+while True:
+    d, a = s.recvfrom(65535)
+    s.sendto(d, a)
+";
+
 /// A fake `ansible-playbook`: proves the inventory reaches the guest by
 /// running ssh with its `ansible_ssh_common_args` and `ansible_host`.
 const FAKE_ANSIBLE: &str = r#"#!/bin/sh
@@ -116,6 +159,10 @@ fn forwards_mounts_disks_probes_ansible_time_and_copy() {
             "host port {p} is in use; this test needs it free"
         );
     }
+    assert!(
+        UdpSocket::bind("127.0.0.1:8090").is_ok(),
+        "host UDP port 8090 is in use; this test needs it free"
+    );
     let remap = free_port();
     let static_port = free_port();
     std::fs::write(root.join("site.yml"), "- hosts: all\n").unwrap();
@@ -252,6 +299,41 @@ provision:
         let _ = c.read_to_string(&mut got);
         got == "unix\n"
     });
+
+    // UDP: a guest echo server on 0.0.0.0:8090/udp, reached on the host's
+    // 127.0.0.1:8090/udp through the guest agent; one flow per client.
+    sh(&format!(
+        "nohup python3 -c {} >/dev/null 2>&1 </dev/null & echo $! >/tmp/udp-8090.pid",
+        lima::ssh::shell_quote(UDP_ECHO)
+    ));
+    let c1 = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let c2 = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let took = within("8090/udp forwarded", Duration::from_secs(10), || {
+        udp_echoed(&c1, 8090, b"ping 1")
+    });
+    eprintln!(
+        "guest 8090/udp usable on the host {:.2}s after the server was started",
+        took.as_secs_f64()
+    );
+    assert!(udp_echoed(&c2, 8090, b"ping 2"));
+    assert!(udp_echoed(&c1, 8090, &[0xab; 1400]));
+    assert!(has_udp_event(
+        &dir,
+        "forwarding",
+        "0.0.0.0:8090",
+        "127.0.0.1:8090"
+    ));
+    assert!(stderr_log().contains("Forwarding UDP from 0.0.0.0:8090 to 127.0.0.1:8090"));
+    sh("kill $(cat /tmp/udp-8090.pid)");
+    within("the UDP stopping event", Duration::from_secs(10), || {
+        has_udp_event(&dir, "stopping", "0.0.0.0:8090", "127.0.0.1:8090")
+    });
+    assert!(stderr_log().contains("Stopping forwarding UDP from 0.0.0.0:8090 to 127.0.0.1:8090"));
+    assert!(
+        UdpSocket::bind("127.0.0.1:8090").is_ok(),
+        "the host UDP socket is still open"
+    );
+
     assert!(refused(8081), "an ignored guest port must not be forwarded");
     assert!(
         refused(8082),
