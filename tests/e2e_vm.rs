@@ -21,7 +21,14 @@ fn lifecycle_create_start_shell_stop_restart_kill_delete() {
     let name = "e2e";
     let dir = env.instance_dir(name);
 
-    env.ok(&["create", "--name", name, template.to_str().unwrap()]);
+    env.ok(&[
+        "create",
+        "--name",
+        name,
+        "--set",
+        ".env.LIMA_E2E_ENV = \"from-lima-yaml\"",
+        template.to_str().unwrap(),
+    ]);
     assert_eq!(env.status(name), "Stopped");
     for f in [
         "lima.yaml",
@@ -56,6 +63,10 @@ fn lifecycle_create_start_shell_stop_restart_kill_delete() {
     let os = env.ok(&["shell", name, "cat", "/etc/os-release"]);
     assert!(os.contains("ID=debian"), "{os}");
     assert!(os.contains("VERSION_ID=\"12\""), "{os}");
+    // `env` reaches sessions over the ControlMaster, which is the first SSH
+    // connection when it logged in after /etc/environment was written.
+    let e = env.ok(&["shell", name, "sh", "-c", "echo \"$LIMA_E2E_ENV\""]);
+    assert_eq!(e.trim(), "from-lima-yaml");
     let (code, _, _) = env.run(&["shell", name, "sh", "-c", "exit 7"]);
     assert_eq!(code, 7, "the guest command's exit code is propagated");
     env.ok(&[
@@ -117,6 +128,18 @@ fn lifecycle_create_start_shell_stop_restart_kill_delete() {
         "first-boot",
         "the file written in the first boot survives"
     );
+    // cloud-init (incl. the per-boot hook) finished cleanly; no unit failed.
+    let ci = env.ok(&["shell", name, "cloud-init", "status", "--wait"]);
+    assert!(ci.contains("status: done"), "{ci}");
+    let failed = env.ok(&[
+        "shell",
+        name,
+        "systemctl",
+        "--failed",
+        "--no-legend",
+        "--plain",
+    ]);
+    assert_eq!(failed.trim(), "", "failed units in the guest");
 
     // SIGKILL the host agent: no longer Running; `stop -f` cleans up.
     let pid = env.list_json(name)["hostAgentPID"].as_i64().unwrap();

@@ -27,24 +27,7 @@ pub fn skipped(test: &str) -> bool {
 pub fn test_template(uefi: bool) -> PathBuf {
     let path = match std::env::var_os("LIMA_TEST_TEMPLATE") {
         Some(p) => PathBuf::from(p),
-        None => {
-            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/build-test-image.sh");
-            let out = std::process::Command::new(&script)
-                .output()
-                .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-            assert!(
-                out.status.success(),
-                "hack/build-test-image.sh failed (run hack/install-deps.sh first):\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            PathBuf::from(
-                String::from_utf8(out.stdout)
-                    .unwrap()
-                    .lines()
-                    .last()
-                    .unwrap_or_default(),
-            )
-        }
+        None => hack_output("build-test-image.sh", "(run hack/install-deps.sh first)"),
     };
     let path = if uefi {
         path.with_file_name("test-image-uefi.yaml")
@@ -65,13 +48,20 @@ pub fn guest_agent() -> PathBuf {
     if let Some(p) = std::env::var_os("LIMA_GUESTAGENT").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/build-guestagent.sh");
-    let out = std::process::Command::new(&script)
+    hack_output("build-guestagent.sh", "")
+}
+
+/// Runs `hack/SCRIPT` and returns the path its last output line names.
+fn hack_output(script: &str, hint: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("hack")
+        .join(script);
+    let out = std::process::Command::new(&path)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", path.display()));
     assert!(
         out.status.success(),
-        "hack/build-guestagent.sh failed:\n{}",
+        "hack/{script} failed {hint}:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     PathBuf::from(
