@@ -47,8 +47,25 @@ fn lifecycle_create_start_shell_stop_restart_kill_delete() {
     assert!(err.contains("instance `e2e` already exists"), "{err}");
 
     let t = Instant::now();
-    env.ok(&["start", name]);
+    let (code, _, err) = env.run(&["start", name]);
+    assert_eq!(code, 0, "{err}");
     eprintln!("first boot ready after {:.1}s", t.elapsed().as_secs_f64());
+    // Progress is shown as it happens: the host agent's first requirement
+    // line is re-logged long before READY (each line carries its own time).
+    let when = |needle: &str| {
+        let line = err
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in {err}"));
+        let time = line.split('"').nth(1).unwrap();
+        chrono::DateTime::parse_from_rfc3339(time).unwrap()
+    };
+    let shown = when("[hostagent] Waiting for the essential requirement 1");
+    let ready = when("READY.");
+    assert!(
+        (ready - shown).num_seconds() >= 5,
+        "progress was held back until the end:\n{err}"
+    );
     let j = env.list_json(name);
     assert_eq!(j["status"], "Running");
     let port = j["sshLocalPort"].as_u64().unwrap();

@@ -135,21 +135,23 @@ pub struct Ready {
 }
 
 /// Follows `ha.stdout.log` until the `running` event (Ok), an `exiting`
-/// event or the host agent's death (Err), or the timeout.
+/// event or the host agent's death (Err), or the timeout. `on_event` gets
+/// every event, and `None` at every poll (to show progress as it happens).
 pub fn wait_ready(
     dir: &Path,
     name: &str,
     child: &mut Child,
     timeout: Duration,
-    mut on_event: impl FnMut(&Event),
+    mut on_event: impl FnMut(Option<&Event>),
 ) -> Result<Ready, LaunchError> {
     let mut reader = EventReader::from_start(&dir.join(files::HA_STDOUT_LOG));
     let start = Instant::now();
     let mut ready = Ready::default();
     loop {
+        on_event(None);
         let events = reader.poll().map_err(LaunchError::Events)?;
         for ev in events {
-            on_event(&ev);
+            on_event(Some(&ev));
             if ev.status.ssh_local_port != 0 {
                 ready.ssh_local_port = ev.status.ssh_local_port;
             }
@@ -173,7 +175,7 @@ pub fn wait_ready(
             // Read what it wrote before dying.
             if let Ok(evs) = reader.poll() {
                 for ev in &evs {
-                    on_event(ev);
+                    on_event(Some(ev));
                     if ev.status.running && !ev.status.degraded {
                         return Ok(ready);
                     }

@@ -376,7 +376,9 @@ fn start(home: &Home, name: &str, opts: &ExecOptions) -> Result<(), ExecError> {
     let mut err_lines = ErrForwarder::new(&dir);
     let mut port_logged = false;
     let result = launch::wait_ready(&dir, name, &mut child, opts.start_timeout, |ev| {
+        // The host agent's log lines as they come (progress), then the event.
         err_lines.forward();
+        let Some(ev) = ev else { return };
         if ev.status.ssh_local_port != 0 && !port_logged {
             port_logged = true;
             crate::info!("SSH Local Port: {}", ev.status.ssh_local_port);
