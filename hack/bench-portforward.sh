@@ -6,12 +6,17 @@
 #     `ssh -O forward`), and from closing it until the host port is refused.
 #     TRIES tries (default 7), median and all values. Goal: <= 1 s
 #     (Lima's agent ticks every 3 s).
-#  2. Sequential read throughput of a 512 MiB file through each mount type
+#  2. UDP round trip through the forward (guest agent relay over the
+#     virtio port): a guest echo server on 127.0.0.1:18090/udp, ROUNDS
+#     sequential 32-byte echoes from the host's 127.0.0.1:18090 (default 50);
+#     median, min and max, and datagrams lost (re-sent after 0.5 s).
+#  3. Sequential read throughput of a 512 MiB file through each mount type
 #     (reverse-sshfs, then 9p; one boot each; guest page cache dropped).
-# Usage: hack/bench-portforward.sh [TRIES]
+# Usage: hack/bench-portforward.sh [TRIES [ROUNDS]]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tries=${1:-7}
+rounds=${2:-50}
 cargo build --release -q --bin limactl
 limactl=$PWD/target/release/limactl
 LIMA_GUESTAGENT=$(hack/build-guestagent.sh | tail -n1)
@@ -74,6 +79,51 @@ for line in sys.stdin:
     print(cmd, port, flush=True)
 '
 
+UDP_ECHO_PY='
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+while True:
+    d, a = s.recvfrom(65535)
+    s.sendto(d, a)
+'
+
+# Waits for the forward, then times ROUNDS echoes; prints
+# "median min max lost" (milliseconds).
+UDP_CLIENT_PY='
+import socket, statistics, sys, time
+port, rounds = int(sys.argv[1]), int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect(("127.0.0.1", port))
+def echo(msg, timeout):
+    s.settimeout(timeout)
+    s.send(msg)
+    while True:
+        if s.recv(256) == msg:
+            return
+deadline = time.time() + 60
+while True:
+    try:
+        echo(b"hello", 0.2)
+        break
+    except OSError:
+        if time.time() > deadline:
+            sys.exit("the UDP forward did not come up within 60 s")
+        time.sleep(0.05)
+rtts, lost = [], 0
+for i in range(rounds):
+    msg = b"%032d" % i
+    while True:
+        t0 = time.perf_counter()
+        try:
+            echo(msg, 0.5)
+            break
+        except socket.timeout:
+            lost += 1
+    rtts.append((time.perf_counter() - t0) * 1000)
+print("%.2f %.2f %.2f %d" % (statistics.median(rtts), min(rtts), max(rtts), lost))
+'
+
 # A connection to 127.0.0.1:PORT that gets the guest's byte.
 reaches() {
   timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1 && IFS= read -r -n1 -t 1 b <&3 && [ \"\$b\" = x ]" 2>/dev/null
@@ -103,6 +153,13 @@ for i in $(seq "$tries"); do
 done
 eval "exec ${GUEST[1]}>&-"
 wait "$GUEST_PID" 2>/dev/null || true
+
+# UDP: an echo server in the guest, round trips timed on the host.
+udp_port=18090
+"$limactl" shell bench sh -c "nohup python3 -c '$UDP_ECHO_PY' $udp_port >/dev/null 2>&1 </dev/null &"
+read -r udp_median udp_min udp_max udp_lost < <(python3 -c "$UDP_CLIENT_PY" "$udp_port" "$rounds")
+echo "UDP: $rounds round trips, median $udp_median ms (min $udp_min, max $udp_max), $udp_lost lost" >&2
+
 sshfs=$(throughput)
 "$limactl" delete -f bench >/dev/null 2>&1
 
@@ -112,5 +169,6 @@ ninep=$(throughput)
 
 echo "guest port opened -> host forward usable:  median $(printf '%s\n' "${up[@]}" | median) s (${up[*]})"
 echo "guest port closed -> host port refused:    median $(printf '%s\n' "${down[@]}" | median) s (${down[*]})"
+echo "UDP echo round trip through the forward:   median ${udp_median} ms (min ${udp_min}, max ${udp_max}; ${rounds} rounds, ${udp_lost} lost)"
 echo "sequential read, 512 MiB, reverse-sshfs:   ${sshfs} MiB/s"
 echo "sequential read, 512 MiB, 9p:              ${ninep} MiB/s"
