@@ -415,10 +415,15 @@ impl Forwarder {
                         );
                     }
                     Err(e) => {
-                        crate::warn!(
+                        let msg = format!(
                             "failed to set up forwarding of TCP {} to {host}: {e}",
                             l.addr()
                         );
+                        if matches!(&host, HostAddr::Tcp(a) if quiet_failure(a.port())) {
+                            crate::debug!("{msg}");
+                        } else {
+                            crate::warn!("{msg}");
+                        }
                         self.emit("failed", "tcp", l.addr(), host.to_string(), e);
                     }
                 }
@@ -492,10 +497,15 @@ impl Forwarder {
                 );
             }
             Err(e) => {
-                crate::warn!(
+                let msg = format!(
                     "failed to set up forwarding of UDP {} to {host}: {e}",
                     l.addr()
                 );
+                if quiet_failure(host.port()) {
+                    crate::debug!("{msg}");
+                } else {
+                    crate::warn!("{msg}");
+                }
                 let e = format!("cannot listen on UDP {host}: {e}");
                 self.emit("failed", "udp", l.addr(), host.to_string(), e);
             }
@@ -672,6 +682,14 @@ fn prepare_host_socket(path: &str) {
             .mode(0o750)
             .create(dir);
     }
+}
+
+/// Host ports whose forwarding failures are expected and only logged at
+/// debug level, as Lima does: privileged ports, and ports the host's own
+/// services usually hold (DNS 53, chrony 323, mDNS 5353, LLMNR 5355 — the
+/// guest's systemd-resolved listens on 5355).
+fn quiet_failure(host_port: u16) -> bool {
+    host_port < 1024 || matches!(host_port, 5353 | 5355)
 }
 
 #[cfg(test)]
@@ -897,6 +915,16 @@ mod tests {
             d(&r, &l(Proto::Tcp, "192.168.5.15", 8080)),
             tcp("127.0.0.1:18080")
         );
+    }
+
+    #[test]
+    fn expected_bind_failures_are_quiet() {
+        for port in [22, 53, 323, 1023, 5353, 5355] {
+            assert!(quiet_failure(port), "{port}");
+        }
+        for port in [1024, 5354, 8080, 53530] {
+            assert!(!quiet_failure(port), "{port}");
+        }
     }
 
     #[test]
