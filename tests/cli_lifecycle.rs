@@ -270,3 +270,68 @@ fn create_from_stdin_show_ssh_and_the_lima_wrapper() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("limactl version "));
 }
+
+#[test]
+fn lima_edit_flags_for_mounts_ports_dns_and_devices() {
+    let env = Env::new();
+    let t = template(&env, "flags", "");
+    let (code, _, err) = env.run(&[
+        "create",
+        "--mount",
+        "/tmp/a:w,/tmp/b",
+        "--port-forward",
+        "18080:80",
+        "--port-forward",
+        "2223:23,static=true",
+        "--dns",
+        "1.1.1.1,9.9.9.9",
+        "--video",
+        "--nested-virt",
+        "--mount-inotify",
+        t.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("Disabling the host resolver"), "{err}");
+    let inst = env.ok(&["list", "--json", "flags"]);
+    let j: serde_json::Value = serde_json::from_str(inst.lines().next().unwrap()).unwrap();
+    let c = &j["config"];
+    assert_eq!(c["mounts"][0]["location"], "/tmp/a");
+    assert_eq!(c["mounts"][0]["mountPoint"], "/tmp/a");
+    assert_eq!(c["mounts"][0]["writable"], true);
+    assert_eq!(c["mounts"][1]["location"], "/tmp/b");
+    assert_eq!(c["mounts"][1]["writable"], false);
+    let pf = c["portForwards"].as_array().unwrap();
+    assert!(
+        pf.iter()
+            .any(|p| p["guestPort"] == 80 && p["hostPort"] == 18080 && p["static"] != true),
+        "{pf:?}"
+    );
+    assert!(
+        pf.iter()
+            .any(|p| p["guestPort"] == 23 && p["hostPort"] == 2223 && p["static"] == true),
+        "{pf:?}"
+    );
+    assert_eq!(c["dns"], serde_json::json!(["1.1.1.1", "9.9.9.9"]));
+    assert_eq!(c["hostResolver"]["enabled"], false);
+    assert_eq!(c["video"]["display"], "default");
+    assert_eq!(c["nestedVirtualization"], true);
+    assert_eq!(c["mountInotify"], true);
+
+    // --mount-only replaces, --mount-none clears; they conflict with --mount.
+    env.ok(&["edit", "flags", "--mount-only", "/tmp/c"]);
+    let j = env.list_json("flags");
+    assert_eq!(j["config"]["mounts"].as_array().unwrap().len(), 1, "{j}");
+    assert_eq!(j["config"]["mounts"][0]["location"], "/tmp/c");
+    let (code, _, err) = env.run(&["edit", "flags", "--mount", "/x", "--mount-none"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("cannot be used with"), "{err}");
+    for (flag, value, msg) in [
+        ("--port-forward", "80", "expected HOST:GUEST"),
+        ("--network", "bridged", "expected vzNAT or lima:NAME"),
+        ("--mount", "/x:rw", "expected DIR or DIR:w"),
+    ] {
+        let (code, _, err) = env.run(&["edit", "flags", flag, value]);
+        assert_eq!(code, 1, "{flag} {value}: {err}");
+        assert!(err.contains(msg), "{flag} {value}: {err}");
+    }
+}

@@ -39,6 +39,89 @@ pub struct EditFlags {
     /// A yq expression applied to the YAML (repeatable), e.g. '.cpus = 2'.
     #[arg(long = "set", value_name = "EXPR")]
     pub set: Vec<String>,
+    /// Custom DNS servers (disables the host resolver), comma-separated.
+    #[arg(long, value_name = "IP", value_delimiter = ',')]
+    pub dns: Vec<String>,
+    /// Directories to mount in addition to the template's, `DIR[:w]`, comma-separated.
+    #[arg(long, value_name = "DIR[:w]", value_delimiter = ',', conflicts_with_all = ["mount_only", "mount_none"])]
+    pub mount: Vec<String>,
+    /// Directories to mount instead of the template's, `DIR[:w]`, comma-separated.
+    #[arg(
+        long = "mount-only",
+        value_name = "DIR[:w]",
+        value_delimiter = ',',
+        conflicts_with = "mount_none"
+    )]
+    pub mount_only: Vec<String>,
+    /// Enable inotify for mounts (experimental).
+    #[arg(long = "mount-inotify")]
+    pub mount_inotify: bool,
+    /// Networks to add: `vzNAT` or `lima:NAME`, comma-separated.
+    #[arg(long, value_name = "NETWORK", value_delimiter = ',')]
+    pub network: Vec<String>,
+    /// Allow nested virtualization.
+    #[arg(long = "nested-virt")]
+    pub nested_virt: bool,
+    /// Enable Rosetta (vz only).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub rosetta: Option<bool>,
+    /// Enable the video output (a display window).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub video: Option<bool>,
+    /// Audio device, e.g. `default` (experimental).
+    #[arg(long = "audio-device", value_name = "DEVICE")]
+    pub audio_device: Option<String>,
+    /// Audio interface, e.g. `default` (experimental).
+    #[arg(long = "audio-interface", value_name = "INTERFACE")]
+    pub audio_interface: Option<String>,
+    /// Forward a port, `HOST:GUEST[,static=true]` (repeatable).
+    #[arg(long = "port-forward", value_name = "HOST:GUEST")]
+    pub port_forward: Vec<String>,
+}
+
+/// `DIR[:w]` → the JSON of a mount of `DIR` (`~` expanded) at the same path.
+fn mount_entry(spec: &str) -> anyhow::Result<String> {
+    let (dir, writable) = match spec.rsplit_once(':') {
+        Some((d, "w")) => (d, true),
+        Some((_, other)) if !other.contains('/') => {
+            anyhow::bail!("--mount: expected DIR or DIR:w, got {}", go_quote(spec))
+        }
+        _ => (spec, false),
+    };
+    if dir.is_empty() {
+        anyhow::bail!("--mount: empty directory in {}", go_quote(spec));
+    }
+    let home = crate::spec::host::HostInfo::detect().home;
+    let loc = crate::spec::defaults::expand_host_path(dir, &home);
+    Ok(format!(
+        "{{\"location\": {q}, \"mountPoint\": {q}, \"writable\": {writable}}}",
+        q = go_quote(&loc)
+    ))
+}
+
+/// `HOST:GUEST[,static=BOOL]` → the JSON of a `portForwards` entry.
+fn port_forward_entry(spec: &str) -> anyhow::Result<String> {
+    let bad = || {
+        anyhow::anyhow!(
+            "--port-forward: expected HOST:GUEST or HOST:GUEST,static=true, got {}",
+            go_quote(spec)
+        )
+    };
+    let (ports, opts) = spec.split_once(',').unwrap_or((spec, ""));
+    let is_static = match opts {
+        "" => false,
+        o => match o.strip_prefix("static=") {
+            Some("true") => true,
+            Some("false") => false,
+            _ => return Err(bad()),
+        },
+    };
+    let (host, guest) = ports.split_once(':').ok_or_else(bad)?;
+    let host: u16 = host.trim().parse().map_err(|_| bad())?;
+    let guest: u16 = guest.trim().parse().map_err(|_| bad())?;
+    Ok(format!(
+        "{{\"guestPort\": {guest}, \"hostPort\": {host}, \"static\": {is_static}}}"
+    ))
 }
 
 /// Flags that only make sense for a new instance.
@@ -72,8 +155,34 @@ impl EditFlags {
         if let Some(c) = self.cpus {
             e.push(format!(".cpus = {c}"));
         }
+        if !self.dns.is_empty() {
+            crate::warn!(
+                "Disabling the host resolver, as custom DNS addresses (--dns) are specified"
+            );
+            let ips: Vec<String> = self.dns.iter().map(|d| go_quote(d.trim())).collect();
+            e.push(format!(
+                ".dns += [{}] | .dns |= unique | .hostResolver.enabled = false",
+                ips.join(", ")
+            ));
+        }
         if let Some(m) = self.memory {
             e.push(format!(".memory = \"{}GiB\"", go_float(m)));
+        }
+        if !self.mount.is_empty() {
+            let mounts = self
+                .mount
+                .iter()
+                .map(|m| mount_entry(m))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            e.push(format!(".mounts = [{}] + .mounts", mounts.join(", ")));
+        }
+        if !self.mount_only.is_empty() {
+            let mounts = self
+                .mount_only
+                .iter()
+                .map(|m| mount_entry(m))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            e.push(format!(".mounts = [{}]", mounts.join(", ")));
         }
         if self.mount_none {
             e.push(".mounts = null".into());
@@ -84,8 +193,41 @@ impl EditFlags {
         if let Some(t) = &self.vm_type {
             e.push(format!(".vmType = {}", go_quote(t)));
         }
+        if self.mount_inotify {
+            e.push(".mountInotify = true".into());
+        }
         if self.mount_writable {
             e.push(".mounts[].writable = true".into());
+        }
+        if !self.network.is_empty() {
+            let nets = self
+                .network
+                .iter()
+                .map(|n| match n.trim() {
+                    "vzNAT" => Ok("{\"vzNAT\": true}".to_string()),
+                    n => match n.strip_prefix("lima:") {
+                        Some(name) if !name.is_empty() => {
+                            Ok(format!("{{\"lima\": {}}}", go_quote(name)))
+                        }
+                        _ => anyhow::bail!(
+                            "--network: expected vzNAT or lima:NAME, got {}",
+                            go_quote(n)
+                        ),
+                    },
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            e.push(format!(
+                ".networks += [{}] | .networks |= unique_by(.lima)",
+                nets.join(", ")
+            ));
+        }
+        if self.nested_virt {
+            e.push(".nestedVirtualization = true".into());
+        }
+        if let Some(r) = self.rosetta {
+            e.push(format!(
+                ".vmOpts.vz.rosetta.enabled = {r} | .vmOpts.vz.rosetta.binfmt = {r}"
+            ));
         }
         for s in &self.set {
             e.push(s.clone());
@@ -103,11 +245,29 @@ impl EditFlags {
             }
             e.push(format!(".param[{}] = {}", go_quote(k), go_quote(v)));
         }
+        if let Some(v) = self.video {
+            let display = if v { "default" } else { "none" };
+            e.push(format!(".video.display = \"{display}\""));
+        }
+        if let Some(d) = &self.audio_device {
+            e.push(format!(".audio.device = {}", go_quote(d)));
+        }
+        if let Some(i) = &self.audio_interface {
+            e.push(format!(".audio.interface = {}", go_quote(i)));
+        }
         if let Some(port) = self.ssh_port {
             e.push(format!(".ssh.localPort = {port}"));
         }
         if let Some(d) = self.disk {
             e.push(format!(".disk = \"{}GiB\"", go_float(d)));
+        }
+        if !self.port_forward.is_empty() {
+            let pfs = self
+                .port_forward
+                .iter()
+                .map(|p| port_forward_entry(p))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            e.push(format!(".portForwards += [{}]", pfs.join(", ")));
         }
         if let Some(s) = &self.shell {
             e.push(format!(".user.shell = {}", go_quote(s)));
@@ -190,6 +350,31 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn mount_and_port_forward_specs() {
+        let home = crate::spec::host::HostInfo::detect().home;
+        let m = mount_entry("~/src:w").unwrap();
+        let want = home.join("src");
+        assert!(
+            m.contains(&format!("\"location\": \"{}\"", want.display()))
+                && m.ends_with("\"writable\": true}"),
+            "{m}"
+        );
+        assert!(mount_entry(":w").is_err());
+        assert_eq!(
+            port_forward_entry("8080:80").unwrap(),
+            "{\"guestPort\": 80, \"hostPort\": 8080, \"static\": false}"
+        );
+        assert!(
+            port_forward_entry("8080:80,static=true")
+                .unwrap()
+                .ends_with("true}")
+        );
+        for bad in ["80", "a:b", "1:2,static=yes", "70000:1"] {
+            assert!(port_forward_entry(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
