@@ -335,3 +335,48 @@ fn lima_edit_flags_for_mounts_ports_dns_and_devices() {
         assert!(err.contains(msg), "{flag} {value}: {err}");
     }
 }
+
+#[test]
+fn start_foreground_becomes_the_host_agent() {
+    let env = Env::new();
+    let t = template(&env, "fg", "");
+    env.ok(&["create", t.to_str().unwrap()]);
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("limactl"))
+        .env("LIMA_HOME", env.lima_home())
+        .env("HOME", env.dir.path().join("home"))
+        .args(["start", "fg", "--foreground"])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let dir = env.instance_dir("fg");
+    let start = std::time::Instant::now();
+    // Same PID: the command was replaced by the host agent, which holds the
+    // instance (ha.pid) and runs QEMU (this image boots nothing; that is fine).
+    while std::fs::read_to_string(dir.join("ha.pid"))
+        .map(|p| p.trim().to_string())
+        .ok()
+        != Some(pid.to_string())
+    {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the foreground start exited: {}",
+            std::fs::read_to_string(dir.join("ha.stderr.log")).unwrap_or_default()
+        );
+        assert!(start.elapsed().as_secs() < 30, "no ha.pid with {pid}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    while !std::fs::read_to_string(dir.join("ha.stderr.log"))
+        .unwrap_or_default()
+        .contains("Starting QEMU")
+    {
+        assert!(child.try_wait().unwrap().is_none(), "the host agent exited");
+        assert!(start.elapsed().as_secs() < 30, "QEMU was not started");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(env.list_json("fg")["hostAgentPID"], pid);
+    env.ok(&["stop", "-f", "fg"]);
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "killed by stop -f: {status:?}");
+    assert_eq!(env.status("fg"), "Stopped");
+}

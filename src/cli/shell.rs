@@ -88,6 +88,7 @@ pub fn run(mut a: Args, g: &super::Globals) -> anyhow::Result<i32> {
                 edit: Default::default(),
                 create: Default::default(),
                 timeout: std::time::Duration::from_secs(600),
+                foreground: false,
             };
             super::start::run(sa, g)?;
             inst = existing(&home, &env, &name)?;

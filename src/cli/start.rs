@@ -22,6 +22,10 @@ pub struct Args {
     /// How long to wait for the instance to be ready (e.g. 10m, 90s).
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Run the host agent in the foreground (e.g. under a service manager):
+    /// the command lasts as long as the instance runs.
+    #[arg(long)]
+    pub foreground: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -60,6 +64,7 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
     let opts = ExecOptions {
         debug: g.debug,
         start_timeout: a.timeout,
+        foreground: a.foreground,
         ..Default::default()
     };
     let target = resolve_target(

@@ -118,6 +118,61 @@ pub fn spawn(dir: &Path, name: &str, debug: bool) -> Result<Child, LaunchError> 
     c.spawn().map_err(err)
 }
 
+/// `start --foreground`: replaces this process with `limactl hostagent NAME`
+/// (same PID, same session, so a service manager or Ctrl-C stops it and with
+/// it the VM). Its events and logs go to `ha.stdout.log` / `ha.stderr.log`,
+/// or, on a terminal, to the terminal (the log files then only say so).
+/// Returns only when the exec failed.
+pub fn exec_foreground(dir: &Path, name: &str, debug: bool) -> LaunchError {
+    use std::io::IsTerminal;
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::process::CommandExt;
+    let err = |source| LaunchError::Spawn {
+        name: name.into(),
+        source,
+    };
+    let on_terminal = std::io::stdin().is_terminal();
+    let open = |f: &str| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(dir.join(f))?;
+        if on_terminal {
+            use std::io::Write;
+            writeln!(
+                file,
+                "(the host agent of `{name}` runs in the foreground of a terminal: its output went there)"
+            )?;
+        }
+        Ok::<_, std::io::Error>(file)
+    };
+    let (stdout, stderr) = match (open(files::HA_STDOUT_LOG), open(files::HA_STDERR_LOG)) {
+        (Ok(o), Ok(e)) => (o, e),
+        (Err(e), _) | (_, Err(e)) => return err(e),
+    };
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return err(e),
+    };
+    let mut c = Command::new(exe);
+    if debug {
+        c.arg("--debug");
+    }
+    c.arg("hostagent").arg(name);
+    if !on_terminal {
+        c.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
+    }
+    unsafe {
+        c.pre_exec(|| {
+            close_inherited_fds(3);
+            Ok(())
+        });
+    }
+    err(c.exec())
+}
+
 /// Closes every descriptor from `first` up, in a child before exec: the host
 /// agent and QEMU live long, and must not keep open whatever the caller had
 /// (a lock held by a wrapper script, a pipe a test waits on).

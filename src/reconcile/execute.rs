@@ -23,6 +23,8 @@ pub struct ExecOptions {
     pub debug: bool,
     /// Log each step and its reason.
     pub verbose: bool,
+    /// `start --foreground`: become the host agent instead of launching it.
+    pub foreground: bool,
 }
 
 impl Default for ExecOptions {
@@ -32,6 +34,7 @@ impl Default for ExecOptions {
             stop_timeout: Duration::from_secs(190),
             debug: false,
             verbose: true,
+            foreground: false,
         }
     }
 }
@@ -372,6 +375,10 @@ fn start(home: &Home, name: &str, opts: &ExecOptions) -> Result<(), ExecError> {
         "Starting the instance {} with internal VM driver `qemu`",
         quote_name(name)
     );
+    if opts.foreground {
+        // Only returns if the exec failed.
+        return Err(launch::exec_foreground(&dir, name, opts.debug).into());
+    }
     let mut child = launch::spawn(&dir, name, opts.debug)?;
     let mut err_lines = ErrForwarder::new(&dir);
     let mut port_logged = false;
