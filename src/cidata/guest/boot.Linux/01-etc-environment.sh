@@ -9,6 +9,11 @@
 # the marker is rewritten only when something changed, as its time tells the host
 # which connections logged in before it.
 set -eu
+# boot.sh started from bootcmd runs right after bootcmd ran this script: done.
+if [ "${LIMA_BOOT_EARLY:-}" = 1 ] && read -r marker </run/lima-ssh-ready 2>/dev/null &&
+	[ "$marker" = "${LIMA_CIDATA_IID}" ]; then
+	exit 0
+fi
 src=${LIMA_CIDATA_MNT}/etc_environment
 dst=/etc/environment
 tmp=$(mktemp /etc/.environment.XXXXXX)

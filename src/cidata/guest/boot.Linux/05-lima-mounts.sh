@@ -7,7 +7,7 @@ set -eu
 n=${LIMA_CIDATA_MOUNTS:-0}
 [ "$n" -gt 0 ] || exit 0
 user=${LIMA_CIDATA_USER}
-gid=$(id -g "$user")
+gid=${LIMA_USER_GID:-$(id -g "$user")}
 for i in $(seq 0 $((n - 1))); do
 	v="LIMA_CIDATA_MOUNTS_${i}_MOUNTPOINT"
 	mp=${!v-}

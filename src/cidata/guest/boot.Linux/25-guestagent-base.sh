@@ -30,10 +30,10 @@ fi
 # file would need a daemon-reload, seconds under emulation, while the host waits.
 # (A unit file left by an older version is restarted instead.)
 unit=lima-guestagent.service
-if [ -f "/etc/systemd/system/${unit}" ] || systemctl is-active --quiet "$unit"; then
+# shellcheck disable=SC2086 # args are words
+if [ -f "/etc/systemd/system/${unit}" ] ||
+	! systemd-run --quiet --no-block --collect --unit="$unit" --description=lima-guestagent \
+		--property=Restart=on-failure --property=OOMScoreAdjust=-500 "$bin" $args 2>/dev/null; then
+	# A unit file, or the transient unit of an earlier run this boot.
 	systemctl restart --no-block "$unit"
-else
-	# shellcheck disable=SC2086 # args are words
-	systemd-run --quiet --no-block --collect --unit="$unit" --description=lima-guestagent \
-		--property=Restart=on-failure --property=OOMScoreAdjust=-500 "$bin" $args
 fi

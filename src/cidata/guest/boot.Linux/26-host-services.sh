@@ -3,6 +3,4 @@
 # to the guest user.
 set -eu
 user=${LIMA_CIDATA_USER}
-mkdir -p /run/host-services
-chmod 0700 /run/host-services
-chown "${user}:$(id -g "$user")" /run/host-services
+install -d -m 0700 -o "$user" -g "${LIMA_USER_GID:-$(id -g "$user")}" /run/host-services

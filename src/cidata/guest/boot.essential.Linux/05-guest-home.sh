@@ -5,12 +5,13 @@
 set -eu
 user=${LIMA_CIDATA_USER}
 home=${LIMA_CIDATA_HOME}
-if ! id "$user" >/dev/null 2>&1; then
+if [ -z "${LIMA_USER_UID:-}" ] && ! id "$user" >/dev/null 2>&1; then
 	echo "user ${user} does not exist: cloud-init did not create it (see /var/log/cloud-init.log)" >&2
 	exit 1
 fi
-uid=$(id -u "$user")
-gid=$(id -g "$user")
+# (boot.sh looked the user up already.)
+uid=${LIMA_USER_UID:-$(id -u "$user")}
+gid=${LIMA_USER_GID:-$(id -g "$user")}
 if [ "$uid" != "${LIMA_CIDATA_UID}" ]; then
 	echo "WARNING: user ${user} has UID ${uid}, not ${LIMA_CIDATA_UID} as configured" >&2
 fi
