@@ -262,9 +262,15 @@ impl Requirements {
             target,
             essential,
             optional,
+            // The same session then reports failed provisioning scripts
+            // (`final_` returns its output): no second session for that.
             final_: vec![Requirement::sh(
                 "boot scripts must have finished",
-                wait_for_marker("/run/lima-boot-done", iid, timeout),
+                format!(
+                    "{}{}",
+                    wait_for_marker("/run/lima-boot-done", iid, timeout),
+                    provision_check_script()
+                ),
                 "See \"/var/log/cloud-init-output.log\" in the guest",
             )],
             timeout,
@@ -360,12 +366,29 @@ impl Requirements {
         self.run_group("optional", &self.optional, errors);
     }
 
-    /// The final requirements (boot scripts done).
-    pub fn final_(&self, errors: &mut Vec<String>) {
-        self.run_group("final", &self.final_, errors);
+    /// The final requirements (boot scripts done); when they are met, the
+    /// failed provisioning scripts of this boot.
+    pub fn final_(&self, errors: &mut Vec<String>) -> Vec<String> {
+        let before = errors.len();
+        match self.run_group_output("final", &self.final_, errors) {
+            Some(out) if errors.len() == before => parse_provision_failures(&out),
+            _ => Vec::new(),
+        }
     }
 
+    /// Runs a group in order: false when a fatal requirement failed.
     fn run_group(&self, label: &str, reqs: &[Requirement], errors: &mut Vec<String>) -> bool {
+        self.run_group_output(label, reqs, errors).is_some()
+    }
+
+    /// Runs a group in order; the last requirement's output, or `None` when
+    /// a fatal one failed.
+    fn run_group_output(
+        &self,
+        label: &str,
+        reqs: &[Requirement],
+        errors: &mut Vec<String>,
+    ) -> Option<String> {
         let mut previous = String::new();
         for (i, r) in reqs.iter().enumerate() {
             match self.satisfy(label, i + 1, reqs.len(), r, &previous) {
@@ -374,12 +397,12 @@ impl Requirements {
                     previous.clear();
                     errors.push(e);
                     if r.fatal {
-                        return false;
+                        return None;
                     }
                 }
             }
         }
-        true
+        Some(previous)
     }
 
     /// Whether the first connection (its output `out`) may stay on as the
@@ -388,22 +411,6 @@ impl Requirements {
         match &self.session_marker {
             None => true,
             Some(iid) => out.lines().any(|l| l.trim() == iid),
-        }
-    }
-
-    /// Failed provisioning scripts of this boot, from the guest's status files.
-    pub fn provision_failures(&self) -> Vec<String> {
-        match self
-            .target
-            .run_script(true, &provision_check_script(), Duration::from_secs(60))
-        {
-            Ok((Some(0), out, _)) => parse_provision_failures(&out),
-            Ok((code, out, err)) => vec![format!(
-                "cannot read the provisioning results (exit {code:?}): {}{}",
-                out.trim(),
-                err.trim()
-            )],
-            Err(e) => vec![format!("cannot read the provisioning results: {e}")],
         }
     }
 }
@@ -431,9 +438,11 @@ pub fn wait_for_banner(port: u16, timeout: Duration) -> bool {
                 return true;
             }
         }
-        // Refused outright (QEMU not listening yet): do not spin.
-        if attempt.elapsed() < Duration::from_millis(500) {
-            std::thread::sleep(Duration::from_millis(500));
+        // Refused or reset at once (QEMU not listening yet, or sshd not yet
+        // listening in the guest): such an attempt never reaches sshd, so
+        // retrying soon costs nothing and notices sshd sooner.
+        if attempt.elapsed() < Duration::from_millis(100) {
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
     false

@@ -125,9 +125,9 @@ impl Session {
         if self.stopping() {
             return errors;
         }
-        r.final_(&mut errors);
+        let provision_failures = r.final_(&mut errors);
         if errors.is_empty() {
-            errors.extend(r.provision_failures());
+            errors.extend(provision_failures);
         }
         // Playbooks need a ready guest (Lima runs them after READY).
         if errors.is_empty() && !self.stopping() {
