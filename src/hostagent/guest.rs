@@ -375,17 +375,7 @@ mod tests {
         let events = Arc::new(Mutex::new(
             super::super::events::EventWriter::open(&d.path().join("ha.stdout.log")).unwrap(),
         ));
-        let target = crate::ssh::SshTarget {
-            instance_dir: d.path().to_path_buf(),
-            name: "t".into(),
-            user: "u".into(),
-            port: 1,
-            identity: d.path().join("id"),
-            extra_identities: vec![],
-            forward_agent: false,
-            forward_x11: false,
-            forward_x11_trusted: false,
-        };
+        let target = crate::ssh::SshTarget::for_tests(d.path());
         // Every port the test uses is ignored, so the forwarder never runs
         // ssh (all of 1–65535 would switch TCP forwarding off, events too).
         let ignore_all = crate::spec::types::PortForward {
@@ -487,17 +477,7 @@ mod tests {
         let events = Arc::new(Mutex::new(
             super::super::events::EventWriter::open(&log).unwrap(),
         ));
-        let target = crate::ssh::SshTarget {
-            instance_dir: d.path().to_path_buf(),
-            name: "t".into(),
-            user: "u".into(),
-            port: 1,
-            identity: d.path().join("id"),
-            extra_identities: vec![],
-            forward_agent: false,
-            forward_x11: false,
-            forward_x11_trusted: false,
-        };
+        let target = crate::ssh::SshTarget::for_tests(d.path());
         let udp_rule = crate::spec::types::PortForward {
             guest_ip: Some("127.0.0.1".into()),
             guest_port_range: Some([guest_port as i64; 2]),

@@ -1001,17 +1001,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let log = d.path().join("ha.stdout.log");
         let events = Arc::new(Mutex::new(EventWriter::open(&log).unwrap()));
-        let target = SshTarget {
-            instance_dir: d.path().to_path_buf(),
-            name: "t".into(),
-            user: "u".into(),
-            port: 1,
-            identity: d.path().join("id"),
-            extra_identities: vec![],
-            forward_agent: false,
-            forward_x11: false,
-            forward_x11_trusted: false,
-        };
+        let target = crate::ssh::SshTarget::for_tests(d.path());
         let mut fw = Forwarder::new(r, target, events);
         assert!(fw.tcp_disabled);
         fw.sync([
@@ -1027,17 +1017,7 @@ mod tests {
         let events = Arc::new(Mutex::new(
             EventWriter::open(&dir.join("ha.stdout.log")).unwrap(),
         ));
-        let target = SshTarget {
-            instance_dir: dir.to_path_buf(),
-            name: "t".into(),
-            user: "u".into(),
-            port: 1,
-            identity: dir.join("id"),
-            extra_identities: vec![],
-            forward_agent: false,
-            forward_x11: false,
-            forward_x11_trusted: false,
-        };
+        let target = SshTarget::for_tests(dir);
         Forwarder::new(rules, target, events)
     }
 

@@ -255,6 +255,22 @@ impl SshTarget {
         run_with_input(c, script.as_bytes(), timeout)
     }
 
+    /// A target for unit tests: instance directory `dir`, user `u`, port 1.
+    #[cfg(test)]
+    pub fn for_tests(dir: &Path) -> SshTarget {
+        SshTarget {
+            instance_dir: dir.to_path_buf(),
+            name: "t".into(),
+            user: "u".into(),
+            port: 1,
+            identity: dir.join("id"),
+            extra_identities: vec![],
+            forward_agent: false,
+            forward_x11: false,
+            forward_x11_trusted: false,
+        }
+    }
+
     /// Stops the ControlMaster if one is listening.
     pub fn exit_master(&self) {
         if self.control_path().exists() {
