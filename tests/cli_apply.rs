@@ -4,9 +4,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
-use common::Env;
+use common::{Env, mtimes};
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -21,16 +20,7 @@ impl Src {
     fn new(env: &Env, name: &str) -> Src {
         let dir = env.dir.path().join(name);
         std::fs::create_dir_all(&dir).unwrap();
-        let image = env.dir.path().join("tiny.qcow2");
-        if !image.exists() {
-            let ok = std::process::Command::new("qemu-img")
-                .args(["create", "-q", "-f", "qcow2"])
-                .arg(&image)
-                .arg("64M")
-                .status()
-                .unwrap();
-            assert!(ok.success());
-        }
+        let image = common::tiny_image(env.dir.path());
         Src { dir, image }
     }
 
@@ -48,21 +38,6 @@ impl Src {
     fn arg(&self) -> &str {
         self.dir.to_str().unwrap()
     }
-}
-
-fn mtimes(dir: &Path) -> Vec<(String, SystemTime)> {
-    let mut v: Vec<(String, SystemTime)> = std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| {
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                e.metadata().unwrap().modified().unwrap(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]

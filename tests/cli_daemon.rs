@@ -10,17 +10,7 @@ use std::time::{Duration, Instant};
 use common::Env;
 
 fn tiny_image(env: &Env) -> PathBuf {
-    let image = env.dir.path().join("tiny.qcow2");
-    if !image.exists() {
-        let ok = std::process::Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2"])
-            .arg(&image)
-            .arg("64M")
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-    image
+    common::tiny_image(env.dir.path())
 }
 
 fn yaml(image: &Path, cpus: u32) -> String {

@@ -9,15 +9,7 @@ use common::Env;
 
 /// A tiny qcow2 "image" (no OS): enough for create, never booted here.
 fn image(env: &Env) -> PathBuf {
-    let p = env.dir.path().join("img.qcow2");
-    let ok = std::process::Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&p)
-        .arg("64M")
-        .status()
-        .expect("qemu-img is installed (hack/install-deps.sh)");
-    assert!(ok.success());
-    p
+    common::tiny_image(env.dir.path())
 }
 
 fn template(env: &Env, name: &str, extra: &str) -> PathBuf {

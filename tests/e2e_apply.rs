@@ -5,9 +5,8 @@
 mod common;
 
 use std::path::Path;
-use std::time::SystemTime;
 
-use common::{Env, guest_lock, require_qemu, skipped, test_template};
+use common::{Env, guest_lock, mtimes, require_qemu, skipped, test_template};
 
 fn write(dir: &Path, base: &Path, body: &str) {
     std::fs::write(
@@ -15,21 +14,6 @@ fn write(dir: &Path, base: &Path, body: &str) {
         format!("base: {}\n{body}", base.display()),
     )
     .unwrap();
-}
-
-fn mtimes(dir: &Path) -> Vec<(String, SystemTime)> {
-    let mut v: Vec<(String, SystemTime)> = std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| {
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                e.metadata().unwrap().modified().unwrap(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]

@@ -193,3 +193,36 @@ impl Drop for Env {
         }
     }
 }
+
+/// A tiny qcow2 "image" (no OS) at `dir/tiny.qcow2`, made once: enough to
+/// create instances, never booted.
+pub fn tiny_image(dir: &Path) -> PathBuf {
+    let image = dir.join("tiny.qcow2");
+    if !image.exists() {
+        let ok = std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&image)
+            .arg("64M")
+            .status()
+            .expect("qemu-img is installed (hack/install-deps.sh)");
+        assert!(ok.success());
+    }
+    image
+}
+
+/// (file name, mtime) of every entry of `dir`, sorted: to show that a
+/// no-op touched nothing.
+pub fn mtimes(dir: &Path) -> Vec<(String, std::time::SystemTime)> {
+    let mut v: Vec<(String, std::time::SystemTime)> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().unwrap().modified().unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
