@@ -3,11 +3,12 @@
 //! events (`reconcile.log`). Follows new instances as they appear.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Seek, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::hostagent::events::Event;
+use crate::hostagent::logfollow::LineTail;
 use crate::reconcile::journal::ReconcileEvent;
 use crate::store::paths::files;
 use crate::store::{self, Home};
@@ -24,48 +25,12 @@ pub struct Args {
     pub history: bool,
 }
 
-/// Follows a JSON-lines file by position (complete lines only).
-struct Follower {
-    path: PathBuf,
-    pos: u64,
-}
-
-impl Follower {
-    fn new(path: PathBuf, from_start: bool) -> Follower {
-        let pos = if from_start {
-            0
-        } else {
-            std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0)
-        };
-        Follower { path, pos }
-    }
-
-    fn lines(&mut self) -> Vec<String> {
-        let Ok(mut f) = std::fs::File::open(&self.path) else {
-            return Vec::new();
-        };
-        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-        if len < self.pos {
-            self.pos = 0; // truncated by a new start
-        }
-        if f.seek(std::io::SeekFrom::Start(self.pos)).is_err() {
-            return Vec::new();
-        }
-        let mut out = Vec::new();
-        let mut r = std::io::BufReader::new(f);
-        loop {
-            let mut l = String::new();
-            match r.read_line(&mut l) {
-                Ok(n) if n > 0 && l.ends_with('\n') => {
-                    self.pos += n as u64;
-                    if !l.trim().is_empty() {
-                        out.push(l.trim_end().to_string());
-                    }
-                }
-                _ => break,
-            }
-        }
-        out
+/// A file followed from its start, or from its current end.
+fn follow(path: PathBuf, from_start: bool) -> LineTail {
+    if from_start {
+        LineTail::from_start(&path)
+    } else {
+        LineTail::from_end(&path)
     }
 }
 
@@ -101,7 +66,7 @@ fn describe(ev: &Event) -> String {
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
     let home = Home::from_env();
-    let mut followers: BTreeMap<String, (Follower, Follower)> = BTreeMap::new();
+    let mut followers: BTreeMap<String, (LineTail, LineTail)> = BTreeMap::new();
     let mut first = true;
     let mut out = std::io::stdout();
     loop {
@@ -117,15 +82,15 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
                 // instances appearing later: everything they wrote.
                 let from_start = a.history || !first;
                 (
-                    Follower::new(dir.join(files::HA_STDOUT_LOG), from_start),
-                    Follower::new(dir.join(files::RECONCILE_LOG), from_start),
+                    follow(dir.join(files::HA_STDOUT_LOG), from_start),
+                    follow(dir.join(files::RECONCILE_LOG), from_start),
                 )
             });
         }
         first = false;
         for (name, (ha, rec)) in followers.iter_mut() {
             let mut lines: Vec<(String, serde_json::Value)> = Vec::new();
-            for l in ha.lines() {
+            for l in ha.lines().unwrap_or_default() {
                 if let Ok(ev) = serde_json::from_str::<Event>(&l) {
                     let text = if a.json {
                         serde_json::json!({"instance": name, "event": ev}).to_string()
@@ -135,7 +100,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
                     lines.push((ev.time.clone(), text.into()));
                 }
             }
-            for l in rec.lines() {
+            for l in rec.lines().unwrap_or_default() {
                 if let Ok(ev) = serde_json::from_str::<ReconcileEvent>(&l) {
                     let text = if a.json {
                         serde_json::json!({"instance": name, "reconcile": ev}).to_string()

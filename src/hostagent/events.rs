@@ -1,8 +1,8 @@
 //! Host agent events: Lima's JSON lines in `ha.stdout.log` (reference §4.3),
 //! `{"time":"…","status":{…}}`, and a reader that follows the file.
 
-use std::io::{BufRead, Seek, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -113,68 +113,32 @@ impl EventWriter {
     }
 }
 
-/// Follows an events file from a position, yielding complete lines as they
-/// are appended. The file may not exist yet.
+/// Follows an events file, yielding the events appended since the last
+/// call. The file may not exist yet.
 pub struct EventReader {
-    path: PathBuf,
-    pos: u64,
-    partial: String,
+    tail: super::logfollow::LineTail,
 }
 
 impl EventReader {
     pub fn from_start(path: &Path) -> EventReader {
         EventReader {
-            path: path.to_path_buf(),
-            pos: 0,
-            partial: String::new(),
-        }
-    }
-
-    /// Starts at the current end of the file (only new events).
-    pub fn from_end(path: &Path) -> EventReader {
-        let pos = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        EventReader {
-            path: path.to_path_buf(),
-            pos,
-            partial: String::new(),
+            tail: super::logfollow::LineTail::from_start(path),
         }
     }
 
     /// New complete events since the last call. Malformed lines are errors.
     pub fn poll(&mut self) -> Result<Vec<Event>, String> {
-        let Ok(mut f) = std::fs::File::open(&self.path) else {
-            return Ok(Vec::new());
-        };
-        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-        if len < self.pos {
-            // Truncated (a new start): read from the beginning.
-            self.pos = 0;
-            self.partial.clear();
-        }
-        if f.seek(std::io::SeekFrom::Start(self.pos)).is_err() {
-            return Ok(Vec::new());
-        }
-        let mut reader = std::io::BufReader::new(f);
+        let lines = self.tail.lines().map_err(|e| e.to_string())?;
         let mut out = Vec::new();
-        loop {
-            let mut line = String::new();
-            let n = reader.read_line(&mut line).map_err(|e| e.to_string())?;
-            if n == 0 {
-                break;
-            }
-            self.pos += n as u64;
-            if !line.ends_with('\n') {
-                self.partial.push_str(&line);
-                break;
-            }
-            let full = std::mem::take(&mut self.partial) + line.trim_end();
+        for line in lines {
+            let full = line.trim_end();
             if full.trim().is_empty() {
                 continue;
             }
-            let ev: Event = serde_json::from_str(&full).map_err(|e| {
+            let ev: Event = serde_json::from_str(full).map_err(|e| {
                 format!(
                     "malformed event line in {}: {e}: {full}",
-                    self.path.display()
+                    self.tail.path().display()
                 )
             })?;
             out.push(ev);
