@@ -415,15 +415,11 @@ impl Forwarder {
                         );
                     }
                     Err(e) => {
-                        let msg = format!(
-                            "failed to set up forwarding of TCP {} to {host}: {e}",
-                            l.addr()
-                        );
-                        if matches!(&host, HostAddr::Tcp(a) if quiet_failure(a.port())) {
-                            crate::debug!("{msg}");
-                        } else {
-                            crate::warn!("{msg}");
-                        }
+                        let port = match &host {
+                            HostAddr::Tcp(a) => Some(a.port()),
+                            HostAddr::Unix(_) => None,
+                        };
+                        log_failure(port, &format!("TCP {} to {host}: {e}", l.addr()));
                         self.emit("failed", "tcp", l.addr(), host.to_string(), e);
                     }
                 }
@@ -497,15 +493,10 @@ impl Forwarder {
                 );
             }
             Err(e) => {
-                let msg = format!(
-                    "failed to set up forwarding of UDP {} to {host}: {e}",
-                    l.addr()
+                log_failure(
+                    Some(host.port()),
+                    &format!("UDP {} to {host}: {e}", l.addr()),
                 );
-                if quiet_failure(host.port()) {
-                    crate::debug!("{msg}");
-                } else {
-                    crate::warn!("{msg}");
-                }
                 let e = format!("cannot listen on UDP {host}: {e}");
                 self.emit("failed", "udp", l.addr(), host.to_string(), e);
             }
@@ -690,6 +681,16 @@ fn prepare_host_socket(path: &str) {
 /// guest's systemd-resolved listens on 5355).
 fn quiet_failure(host_port: u16) -> bool {
     host_port < 1024 || matches!(host_port, 5353 | 5355)
+}
+
+/// Logs a forward that could not be set up (`what`: protocol, addresses,
+/// error) — at debug level for an expected failure on `host_port`.
+fn log_failure(host_port: Option<u16>, what: &str) {
+    if host_port.is_some_and(quiet_failure) {
+        crate::debug!("failed to set up forwarding of {what}");
+    } else {
+        crate::warn!("failed to set up forwarding of {what}");
+    }
 }
 
 #[cfg(test)]
