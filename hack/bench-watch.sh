@@ -54,7 +54,7 @@ if [ "$vm" = 1 ]; then
   until "$bin" status --json vm 2>/dev/null | grep -q '"type":"Ready","status":"True"'; do sleep 0.5; done
   ha=$("$bin" list --format '{{.HostAgentPID}}' vm)
   qemu=$("$bin" list --format '{{.DriverPID}}' vm)
-  echo "host agent RSS of a running VM: $(awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' /proc/$ha/status)"
+  echo "host agent RSS of a running VM: $(awk '/VmRSS/ {printf "%.1f MiB", $2/1024} /RssAnon/ {printf " (%.1f MiB private; the rest is shared file-backed pages)", $2/1024}' /proc/$ha/status)"
   t0=$(date +%s.%N)
   kill -9 "$qemu"
   until p=$(cat "$LIMA_HOME/vm/qemu.pid" 2>/dev/null) && [ -n "$p" ] && [ "$p" != "$qemu" ] && kill -0 "$p" 2>/dev/null; do sleep 0.02; done
