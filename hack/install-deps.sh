@@ -13,6 +13,8 @@ packages=(
   mmdebstrap e2fsprogs fdisk dosfstools mtools grub-efi-amd64-bin grub-common zstd
   # test oracles: reading cidata.iso back with a real ISO reader
   genisoimage xorriso
+  # the static guest agent (hack/build-guestagent.sh): glibc's static libc, and `file` to check it
+  libc6-dev file
   # misc tools used by scripts and tests
   curl socat procps iproute2 ca-certificates
 )
