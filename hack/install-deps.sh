@@ -19,22 +19,68 @@ packages=(
   curl socat procps iproute2 ca-certificates
 )
 
-missing=()
-for p in "${packages[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
-    missing+=("$p")
-  fi
-done
+# The binaries the project runs, each with the package that provides it.
+binaries=(
+  qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils ssh:openssh-client
+  scp:openssh-client /usr/lib/openssh/sftp-server:openssh-sftp-server rsync:rsync
+  mmdebstrap:mmdebstrap mkfs.ext4:e2fsprogs sfdisk:fdisk mkfs.vfat:dosfstools
+  mcopy:mtools grub-mkimage:grub-common xorriso:xorriso isoinfo:genisoimage
+  zstd:zstd file:file curl:curl socat:socat ip:iproute2
+)
+firmware=(/usr/share/OVMF/OVMF_CODE.fd /usr/share/OVMF/OVMF_VARS.fd)
 
-if [ ${#missing[@]} -eq 0 ]; then
-  echo "install-deps: all ${#packages[@]} packages already installed" >&2
-  exit 0
-fi
+missing_packages() {
+  local p
+  for p in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+      echo "$p"
+    fi
+  done
+}
 
-echo "install-deps: installing ${missing[*]}" >&2
 sudo_cmd=()
 if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
 export DEBIAN_FRONTEND=noninteractive
-"${sudo_cmd[@]}" apt-get update -qq
-"${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-echo "install-deps: done" >&2
+updated=false
+install() {
+  echo "install-deps: installing $*" >&2
+  if ! $updated; then
+    "${sudo_cmd[@]}" apt-get update -qq
+    updated=true
+  fi
+  "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# apt may remove a package already installed to satisfy another one (a backported
+# qemu-utils goes when the distribution's qemu-system-x86 comes in), so look again
+# after each round; the second round installs the distribution's matching version.
+for round in 1 2 3; do
+  mapfile -t missing < <(missing_packages)
+  if [ ${#missing[@]} -eq 0 ]; then
+    break
+  fi
+  if [ "$round" -eq 3 ]; then
+    echo "install-deps: error: still not installed after two rounds: ${missing[*]}" >&2
+    exit 1
+  fi
+  install "${missing[@]}"
+done
+
+# Check every binary promised, not only the package database.
+absent=()
+for entry in "${binaries[@]}"; do
+  bin=${entry%%:*}
+  if [[ $bin == /* ]]; then
+    [ -x "$bin" ] || absent+=("$bin (package ${entry##*:})")
+  elif ! command -v "$bin" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$bin" ] && ! [ -x "/sbin/$bin" ]; then
+    absent+=("$bin (package ${entry##*:})")
+  fi
+done
+for f in "${firmware[@]}"; do
+  [ -f "$f" ] || absent+=("$f (package ovmf)")
+done
+if [ ${#absent[@]} -gt 0 ]; then
+  echo "install-deps: error: missing after installing: ${absent[*]}" >&2
+  exit 1
+fi
+echo "install-deps: all ${#packages[@]} packages installed; every tool checked" >&2
