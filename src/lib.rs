@@ -11,6 +11,7 @@ pub mod reconcile;
 pub mod spec;
 pub mod ssh;
 pub mod store;
+pub mod sync;
 pub mod yq;
 
 /// This implementation's own version.
