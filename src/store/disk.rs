@@ -3,7 +3,6 @@
 //! `_disks` directory is read too).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use super::instance::{self, image_virtual_size};
 use super::paths::{DISKS_DIR_LIMA, Home, disk_files};
@@ -37,8 +36,8 @@ pub enum DiskError {
     },
     #[error("{0}")]
     Other(String),
-    #[error("`qemu-img` failed: {0} (is qemu-utils installed? run hack/install-deps.sh)")]
-    QemuImg(String),
+    #[error(transparent)]
+    QemuImg(#[from] super::qemu_img::QemuImgError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -173,19 +172,6 @@ pub fn list(home: &Home) -> Vec<Disk> {
     names.iter().filter_map(|n| inspect(home, n).ok()).collect()
 }
 
-fn qemu_img(args: &[&str]) -> Result<(), DiskError> {
-    let out = Command::new("qemu-img")
-        .args(args)
-        .output()
-        .map_err(|e| DiskError::QemuImg(e.to_string()))?;
-    if !out.status.success() {
-        return Err(DiskError::QemuImg(
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ));
-    }
-    Ok(())
-}
-
 /// `limactl disk create NAME --size SIZE [--format qcow2|raw]`.
 pub fn create(home: &Home, name: &str, size: u64, format: &str) -> Result<Disk, DiskError> {
     crate::spec::names::validate_identifier(name).map_err(DiskError::Name)?;
@@ -213,16 +199,9 @@ pub fn create(home: &Home, name: &str, size: u64, format: &str) -> Result<Disk, 
         .join(format!(".tmp-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::DirBuilder::new().mode(0o700).create(&tmp)?;
-    let data = tmp.join(disk_files::DATA_DISK);
-    let result = qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        format,
-        &data.to_string_lossy(),
-        &size.to_string(),
-    ])
-    .and_then(|_| std::fs::rename(&tmp, &dir).map_err(DiskError::from));
+    let result = super::qemu_img::create(&tmp, disk_files::DATA_DISK, format, size, None)
+        .map_err(DiskError::from)
+        .and_then(|_| std::fs::rename(&tmp, &dir).map_err(DiskError::from));
     if let Err(e) = result {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
@@ -270,14 +249,7 @@ pub fn resize(home: &Home, name: &str, size: u64) -> Result<Disk, DiskError> {
         });
     }
     if size > disk.size {
-        qemu_img(&[
-            "resize",
-            "-q",
-            "-f",
-            &disk.format,
-            &disk.datadisk().to_string_lossy(),
-            &size.to_string(),
-        ])?;
+        super::qemu_img::resize(&disk.dir, disk_files::DATA_DISK, &disk.format, size)?;
     }
     inspect(home, name)
 }

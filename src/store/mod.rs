@@ -5,6 +5,7 @@ pub mod disk;
 pub mod instance;
 pub mod lock;
 pub mod paths;
+pub mod qemu_img;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
