@@ -25,10 +25,16 @@ struct Daemon(Child);
 
 impl Daemon {
     fn start(env: &Env, src: &Path, extra_env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_with(env, src, extra_env, &[])
+    }
+
+    fn start_with(env: &Env, src: &Path, extra_env: &[(&str, &str)], args: &[&str]) -> Daemon {
         let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("limactl"));
         c.env("LIMA_HOME", env.lima_home())
             .env("HOME", env.dir.path().join("home"))
-            .args(["apply", "--watch", "--prune", "--resync", "2s", "-f"])
+            .args(["apply", "--watch", "--prune", "--resync", "2s"])
+            .args(args)
+            .arg("-f")
             .arg(src)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -268,4 +274,46 @@ fn systemd_unit_for_the_daemon() {
         }
         Err(e) => eprintln!("systemd-analyze is not available ({e}); unit not verified"),
     }
+}
+
+/// Reconciles are short: with one worker, a guest that never finishes
+/// booting (QEMU runs the tiny image, which has no OS) does not hold up a
+/// change to another instance.
+#[test]
+fn one_worker_applies_a_change_while_another_instance_boots() {
+    common::require_qemu();
+    let env = Env::new();
+    let img = tiny_image(&env);
+    let src = env.dir.path().join("watched");
+    std::fs::create_dir_all(&src).unwrap();
+    let booting = yaml(&img, 1).replace("runStrategy: Halted", "runStrategy: Always");
+    std::fs::write(src.join("a.yaml"), booting).unwrap();
+    std::fs::write(src.join("b.yaml"), yaml(&img, 1)).unwrap();
+    let _d = Daemon::start_with(&env, &src, &[], &["--parallel", "1"]);
+    let json = |name: &str| -> Option<serde_json::Value> {
+        let out = env.cmd().args(["list", "--json", name]).output().ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    };
+    wait_for("a's VM to run", Duration::from_secs(180), || {
+        json("a").is_some_and(|j| j["status"] == "Running")
+    });
+    wait_for("b to be created", Duration::from_secs(60), || {
+        cpus(&env, "b") == Some(1)
+    });
+    let not_ready = |env: &Env| {
+        env.ok(&["status", "--json", "a"])
+            .contains("\"type\":\"Ready\",\"status\":\"False\"")
+    };
+    assert!(not_ready(&env), "the tiny image never becomes Ready");
+
+    std::fs::write(src.join("b.yaml"), yaml(&img, 2)).unwrap();
+    wait_for("b's change to apply", Duration::from_secs(60), || {
+        cpus(&env, "b") == Some(2)
+    });
+    assert_eq!(
+        json("a").map(|j| j["status"].clone()),
+        Some("Running".into()),
+        "a is still booting"
+    );
+    assert!(not_ready(&env), "b converged while a was not Ready");
 }

@@ -1,20 +1,15 @@
 //! `limactl apply -f FILE|DIR …` and `limactl diff -f …`: declare instances,
 //! show the plan (terraform style, with reasons), and carry it out.
 
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Serialize;
-
-use crate::reconcile::source::{self, Source};
-use crate::reconcile::{
-    self, Desired, ExecOptions, Kind, Plan, PlanOptions, PowerState, RestartPolicy,
-};
-use crate::spec::mutability::FieldClass;
+use crate::reconcile::ops::apply::{Planned, Summary};
+use crate::reconcile::ops::{self, ApplyOptions, Ctx};
+use crate::reconcile::plan::render::colour;
+use crate::reconcile::{self, ExecOptions, Kind, Plan, PlanOptions, RestartPolicy};
 use crate::spec::yaml::quote_name;
-use crate::store::{self, Home};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
@@ -64,226 +59,38 @@ pub struct Args {
     pub timeout: Duration,
 }
 
-/// What was planned for the sources, and what could not be planned.
-pub struct Planned {
-    pub items: Vec<(Plan, Option<Desired>)>,
-    /// (file or instance, error)
-    pub errors: Vec<(String, String)>,
-    /// Instances in LIMA_HOME the sources do not manage (reported only).
-    pub unmanaged: Vec<String>,
-}
-
-/// Plans every instance of the sources (pure but for reading files and observing).
-pub fn plan_sources(home: &Home, env: &crate::spec::LoadEnv, a: &Args) -> Planned {
-    let opts = PlanOptions {
-        restart: a.restart,
-        recreate: a.recreate,
-    };
-    let mut items = Vec::new();
-    let mut errors = Vec::new();
-    let mut sources: Vec<Source> = Vec::new();
-    for f in &a.files {
-        match source::load(f, env) {
-            Ok(s) => sources.push(s),
-            Err(e) => errors.push((f.display().to_string(), e)),
+impl Args {
+    fn options(&self, g: &super::Globals) -> ApplyOptions {
+        ApplyOptions {
+            sources: self.files.clone(),
+            prune: self.prune,
+            plan: PlanOptions {
+                restart: self.restart,
+                recreate: self.recreate,
+                ..Default::default()
+            },
+            exec: ExecOptions {
+                debug: g.debug,
+                launch_timeout: self.timeout,
+                ..Default::default()
+            },
+            parallel: self.parallel.max(1),
+            wait: self.wait.then_some(self.timeout),
         }
     }
-    // One instance, one file.
-    let mut seen: BTreeMap<String, String> = BTreeMap::new();
-    for s in &sources {
-        for e in &s.entries {
-            for w in &e.warnings {
-                crate::warn!("{w}");
-            }
-            if let Some(other) = seen.insert(e.name.clone(), e.file.display().to_string()) {
-                errors.push((
-                    e.file.display().to_string(),
-                    format!(
-                        "instance {} is also declared by {other}",
-                        quote_name(&e.name)
-                    ),
-                ));
-                continue;
-            }
-            let desired = match &e.desired {
-                Ok(d) => d,
-                Err(err) => {
-                    errors.push((e.file.display().to_string(), err.clone()));
-                    continue;
-                }
-            };
-            let observed = store::inspect(home, env, &e.name);
-            let mut desired = desired.clone();
-            desired.power = reconcile::power::desired_power(
-                desired.config.run_strategy.as_deref(),
-                Some(&observed),
-            );
-            let desired = &desired;
-            if let Some(owner) = &observed.owner
-                && owner != &s.id
-            {
-                errors.push((
-                    e.file.display().to_string(),
-                    format!(
-                        "instance {} is managed by another source ({owner}); left alone",
-                        quote_name(&e.name)
-                    ),
-                ));
-                continue;
-            }
-            items.push((
-                reconcile::plan(Some(desired), &observed, &opts),
-                Some(desired.clone()),
-            ));
-        }
-    }
-    let mut unmanaged = Vec::new();
-    let declared: Vec<&String> = seen.keys().collect();
-    for name in store::instance_names(home).unwrap_or_default() {
-        if declared.contains(&&name) {
-            continue;
-        }
-        let dir = home.instance_dir(&name);
-        let owner = store::instance::read_owner(&dir);
-        let pruned_by = sources
-            .iter()
-            .find(|s| s.is_dir && a.prune && owner.as_deref() == Some(s.id.as_str()));
-        match pruned_by {
-            Some(_) => {
-                let observed = store::inspect(home, env, &name);
-                let mut p = reconcile::plan(None, &observed, &opts);
-                for s in &mut p.steps {
-                    if s.action == reconcile::Action::Delete {
-                        s.reason = "its file is gone from the source (--prune)".into();
-                    }
-                }
-                items.push((p, None));
-            }
-            None => {
-                if owner.is_none()
-                    || !sources
-                        .iter()
-                        .any(|s| Some(s.id.as_str()) == owner.as_deref())
-                {
-                    unmanaged.push(name);
-                } else if !a.prune {
-                    unmanaged.push(format!("{name} (its file is gone; --prune deletes it)"));
-                }
-            }
-        }
-    }
-    items.sort_by(|a, b| a.0.instance.cmp(&b.0.instance));
-    Planned {
-        items,
-        errors,
-        unmanaged,
-    }
-}
-
-fn kind_text(k: Kind) -> &'static str {
-    match k {
-        Kind::None => "no changes",
-        Kind::Create => "create",
-        Kind::Update => "update",
-        Kind::Restart => "restart",
-        Kind::Recreate => "recreate",
-        Kind::Delete => "delete",
-        Kind::Refuse => "refused",
-    }
-}
-
-fn colour(k: Kind, s: &str, tty: bool) -> String {
-    if !tty {
-        return s.to_string();
-    }
-    let code = match k {
-        Kind::Create => "32",
-        Kind::Update | Kind::Restart => "33",
-        Kind::Delete | Kind::Recreate => "31",
-        Kind::Refuse => "35",
-        Kind::None => "0",
-    };
-    format!("\x1b[{code}m{s}\x1b[0m")
-}
-
-fn class_text(c: FieldClass) -> &'static str {
-    c.as_str()
 }
 
 /// Renders plans like `terraform plan`.
 pub fn render(plans: &[&Plan], tty: bool) -> String {
-    let mut out = String::new();
-    for p in plans {
-        if p.is_empty() && p.pending_restart.is_empty() {
-            continue;
-        }
-        let head = format!("{} {}: {}", p.kind.symbol(), p.instance, kind_text(p.kind));
-        out.push_str(&colour(p.kind, &head, tty));
-        out.push('\n');
-        for c in &p.changes {
-            out.push_str(&format!(
-                "      {}  ({})\n",
-                c.describe(),
-                class_text(c.class)
-            ));
-        }
-        for s in &p.steps {
-            out.push_str(&format!("    → {}: {}\n", s.action.verb(), s.reason));
-        }
-        for r in &p.refused {
-            out.push_str(&format!("    ! {r}\n"));
-        }
-        if !p.pending_restart.is_empty() {
-            out.push_str(&format!(
-                "    … restart pending (--restart=never): {}\n",
-                p.pending_restart.join(", ")
-            ));
-        }
-    }
-    out
+    plans.iter().map(|p| p.render(tty)).collect()
 }
 
-/// Prints plans to stderr (verbs print only plans that change configuration).
-pub fn print_plans(plans: &[Plan], all: bool) {
-    let shown: Vec<&Plan> = plans
-        .iter()
-        .filter(|p| all || !p.changes.is_empty() || !p.refused.is_empty())
-        .collect();
-    let text = render(&shown, std::io::stderr().is_terminal());
-    if !text.is_empty() {
-        eprint!("{text}");
+/// Prints a verb's plan to stderr when it changes the configuration (or
+/// `all`); power steps speak through log lines.
+pub fn show_plan(plan: &Plan, all: bool) {
+    if all || plan.changes_config() {
+        eprint!("{}", plan.render(std::io::stderr().is_terminal()));
     }
-}
-
-#[derive(Default, Serialize)]
-pub struct Summary {
-    pub create: usize,
-    pub update: usize,
-    pub restart: usize,
-    pub recreate: usize,
-    pub delete: usize,
-    pub refused: usize,
-    pub unchanged: usize,
-    pub errors: usize,
-}
-
-pub fn summarize(planned: &Planned) -> Summary {
-    let mut s = Summary {
-        errors: planned.errors.len(),
-        ..Default::default()
-    };
-    for (p, _) in &planned.items {
-        match p.kind {
-            Kind::None => s.unchanged += 1,
-            Kind::Create => s.create += 1,
-            Kind::Update => s.update += 1,
-            Kind::Restart => s.restart += 1,
-            Kind::Recreate => s.recreate += 1,
-            Kind::Delete => s.delete += 1,
-            Kind::Refuse => s.refused += 1,
-        }
-    }
-    s
 }
 
 fn summary_line(prefix: &str, s: &Summary) -> String {
@@ -293,26 +100,23 @@ fn summary_line(prefix: &str, s: &Summary) -> String {
     )
 }
 
-fn json_report(planned: &Planned, s: &Summary) -> serde_json::Value {
-    serde_json::json!({
-        "instances": planned.items.iter().map(|(p, _)| p).collect::<Vec<_>>(),
-        "errors": planned.errors.iter().map(|(f, e)| serde_json::json!({"source": f, "error": e})).collect::<Vec<_>>(),
-        "unmanaged": planned.unmanaged,
-        "summary": s,
-    })
-}
-
 fn show(planned: &Planned, a: &Args, prefix: &str) -> anyhow::Result<()> {
-    let s = summarize(planned);
+    let s = planned.summary();
     if a.output == "json" {
-        println!("{}", json_report(planned, &s));
+        let report = serde_json::json!({
+            "instances": planned.items.iter().map(|i| &i.plan).collect::<Vec<_>>(),
+            "errors": planned.errors.iter().map(|(f, e)| serde_json::json!({"source": f, "error": e})).collect::<Vec<_>>(),
+            "unmanaged": planned.unmanaged.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "summary": s,
+        });
+        println!("{report}");
         return Ok(());
     }
     if a.output != "text" {
         anyhow::bail!("unknown --output {} (text or json)", quote_name(&a.output));
     }
     let tty = std::io::stdout().is_terminal();
-    let plans: Vec<&Plan> = planned.items.iter().map(|(p, _)| p).collect();
+    let plans: Vec<&Plan> = planned.items.iter().map(|i| &i.plan).collect();
     print!("{}", render(&plans, tty));
     for (f, e) in &planned.errors {
         println!("{}", colour(Kind::Refuse, &format!("✗ {f}: {e}"), tty));
@@ -336,197 +140,58 @@ fn parse_millis(s: &str) -> Result<Duration, String> {
 }
 
 /// `limactl diff`: exit 0 without changes, 1 with changes, 2 on errors.
-pub fn diff(a: Args) -> anyhow::Result<i32> {
-    let home = Home::from_env();
-    let env = crate::spec::LoadEnv::new(&home.root);
-    let planned = plan_sources(&home, &env, &a);
+pub fn diff(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
+    let planned = ops::diff(&Ctx::from_env(), &a.options(g));
     show(&planned, &a, "Plan")?;
-    if !planned.errors.is_empty() {
-        return Ok(2);
-    }
-    Ok(if planned.items.iter().all(|(p, _)| p.is_empty()) {
-        0
-    } else {
-        1
+    Ok(match (planned.errors.is_empty(), planned.is_converged()) {
+        (false, _) => 2,
+        (true, true) => 0,
+        (true, false) => 1,
     })
 }
 
 /// `limactl apply`.
 pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
-    let home = Home::from_env();
+    let ctx = Ctx::from_env();
+    let opts = a.options(g);
     if a.watch {
         if a.systemd_unit {
             let exe = std::env::current_exe()?;
-            print!(
-                "{}",
-                reconcile::daemon::systemd_unit(&exe, &home, &a.files, a.prune)
-            );
+            let unit = reconcile::daemon::systemd_unit(&exe, &ctx.home, &a.files, a.prune);
+            print!("{unit}");
             return Ok(0);
         }
         if a.dry_run || a.wait {
             anyhow::bail!("--watch cannot be combined with --dry-run or --wait");
         }
-        reconcile::daemon::run(
-            &home,
-            reconcile::daemon::DaemonOptions {
-                sources: a.files.clone(),
-                prune: a.prune,
-                plan: PlanOptions {
-                    restart: a.restart,
-                    recreate: a.recreate,
-                },
-                exec: ExecOptions {
-                    debug: g.debug,
-                    start_timeout: a.timeout,
-                    verbose: true,
-                    ..Default::default()
-                },
-                parallel: a.parallel.max(1),
-                resync: a.resync,
-                debounce: a.debounce,
-                backoff_cap: Duration::from_secs(300),
+        let daemon = reconcile::daemon::DaemonOptions {
+            sources: opts.sources,
+            prune: opts.prune,
+            plan: opts.plan,
+            exec: ExecOptions {
+                // A busy instance is retried, never waited for: workers stay free.
+                lock_timeout: reconcile::outcome::BUSY_RETRY,
+                ..opts.exec
             },
-        )?;
+            parallel: opts.parallel,
+            resync: a.resync,
+            debounce: a.debounce,
+            backoff_cap: Duration::from_secs(300),
+        };
+        reconcile::daemon::run(&ctx.home, daemon)?;
         return Ok(0);
     }
-    let env = crate::spec::LoadEnv::new(&home.root);
-    let planned = plan_sources(&home, &env, &a);
+    let planned = ops::plan_sources(&ctx, &opts);
     show(&planned, &a, "Plan")?;
     if a.dry_run {
         return Ok(if planned.errors.is_empty() { 0 } else { 1 });
     }
-    let opts = ExecOptions {
-        debug: g.debug,
-        start_timeout: a.timeout,
-        verbose: true,
-        ..Default::default()
-    };
-    let popts = PlanOptions {
-        restart: a.restart,
-        recreate: a.recreate,
-    };
-    let failures = execute_all(&home, &env, &planned, &popts, &opts, a.parallel.max(1));
-    let mut failed: Vec<String> = failures;
-    for (f, e) in &planned.errors {
-        failed.push(format!("{f}: {e}"));
-    }
-    if a.wait {
-        failed.extend(wait_ready(&home, &env, &planned, a.timeout));
-    }
+    let mut failed = ops::apply(&ctx, &planned, &opts);
+    failed.extend(planned.errors.iter().map(|(f, e)| format!("{f}: {e}")));
     if failed.is_empty() {
-        crate::info!("{}", summary_line("Apply complete", &summarize(&planned)));
+        crate::info!("{}", summary_line("Apply complete", &planned.summary()));
         Ok(0)
     } else {
         anyhow::bail!("apply failed:\n  {}", failed.join("\n  "))
     }
-}
-
-/// Executes the non-empty plans, at most `parallel` at a time; returns failures.
-pub fn execute_all(
-    home: &Home,
-    env: &crate::spec::LoadEnv,
-    planned: &Planned,
-    popts: &PlanOptions,
-    opts: &ExecOptions,
-    parallel: usize,
-) -> Vec<String> {
-    let work: Vec<&(Plan, Option<Desired>)> = planned
-        .items
-        .iter()
-        .filter(|(p, _)| !p.steps.is_empty() || !p.refused.is_empty())
-        .collect();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let failures = std::sync::Mutex::new(Vec::new());
-    std::thread::scope(|scope| {
-        for _ in 0..parallel.min(work.len().max(1)) {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let Some((plan, desired)) = work.get(i) else {
-                        break;
-                    };
-                    let result = if plan.refused.is_empty() {
-                        reconcile::converge(
-                            home,
-                            env,
-                            &plan.instance,
-                            desired.as_ref(),
-                            popts,
-                            opts,
-                        )
-                        .map(|_| ())
-                    } else {
-                        reconcile::execute(home, plan, desired.as_ref(), opts)
-                    };
-                    if let Err(e) = result {
-                        failures.lock().unwrap().push(e.to_string());
-                    }
-                }
-            });
-        }
-    });
-    failures.into_inner().unwrap()
-}
-
-/// `--wait`: every instance that should run must be Ready; a degraded guest
-/// (failed requirement or provisioning script) fails with its errors.
-fn wait_ready(
-    home: &Home,
-    env: &crate::spec::LoadEnv,
-    planned: &Planned,
-    timeout: Duration,
-) -> Vec<String> {
-    let mut failed = Vec::new();
-    for (p, d) in &planned.items {
-        let Some(d) = d else { continue };
-        if d.power != Some(PowerState::Running) || !p.refused.is_empty() {
-            continue;
-        }
-        let start = std::time::Instant::now();
-        loop {
-            match reconcile::status::current(home, env, &p.instance) {
-                Some((_, s)) if s.is_true("Ready") => break,
-                Some((_, s)) if s.is_true("Degraded") => {
-                    let msg = s
-                        .condition("Degraded")
-                        .map(|c| c.message.clone())
-                        .unwrap_or_default();
-                    failed.push(format!(
-                        "instance {} is degraded: {msg}",
-                        quote_name(&p.instance)
-                    ));
-                    break;
-                }
-                Some((inst, _))
-                    if inst.status != store::Status::Running
-                        && start.elapsed() > Duration::from_secs(5) =>
-                {
-                    failed.push(format!(
-                        "instance {} is not running ({})",
-                        quote_name(&p.instance),
-                        inst.status.as_str()
-                    ));
-                    break;
-                }
-                None => {
-                    failed.push(format!(
-                        "instance {} does not exist",
-                        quote_name(&p.instance)
-                    ));
-                    break;
-                }
-                _ => {}
-            }
-            if start.elapsed() > timeout {
-                failed.push(format!(
-                    "instance {} did not become Ready within {}s",
-                    quote_name(&p.instance),
-                    timeout.as_secs()
-                ));
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-    failed
 }

@@ -203,7 +203,7 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
         if remotes.iter().any(|(n, _)| n == name) {
             continue;
         }
-        let inst = super::instance::existing(&home, &env, name)?;
+        let inst = crate::reconcile::ops::existing(&home, &env, name)?;
         if inst.status == Status::Stopped {
             anyhow::bail!(
                 "instance {} is stopped, run `limactl start {name}` to start the instance",

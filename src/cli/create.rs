@@ -1,10 +1,9 @@
 //! `limactl create [--name N] [TEMPLATE|FILE|-]`
 
-use super::editflags::{CreateFlags, EditFlags};
-use super::instance::{Target, resolve_target};
-use crate::reconcile::{self, ExecOptions};
-use crate::spec::yaml::quote_name;
-use crate::store::{self, Home};
+use crate::reconcile::ExecOptions;
+use crate::reconcile::ops::edits::{CreateFlags, EditFlags};
+use crate::reconcile::ops::target::{Target, resolve_target};
+use crate::reconcile::ops::{self, Ctx, OpsError};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -23,38 +22,31 @@ pub struct Args {
 }
 
 pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
-    let home = Home::from_env();
-    let env = crate::spec::LoadEnv::new(&home.root);
+    let ctx = Ctx::from_env();
     if a.list_templates {
-        for (n, _) in env.store.list() {
+        for (n, _) in ctx.env.store.list() {
             println!("{n}");
         }
         return Ok(0);
     }
     let target = resolve_target(
-        &home,
-        &env,
+        &ctx,
         a.template.as_deref(),
         a.name.as_deref(),
         &a.edit,
         &a.create,
         None,
+        &mut super::read_stdin,
     )?;
     let desired = match target {
-        Target::Existing(name) => anyhow::bail!("instance {} already exists", quote_name(&name)),
+        Target::Existing(name) => return Err(OpsError::Exists { name }.into()),
         Target::New(d) => d,
     };
-    let observed = store::inspect(&home, &env, &desired.name);
-    let plan = reconcile::plan(
-        Some(&desired),
-        &observed,
-        &reconcile::PlanOptions::default(),
-    );
-    let opts = ExecOptions {
+    let exec = ExecOptions {
         debug: g.debug,
         ..Default::default()
     };
-    reconcile::execute(&home, &plan, Some(&desired), &opts)?;
+    ops::create(&ctx, &desired, &exec, &mut |_| {})?;
     crate::info!(
         "Run `limactl start {}` to start the instance.",
         desired.name

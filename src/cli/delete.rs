@@ -1,8 +1,8 @@
 //! `limactl delete NAME… [-f]`
 
-use crate::reconcile::{self, Action, ExecOptions};
+use crate::reconcile::ExecOptions;
+use crate::reconcile::ops::{self, Ctx, Deleted};
 use crate::spec::yaml::quote_name;
-use crate::store::{self, Home};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -14,41 +14,19 @@ pub struct Args {
 }
 
 pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
-    let home = Home::from_env();
-    let env = crate::spec::LoadEnv::new(&home.root);
-    let opts = ExecOptions {
+    let ctx = Ctx::from_env();
+    let exec = ExecOptions {
         debug: g.debug,
         ..Default::default()
     };
     let mut errors = Vec::new();
     for name in &a.names {
-        if let Err(e) = crate::spec::names::validate_instance_name(name) {
-            errors.push(e);
-            continue;
-        }
-        let inst = store::inspect(&home, &env, name);
-        if !inst.dir_exists {
-            crate::warn!("Ignoring non-existent instance {}", quote_name(name));
-            continue;
-        }
-        let mut plan = reconcile::plan(None, &inst, &reconcile::PlanOptions::default());
-        if a.force {
-            for s in &mut plan.steps {
-                if let Action::Stop { force } = &mut s.action {
-                    *force = true;
-                }
+        match ops::delete(&ctx, name, a.force, &exec) {
+            Ok(Deleted::Deleted) => {}
+            Ok(Deleted::Absent) => {
+                crate::warn!("Ignoring non-existent instance {}", quote_name(name))
             }
-        }
-        if !plan.refused.is_empty() {
-            errors.push(format!(
-                "failed to delete instance {}: {}",
-                quote_name(name),
-                plan.refused.join("; ")
-            ));
-            continue;
-        }
-        if let Err(e) = reconcile::execute(&home, &plan, None, &opts) {
-            errors.push(e.to_string());
+            Err(e) => errors.push(e.to_string()),
         }
     }
     if errors.is_empty() {

@@ -4,12 +4,13 @@
 //! `--restart=auto`, or stay pending (see `limactl status`) with the default
 //! `--restart=never`.
 
-use super::editflags::EditFlags;
-use super::instance::{desired_from_node, edited_desired, existing};
-use crate::reconcile::{self, ExecOptions, PlanOptions, RestartPolicy};
+use crate::reconcile::ops::edits::EditFlags;
+use crate::reconcile::ops::target::{desired_from_node, edited_desired};
+use crate::reconcile::ops::{self, Ctx};
+use crate::reconcile::{ExecOptions, RestartPolicy};
+use crate::spec::load;
 use crate::spec::yaml::quote_name;
-use crate::spec::{load, yaml};
-use crate::store::{Home, paths::files};
+use crate::store::paths::files;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -23,11 +24,10 @@ pub struct Args {
 }
 
 pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
-    let home = Home::from_env();
-    let env = crate::spec::LoadEnv::new(&home.root);
+    let ctx = Ctx::from_env();
     let name = a.name.clone().unwrap_or_else(|| "default".into());
-    let inst = existing(&home, &env, &name)?;
-    let desired = match edited_desired(&env, &inst, &a.edit, None)? {
+    let inst = ops::existing(&ctx.home, &ctx.env, &name)?;
+    let desired = match edited_desired(&ctx, &inst, &a.edit, None)? {
         Some(d) => d,
         None if !g.tty => {
             crate::info!(
@@ -60,26 +60,17 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
                 return Ok(0);
             }
             let node = load::parse_template(&load::Template::from_text(&path, text.clone()))?;
-            let mut d = desired_from_node(&env, &inst, &node, None)?;
-            d.lima_yaml = text;
-            let _ = yaml::emit;
-            d
+            // The user's bytes are stored as they wrote them.
+            desired_from_node(&ctx, &inst, &node, Some(text), None)?
         }
     };
-    let plan = reconcile::plan(
-        Some(&desired),
-        &inst,
-        &PlanOptions {
-            restart: a.restart,
-            recreate: false,
-        },
-    );
-    super::apply::print_plans(std::slice::from_ref(&plan), true);
-    let opts = ExecOptions {
+    let exec = ExecOptions {
         debug: g.debug,
         ..Default::default()
     };
-    reconcile::execute(&home, &plan, Some(&desired), &opts)?;
+    let plan = ops::edit(&ctx, &desired, a.restart, &exec, &mut |p| {
+        super::apply::show_plan(p, true)
+    })?;
     crate::info!("Instance {} configuration edited", quote_name(&name));
     if !plan.pending_restart.is_empty() {
         crate::info!(

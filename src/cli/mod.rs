@@ -11,10 +11,8 @@ mod create;
 mod delete;
 mod disk;
 mod edit;
-mod editflags;
 mod hostagent;
 mod info;
-mod instance;
 mod jsonschema;
 mod list;
 mod protect;
@@ -208,7 +206,7 @@ pub fn main_with_args(mut args: Vec<std::ffi::OsString>) -> i32 {
         Command::Restart(a) => start::restart(a, &globals),
         Command::Delete(a) => delete::run(a, &globals),
         Command::Apply(a) => apply::run(a, &globals),
-        Command::Diff(a) => match apply::diff(a) {
+        Command::Diff(a) => match apply::diff(a, &globals) {
             Ok(code) => Ok(code),
             Err(e) => {
                 fatal(&format!("{e:#}"));
@@ -266,12 +264,7 @@ pub fn load_env() -> crate::spec::LoadEnv {
     crate::spec::LoadEnv::new(&crate::store::paths::lima_home())
 }
 
-/// Logs the warnings a load produced.
-pub fn log_warnings(warnings: &[String]) {
-    for w in warnings {
-        crate::warn!("{w}");
-    }
-}
+pub use crate::reconcile::ops::target::log_warnings;
 
 /// Host environment variables `limactl shell --preserve-env` never forwards.
 pub fn shell_env_block() -> Vec<&'static str> {

@@ -2,7 +2,7 @@
 
 use std::os::unix::process::CommandExt;
 
-use super::instance::existing;
+use crate::reconcile::ops::existing;
 use crate::spec::yaml::quote_name;
 use crate::ssh::{SshTarget, shell_quote};
 use crate::store::{Home, Status};

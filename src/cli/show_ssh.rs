@@ -1,6 +1,6 @@
 //! `limactl show-ssh [--format cmd|args|options|config] INSTANCE` (deprecated in Lima).
 
-use super::instance::existing;
+use crate::reconcile::ops::existing;
 use crate::ssh::SshTarget;
 use crate::store::Home;
 use crate::store::paths::files;

@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use super::editflags::{CreateFlags, EditFlags};
-use super::instance::{Target, desired_of, edited_desired, existing, resolve_target};
-use crate::reconcile::{self, Action, ExecOptions, PlanOptions, PowerState, Step};
+use crate::reconcile::ops::edits::{CreateFlags, EditFlags};
+use crate::reconcile::ops::target::{Target, existing_desired, resolve_target};
+use crate::reconcile::ops::{self, Ctx, StartOptions, Started};
+use crate::reconcile::{ExecOptions, PowerState};
 use crate::spec::yaml::quote_name;
-use crate::store::{self, Home, Status};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -59,100 +59,70 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
-    let home = Home::from_env();
-    let env = crate::spec::LoadEnv::new(&home.root);
-    let opts = ExecOptions {
-        debug: g.debug,
-        start_timeout: a.timeout,
-        foreground: a.foreground,
-        ..Default::default()
+    let ctx = Ctx::from_env();
+    let opts = StartOptions {
+        exec: ExecOptions {
+            debug: g.debug,
+            launch_timeout: a.timeout,
+            foreground: a.foreground,
+            ..Default::default()
+        },
+        timeout: a.timeout,
     };
     let target = resolve_target(
-        &home,
-        &env,
+        &ctx,
         a.target.as_deref(),
         a.name.as_deref(),
         &a.edit,
         &a.create,
         Some(PowerState::Running),
+        &mut super::read_stdin,
     )?;
     let desired = match target {
         Target::New(d) => *d,
         Target::Existing(name) => {
-            let inst = existing(&home, &env, &name)?;
+            let inst = ops::existing(&ctx.home, &ctx.env, &name)?;
             if !a.create.expressions()?.is_empty() {
                 crate::warn!(
                     "--arch, --containerd and --plain are not applicable to an existing instance; ignored"
                 );
             }
-            match edited_desired(&env, &inst, &a.edit, Some(PowerState::Running))? {
-                Some(d) => d,
-                None => {
-                    if inst.status == Status::Running {
-                        let hint = if name == "default" {
-                            "lima".to_string()
-                        } else {
-                            format!("limactl shell {name}")
-                        };
-                        crate::info!(
-                            "The instance {} is already running. Run `{hint}` to open the shell.",
-                            quote_name(&name)
-                        );
-                    }
-                    desired_of(&inst, Some(PowerState::Running))?
-                }
-            }
+            existing_desired(&ctx, &inst, &a.edit, Some(PowerState::Running))?.0
         }
     };
-    let observed = store::inspect(&home, &env, &desired.name);
-    let plan = reconcile::plan(Some(&desired), &observed, &PlanOptions::default());
-    super::apply::print_plans(std::slice::from_ref(&plan), false);
-    reconcile::execute(&home, &plan, Some(&desired), &opts)?;
+    let started = ops::start(&ctx, &desired, &opts, &mut |p| {
+        super::apply::show_plan(p, false)
+    })?;
+    if let Started::AlreadyRunning = started {
+        let name = &desired.name;
+        let hint = if name == "default" {
+            "lima".to_string()
+        } else {
+            format!("limactl shell {name}")
+        };
+        crate::info!(
+            "The instance {} is already running. Run `{hint}` to open the shell.",
+            quote_name(name)
+        );
+    }
     Ok(0)
 }
 
 pub fn restart(a: RestartArgs, g: &super::Globals) -> anyhow::Result<i32> {
-    let home = Home::from_env();
-    let env = crate::spec::LoadEnv::new(&home.root);
+    let ctx = Ctx::from_env();
     let name = a.name.unwrap_or_else(|| "default".into());
-    let inst = existing(&home, &env, &name)?;
-    let desired = match edited_desired(&env, &inst, &a.edit, Some(PowerState::Running))? {
-        Some(d) => d,
-        None => desired_of(&inst, Some(PowerState::Running))?,
+    let inst = ops::existing(&ctx.home, &ctx.env, &name)?;
+    let (desired, _) = existing_desired(&ctx, &inst, &a.edit, Some(PowerState::Running))?;
+    let opts = StartOptions {
+        exec: ExecOptions {
+            debug: g.debug,
+            launch_timeout: a.timeout,
+            ..Default::default()
+        },
+        timeout: a.timeout,
     };
-    let opts = ExecOptions {
-        debug: g.debug,
-        start_timeout: a.timeout,
-        ..Default::default()
-    };
-    // Planned as if already stopped (update, grow the disk, start), with the
-    // stop of a running VM in front: a restart is exactly that.
-    let as_stopped = crate::store::Instance {
-        status: Status::Stopped,
-        ..inst.clone()
-    };
-    let mut plan = reconcile::plan(Some(&desired), &as_stopped, &PlanOptions::default());
-    if inst.status == Status::Running || inst.liveness.host_agent || inst.liveness.qemu {
-        plan.steps.insert(
-            0,
-            Step {
-                action: Action::Stop {
-                    force: a.force || inst.status != Status::Running,
-                },
-                reason: "restart requested".into(),
-            },
-        );
-    } else {
-        crate::info!("The instance is not running, continuing with the restart");
-    }
-    if !plan.steps.iter().any(|s| s.action == Action::Start) {
-        plan.steps.push(Step {
-            action: Action::Start,
-            reason: "restart requested".into(),
-        });
-    }
-    plan.kind = reconcile::Kind::Restart;
-    super::apply::print_plans(std::slice::from_ref(&plan), false);
-    reconcile::execute(&home, &plan, Some(&desired), &opts)?;
+    ops::restart(&ctx, &desired, a.force, &opts, &mut |p| {
+        super::apply::show_plan(p, false)
+    })?;
     Ok(0)
 }

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use crate::reconcile::status;
+use crate::reconcile::status::{self, ConditionType};
 use crate::spec::yaml::quote_name;
 use crate::store::{self, Home};
 
@@ -15,10 +15,8 @@ pub struct Args {
     pub json: bool,
 }
 
-fn cond(s: &status::InstanceStatus, kind: &str) -> String {
-    s.condition(kind)
-        .map(|c| c.status.clone())
-        .unwrap_or_else(|| "Unknown".into())
+fn cond(s: &status::InstanceStatus, kind: ConditionType) -> String {
+    s.status_of(kind).as_str().to_string()
 }
 
 /// `-`, or the failures in a row and when the daemon tries again.
@@ -72,16 +70,16 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             writeln!(out, "{j}")?;
         } else {
             let pending = if s.pending_restart.is_empty() {
-                cond(&s, "RestartRequired")
+                cond(&s, ConditionType::RestartRequired)
             } else {
                 format!("True ({})", s.pending_restart.join(", "))
             };
             rows.push(vec![
                 n.clone(),
                 inst.status.as_str().to_string(),
-                cond(&s, "Ready"),
+                cond(&s, ConditionType::Ready),
                 pending,
-                cond(&s, "Degraded"),
+                cond(&s, ConditionType::Degraded),
                 format!("{}/{}", s.observed_generation, s.generation),
                 backoff_cell(s.backoff.as_ref()),
                 s.last_error

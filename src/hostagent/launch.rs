@@ -189,13 +189,74 @@ pub struct Ready {
     pub ssh_local_port: u16,
 }
 
+/// After [`spawn`]: waits until the host agent reports its first event (it
+/// emits one as soon as QEMU runs) or exits, and hands the child to a thread
+/// that reaps it. Short: the guest's boot is not waited for (see [`wait_ready`]).
+pub fn wait_launched(
+    dir: &Path,
+    name: &str,
+    mut child: Child,
+    timeout: Duration,
+) -> Result<(), LaunchError> {
+    let mut reader = EventReader::from_start(&dir.join(files::HA_STDOUT_LOG));
+    let start = Instant::now();
+    let result = loop {
+        match reader.poll().map_err(LaunchError::Events) {
+            Err(e) => break Err(e),
+            Ok(events) => {
+                if let Some(ev) = events.first() {
+                    break if ev.status.exiting {
+                        Err(LaunchError::Exited {
+                            name: name.into(),
+                            detail: format!("it reported `exiting`{}", diagnostics(dir)),
+                        })
+                    } else {
+                        Ok(())
+                    };
+                }
+            }
+        }
+        match child.try_wait() {
+            Err(e) => break Err(e.into()),
+            Ok(Some(status)) => {
+                // What it wrote before dying decides.
+                let launched = reader
+                    .poll()
+                    .is_ok_and(|evs| evs.first().is_some_and(|e| !e.status.exiting));
+                break if launched {
+                    Ok(())
+                } else {
+                    Err(LaunchError::Exited {
+                        name: name.into(),
+                        detail: format!("{status}{}", diagnostics(dir)),
+                    })
+                };
+            }
+            Ok(None) => {}
+        }
+        if start.elapsed() >= timeout {
+            break Err(LaunchError::Timeout {
+                name: name.into(),
+                timeout,
+                detail: diagnostics(dir),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // The host agent lives on in its own session; whoever launched it reaps
+    // it so that no zombie is left behind a long-lived daemon.
+    std::thread::spawn(move || child.wait());
+    result
+}
+
 /// Follows `ha.stdout.log` until the `running` event (Ok), an `exiting`
-/// event or the host agent's death (Err), or the timeout. `on_event` gets
-/// every event, and `None` at every poll (to show progress as it happens).
+/// event or the host agent's death (its liveness lock released: Err), or
+/// the timeout. `on_event` gets every event, and `None` at every poll (to
+/// show progress as it happens). Level-triggered: the events are read from
+/// the start of the current run, so it may be called at any time.
 pub fn wait_ready(
     dir: &Path,
     name: &str,
-    child: &mut Child,
     timeout: Duration,
     mut on_event: impl FnMut(Option<&Event>),
 ) -> Result<Ready, LaunchError> {
@@ -204,6 +265,9 @@ pub fn wait_ready(
     let mut ready = Ready::default();
     loop {
         on_event(None);
+        // Liveness before the events: a running event written just before
+        // the host agent exited still counts.
+        let alive = lock::is_held(&dir.join(files::HA_LOCK));
         let events = reader.poll().map_err(LaunchError::Events)?;
         for ev in events {
             on_event(Some(&ev));
@@ -226,19 +290,10 @@ pub fn wait_ready(
                 return Ok(ready);
             }
         }
-        if let Some(status) = child.try_wait()? {
-            // Read what it wrote before dying.
-            if let Ok(evs) = reader.poll() {
-                for ev in &evs {
-                    on_event(Some(ev));
-                    if ev.status.running && !ev.status.degraded {
-                        return Ok(ready);
-                    }
-                }
-            }
+        if !alive {
             return Err(LaunchError::Exited {
                 name: name.into(),
-                detail: format!("{status}{}", diagnostics(dir)),
+                detail: format!("it is not running{}", diagnostics(dir)),
             });
         }
         if start.elapsed() >= timeout {

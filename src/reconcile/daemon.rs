@@ -6,28 +6,43 @@
 //! (the liveness locks, probed every 250 ms) and a periodic resync only
 //! *enqueue* an instance name; a worker then re-reads the file, re-observes
 //! the instance and converges it like `apply`, never two workers on one
-//! instance. A file that does not load never leads to an action: its error
-//! goes on the instance's status. The daemon holds `_daemon/lock` for its life
-//! (one daemon per `LIMA_HOME`) and owns no VM: killing it stops nothing, and
-//! a new daemon simply observes the running host agents (adoption).
+//! instance. Reconciles are short: a start returns once QEMU runs, and a
+//! booting guest is looked at again later ([`STARTING_RECHECK`]), so one
+//! slow boot never holds a worker. A reconcile returns a typed [`Requeue`];
+//! its errors go through [`outcome::error_policy`]. A file that does not
+//! load never leads to an action: its error goes on the instance's status.
+//! The daemon holds `_daemon/lock` for its life (one daemon per
+//! `LIMA_HOME`) and owns no VM: killing it stops nothing, and a new daemon
+//! simply observes the running host agents (adoption).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use super::controller::{Queue, When, backoff};
+use super::backoff::{self, Failure};
+use super::controller::{Queue, When};
+use super::ops::{self, Ctx};
+use super::outcome::{self, ReconcileError, Requeue};
 use super::plan::PowerState;
 use super::power::{self, LastExit};
-use super::status::{self, Backoff};
+use super::source::{Claim, Source, Sources, instance_name, is_shared_part};
+use super::status::{self, ConditionType};
 use super::{ExecOptions, PlanOptions, journal};
 use crate::spec::yaml::quote_name;
+use crate::store::paths::files;
 use crate::store::{self, Home, Status};
 
 /// Where the daemon keeps its lock and pid.
 pub const DAEMON_DIR: &str = "_daemon";
+
+/// How often a booting guest is looked at again (its Ready condition).
+pub const STARTING_RECHECK: Duration = Duration::from_secs(5);
+
+/// How long a VM must run before its past failures are forgotten.
+const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Debug)]
 pub struct DaemonOptions {
@@ -44,57 +59,9 @@ pub struct DaemonOptions {
     pub backoff_cap: Duration,
 }
 
-/// A watched source: a directory, or a single file (its directory is watched).
-#[derive(Clone, Debug)]
-struct WatchedSource {
-    /// The owner id recorded in instances (canonical path).
-    id: String,
-    dir: PathBuf,
-    /// `Some` for a single-file source.
-    file: Option<PathBuf>,
-}
-
-impl WatchedSource {
-    /// The file declaring `name` in this source, if it exists now.
-    fn file_for(&self, name: &str) -> Option<PathBuf> {
-        if let Some(f) = &self.file {
-            return (instance_name(f).as_deref() == Some(name) && f.exists()).then(|| f.clone());
-        }
-        ["yaml", "yml"]
-            .iter()
-            .map(|ext| self.dir.join(format!("{name}.{ext}")))
-            .find(|p| p.is_file())
-    }
-
-    /// Every instance name declared now.
-    fn names(&self) -> Vec<String> {
-        if let Some(f) = &self.file {
-            return instance_name(f).into_iter().collect();
-        }
-        let Ok(rd) = std::fs::read_dir(&self.dir) else {
-            return Vec::new();
-        };
-        rd.flatten()
-            .filter_map(|e| instance_name(&e.path()))
-            .collect()
-    }
-}
-
-/// The instance a path declares: `DIR/NAME.yaml` (not `.`- or `_`-prefixed).
-fn instance_name(p: &Path) -> Option<String> {
-    let f = p.file_name()?.to_str()?;
-    if f.starts_with('.') || f.starts_with('_') {
-        return None;
-    }
-    f.strip_suffix(".yaml")
-        .or_else(|| f.strip_suffix(".yml"))
-        .map(str::to_string)
-}
-
 struct Daemon {
-    home: Home,
-    env: crate::spec::LoadEnv,
-    sources: Vec<WatchedSource>,
+    ctx: Ctx,
+    sources: Sources,
     opts: DaemonOptions,
     queue: Queue,
 }
@@ -130,18 +97,9 @@ pub fn run(home: &Home, opts: DaemonOptions) -> anyhow::Result<()> {
     let _lock = lock_daemon(home)?;
     let mut sources = Vec::new();
     for s in &opts.sources {
-        let abs = std::fs::canonicalize(s)
+        let source = Source::open(s)
             .with_context(|| format!("cannot watch {}", quote_name(&s.display().to_string())))?;
-        let (dir, file) = if abs.is_dir() {
-            (abs.clone(), None)
-        } else {
-            (abs.parent().unwrap().to_path_buf(), Some(abs.clone()))
-        };
-        sources.push(WatchedSource {
-            id: abs.display().to_string(),
-            dir,
-            file,
-        });
+        sources.push(source);
     }
     let mut sigs = nix::sys::signal::SigSet::empty();
     for s in [
@@ -154,9 +112,8 @@ pub fn run(home: &Home, opts: DaemonOptions) -> anyhow::Result<()> {
     sigs.thread_block()?;
 
     let d = Arc::new(Daemon {
-        env: crate::spec::LoadEnv::new(&home.root),
-        home: home.clone(),
-        sources,
+        ctx: Ctx::new(home.clone()),
+        sources: Sources(sources),
         opts,
         queue: Queue::new(),
     });
@@ -191,9 +148,9 @@ pub fn run(home: &Home, opts: DaemonOptions) -> anyhow::Result<()> {
         let d = d.clone();
         std::thread::spawn(move || {
             while let Some(name) = d.queue.next() {
-                let again = d.reconcile(&name);
+                let requeue = d.reconcile(&name);
                 d.queue.done(&name);
-                if let Some(after) = again {
+                if let Requeue::After(after) = requeue {
                     d.queue.add(&name, When::After(after));
                 }
             }
@@ -209,18 +166,11 @@ pub fn run(home: &Home, opts: DaemonOptions) -> anyhow::Result<()> {
 
 impl Daemon {
     /// Names the daemon is responsible for: declared, or owned by a source.
-    fn all_names(&self) -> BTreeSet<String> {
-        let mut names: BTreeSet<String> = self.sources.iter().flat_map(|s| s.names()).collect();
-        for n in store::instance_names(&self.home).unwrap_or_default() {
-            let owner = store::instance::read_owner(&self.home.instance_dir(&n));
-            if self
-                .sources
-                .iter()
-                .any(|s| owner.as_deref() == Some(s.id.as_str()))
-            {
-                names.insert(n);
-            }
-        }
+    fn all_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.sources.iter().flat_map(Source::names).collect();
+        names.extend(self.sources.owned_instances(&self.ctx.home));
+        names.sort();
+        names.dedup();
         names
     }
 
@@ -247,20 +197,10 @@ impl Daemon {
                 return;
             }
             for p in &ev.paths {
-                let Some(src) = d
-                    .sources
-                    .iter()
-                    .find(|s| p.parent() == Some(s.dir.as_path()))
-                else {
+                let Some(src) = d.sources.iter().find(|s| s.concerns(p)) else {
                     continue;
                 };
-                if let Some(f) = &src.file
-                    && p != f
-                {
-                    continue;
-                }
-                let fname = p.file_name().and_then(|f| f.to_str()).unwrap_or("");
-                if fname.starts_with('_') && (fname.ends_with(".yaml") || fname.ends_with(".yml")) {
+                if is_shared_part(p) {
                     // A shared part changed: every instance of the source may depend on it.
                     for n in src.names() {
                         d.queue.add(&n, When::Debounce(d.opts.debounce));
@@ -270,9 +210,11 @@ impl Daemon {
                 }
             }
         })?;
-        for s in &self.sources {
-            w.watch(&s.dir, notify::RecursiveMode::NonRecursive)
-                .with_context(|| format!("cannot watch {}", s.dir.display()))?;
+        let mut dirs: Vec<&Path> = self.sources.iter().map(Source::dir).collect();
+        dirs.dedup();
+        for dir in dirs {
+            w.watch(dir, notify::RecursiveMode::NonRecursive)
+                .with_context(|| format!("cannot watch {}", dir.display()))?;
         }
         Ok(w)
     }
@@ -282,7 +224,7 @@ impl Daemon {
         let mut last: BTreeMap<String, store::instance::Liveness> = BTreeMap::new();
         loop {
             for n in self.all_names() {
-                let live = store::instance::Liveness::probe(&self.home.instance_dir(&n));
+                let live = store::instance::Liveness::probe(&self.ctx.home.instance_dir(&n));
                 if last.get(&n) != Some(&live) {
                     if last.contains_key(&n) {
                         self.queue.add(&n, When::Now);
@@ -295,7 +237,7 @@ impl Daemon {
     }
 
     fn record_error(&self, name: &str, message: &str) {
-        let dir = self.home.instance_dir(name);
+        let dir = self.ctx.home.instance_dir(name);
         crate::error!("{}: {message}", quote_name(name));
         if dir.is_dir() {
             journal::record_error(&dir, name, message);
@@ -307,202 +249,180 @@ impl Daemon {
         }
     }
 
-    /// One level-triggered reconcile; returns when to look again, if needed.
-    fn reconcile(&self, name: &str) -> Option<Duration> {
-        let dir = self.home.instance_dir(name);
-        let declared = self
-            .sources
-            .iter()
-            .find_map(|s| s.file_for(name).map(|f| (s, f)));
-        let observed = store::inspect(&self.home, &self.env, name);
-        let Some((src, file)) = declared else {
-            let owned_by_dir_source = self
-                .sources
-                .iter()
-                .any(|s| s.file.is_none() && observed.owner.as_deref() == Some(s.id.as_str()));
-            if self.opts.prune && observed.dir_exists && owned_by_dir_source {
+    /// One level-triggered reconcile; failures go through the error policy.
+    fn reconcile(&self, name: &str) -> Requeue {
+        let err = match self.try_reconcile(name) {
+            Ok(requeue) => return requeue,
+            Err(e) => e,
+        };
+        self.record_error(name, &err.to_string());
+        let dir = self.ctx.home.instance_dir(name);
+        let mut st = status::read(&dir);
+        let mut b = st.backoff.clone().unwrap_or_default();
+        let requeue = outcome::error_policy(&err, &mut b, self.opts.backoff_cap, backoff::now());
+        if dir.is_dir() && st.backoff.as_ref() != Some(&b) {
+            st.backoff = Some(b);
+            let _ = status::write(&dir, &st);
+        }
+        requeue
+    }
+
+    fn try_reconcile(&self, name: &str) -> Result<Requeue, ReconcileError> {
+        let ctx = &self.ctx;
+        let observed = store::inspect(&ctx.home, &ctx.env, name);
+        match self.sources.claim(name, observed.owner.as_deref()) {
+            Claim::Declared { source, file } => self.reconcile_declared(name, source, file),
+            Claim::Orphan { .. } if self.opts.prune && observed.dir_exists => {
                 crate::info!(
                     "{}: its file is gone from the source; deleting it (--prune)",
                     quote_name(name)
                 );
-                if let Err(e) = super::converge(
-                    &self.home,
-                    &self.env,
-                    name,
-                    None,
-                    &self.opts.plan,
-                    &self.opts.exec,
-                ) {
-                    self.record_error(name, &e.to_string());
-                    return Some(Duration::from_secs(30));
-                }
+                let popts = ops::apply::pruning(&self.opts.plan);
+                ops::converge(ctx, name, None, &popts, &self.opts.exec, &mut |_| {})?;
+                Ok(Requeue::AwaitChange)
             }
-            return None;
-        };
-        let (loaded, warnings) = super::source::load_file(&file, name, &self.env, &src.id);
-        for w in warnings {
+            Claim::Orphan { .. } | Claim::Unmanaged => Ok(Requeue::AwaitChange),
+        }
+    }
+
+    fn reconcile_declared(
+        &self,
+        name: &str,
+        source: &Source,
+        file: PathBuf,
+    ) -> Result<Requeue, ReconcileError> {
+        let ctx = &self.ctx;
+        let entry = source.load(&file, name, &ctx.env);
+        for w in &entry.warnings {
             crate::warn!("{w}");
         }
-        let mut desired = match loaded {
-            Ok(d) => d,
-            Err(e) => {
-                // A partial or broken file never leads to an action.
-                self.record_error(name, &format!("{}: not applied: {e}", file.display()));
-                return None;
-            }
+        let not_applied = |error| ReconcileError::Entry {
+            file: file.clone(),
+            error,
         };
-        if let Some(owner) = &observed.owner
-            && owner != &src.id
-        {
-            self.record_error(
-                name,
-                &format!("managed by another source ({owner}); left alone"),
-            );
-            return None;
-        }
-        desired.power =
-            power::desired_power(desired.config.run_strategy.as_deref(), Some(&observed));
-
-        // Crash loop protection: the first relaunch after a failure is
-        // immediate, then the wait doubles (with jitter) up to the cap.
-        let mut st = if observed.dir_exists {
-            status::read(&dir)
-        } else {
-            Default::default()
-        };
-        if observed.dir_exists
-            && desired.power == Some(PowerState::Running)
-            && observed.status != Status::Running
-        {
-            // A failed run: QEMU gone under a live host agent (Broken), or the
-            // host agent gone without a clean exit. Each run (keyed by the
-            // time it started) is counted once.
-            let failure = match power::last_exit(&dir, observed.liveness.host_agent) {
-                LastExit::Failed(why) => Some(why),
-                _ if observed.status == Status::Broken => Some(observed.errors.join("; ")),
-                _ => None,
-            };
-            if let Some(why) = failure {
-                let run = std::fs::metadata(dir.join(crate::store::paths::files::STARTED_SPEC))
-                    .and_then(|m| m.modified())
-                    .map(|t| format!("{t:?}"))
-                    .unwrap_or_default();
-                let mut b = st.backoff.clone().unwrap_or_default();
-                if b.last_failure_time != run {
-                    b.failures += 1;
-                    b.last_failure_time = run;
-                    b.reason = why;
-                    let wait = backoff(b.failures, self.opts.backoff_cap);
-                    b.next_attempt = (chrono::Local::now()
-                        + chrono::Duration::from_std(wait).unwrap_or_default())
-                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, false);
-                    st.backoff = Some(b.clone());
-                    let _ = status::write(&dir, &st);
-                    crate::warn!(
-                        "{}: the VM failed ({}); relaunching {}",
-                        quote_name(name),
-                        b.reason,
-                        if wait.is_zero() {
-                            "now".to_string()
-                        } else {
-                            format!(
-                                "in {:.1}s (failure {} in a row)",
-                                wait.as_secs_f64(),
-                                b.failures
-                            )
-                        }
-                    );
-                }
-                if let Some(left) = time_left(&b.next_attempt) {
-                    return Some(left);
-                }
-            }
+        // A partial or broken file never leads to an action.
+        let desired = entry.desired.map_err(not_applied)?;
+        let observed = store::inspect(&ctx.home, &ctx.env, name);
+        source
+            .check_owner(name, observed.owner.as_deref())
+            .map_err(not_applied)?;
+        let desired = ops::apply::with_power(desired, &observed);
+        if let Some(wait) = self.crash_backoff(name, &observed, desired.power) {
+            return Ok(Requeue::After(wait));
         }
 
-        match super::converge(
-            &self.home,
-            &self.env,
+        let plan = ops::converge(
+            ctx,
             name,
             Some(&desired),
             &self.opts.plan,
             &self.opts.exec,
-        ) {
-            Ok(plan) => {
-                // The file loads and converged: an old error is history.
-                let mut now_st = status::read(&dir);
-                if dir.is_dir() && now_st.last_error.is_some() {
-                    now_st.last_error = None;
-                    let _ = status::write(&dir, &now_st);
-                }
-                if !plan.steps.is_empty() {
-                    crate::info!(
-                        "{}: converged ({})",
-                        quote_name(name),
-                        plan.steps
-                            .iter()
-                            .map(|s| s.action.verb())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    );
-                }
-                // Running for a while again: forget past failures.
-                if observed.status == Status::Running {
-                    self.maybe_reset_backoff(&dir, &mut st);
-                }
-                // While running, look again soon enough to reset the backoff.
-                st.backoff
-                    .as_ref()
-                    .filter(|b| b.failures > 0)
-                    .map(|_| Duration::from_secs(30))
-            }
-            Err(e) => {
-                let msg = e.to_string();
-                self.record_error(name, &msg);
-                if msg.contains("refused")
-                    || msg.contains("is immutable")
-                    || msg.contains("cannot shrink")
-                {
-                    // Nothing changes by retrying a refusal; the next file change will.
-                    return None;
-                }
-                let mut st = status::read(&dir);
-                let mut b = st.backoff.clone().unwrap_or_default();
-                b.failures += 1;
-                b.reason = msg;
-                let wait = backoff(b.failures.max(2), self.opts.backoff_cap);
-                b.next_attempt = (chrono::Local::now()
-                    + chrono::Duration::from_std(wait).unwrap_or_default())
-                .to_rfc3339_opts(chrono::SecondsFormat::Millis, false);
-                st.backoff = Some(b);
-                if dir.is_dir() {
-                    let _ = status::write(&dir, &st);
-                }
-                Some(wait)
-            }
+            &mut |_| {},
+        )?;
+        if plan.is_empty() {
+            // Nothing ran, so nothing recorded the status: keep it current
+            // (a guest that became Ready, an old error that is history).
+            status::record(&ctx.home, name, None);
+        } else {
+            crate::info!(
+                "{}: converged ({})",
+                quote_name(name),
+                plan.steps
+                    .iter()
+                    .map(|s| s.action.verb())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
+        let dir = ctx.home.instance_dir(name);
+        let mut st = status::read(&dir);
+        if observed.status == Status::Running {
+            self.maybe_reset_backoff(&dir, &mut st);
+        }
+        // Look again while booting (readiness) and while failures are
+        // remembered (to forget them once the VM has run for a while).
+        let mut requeue = Requeue::AwaitChange;
+        let running = store::instance::Liveness::probe(&dir).host_agent;
+        if running && !st.is_true(ConditionType::Ready) {
+            requeue = requeue.min(Requeue::After(STARTING_RECHECK));
+        }
+        if st.backoff.as_ref().is_some_and(|b| b.is_failing()) {
+            requeue = requeue.min(Requeue::After(HEALTHY_AFTER / 2));
+        }
+        Ok(requeue)
     }
 
+    /// Crash-loop protection: a failed run (QEMU gone under a live host
+    /// agent, or the host agent gone without a clean exit) is counted once;
+    /// the first relaunch is immediate, then the wait doubles (with jitter)
+    /// up to the cap. Returns how long to wait before relaunching, if at all.
+    fn crash_backoff(
+        &self,
+        name: &str,
+        observed: &store::Instance,
+        power: Option<PowerState>,
+    ) -> Option<Duration> {
+        if !observed.dir_exists
+            || power != Some(PowerState::Running)
+            || observed.status == Status::Running
+        {
+            return None;
+        }
+        let dir = &observed.dir;
+        let why = match power::last_exit(dir, observed.liveness.host_agent) {
+            LastExit::Failed(why) => why,
+            _ if observed.status == Status::Broken => observed.errors.join("; "),
+            _ => return None,
+        };
+        // Each run is keyed by the time it started.
+        let run = std::fs::metadata(dir.join(files::STARTED_SPEC))
+            .and_then(|m| m.modified())
+            .map(|t| format!("{t:?}"))
+            .unwrap_or_default();
+        let mut st = status::read(dir);
+        let mut b = st.backoff.clone().unwrap_or_default();
+        let now = backoff::now();
+        let (counted, wait) = b.fail(
+            Failure::Crash { run: &run },
+            why,
+            self.opts.backoff_cap,
+            now,
+        );
+        if counted {
+            crate::warn!(
+                "{}: the VM failed ({}); relaunching {}",
+                quote_name(name),
+                b.reason,
+                if wait.is_zero() {
+                    "now".to_string()
+                } else {
+                    format!(
+                        "in {:.1}s (failure {} in a row)",
+                        wait.as_secs_f64(),
+                        b.failures
+                    )
+                }
+            );
+            st.backoff = Some(b.clone());
+            let _ = status::write(dir, &st);
+        }
+        b.wait_left(now)
+    }
+
+    /// Running for a while again: forget past failures.
     fn maybe_reset_backoff(&self, dir: &Path, st: &mut status::InstanceStatus) {
-        let Some(b) = &st.backoff else { return };
-        if b.failures == 0 {
+        if !st.backoff.as_ref().is_some_and(|b| b.is_failing()) {
             return;
         }
-        let since = std::fs::metadata(dir.join(crate::store::paths::files::STARTED_SPEC))
+        let since = std::fs::metadata(dir.join(files::STARTED_SPEC))
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.elapsed().ok());
-        if since.is_some_and(|s| s >= Duration::from_secs(60)) {
-            st.backoff = Some(Backoff::default());
+        if since.is_some_and(|s| s >= HEALTHY_AFTER) {
+            st.backoff = Some(Default::default());
             let _ = status::write(dir, st);
         }
     }
-}
-
-/// Time until an RFC 3339 instant, if it is in the future.
-fn time_left(at: &str) -> Option<Duration> {
-    let t = chrono::DateTime::parse_from_rfc3339(at).ok()?;
-    let now = chrono::Local::now().fixed_offset();
-    (t > now).then(|| (t - now).to_std().ok()).flatten()
 }
 
 /// A systemd user unit running the daemon (`KillMode=process`: stopping

@@ -28,7 +28,7 @@ pub fn record(dir: &Path, name: &str, step: &Step, phase: &str) {
             instance: name.to_string(),
             phase: phase.to_string(),
             step: step.action.verb().to_string(),
-            reason: step.reason.clone(),
+            reason: step.reason.to_string(),
         },
     );
 }

@@ -8,43 +8,81 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::plan::Plan;
 use crate::hostagent::events;
 use crate::spec::mutability::{self, FieldClass};
 use crate::store::paths::files;
 use crate::store::{self, Home, Instance, Status};
 
-pub const CONDITION_TYPES: &[&str] =
-    &["Created", "Running", "Ready", "RestartRequired", "Degraded"];
+/// The condition types, in the order they are reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConditionType {
+    Created,
+    Running,
+    Ready,
+    RestartRequired,
+    Degraded,
+}
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConditionStatus {
+    True,
+    False,
+    #[default]
+    Unknown,
+}
+
+impl ConditionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConditionStatus::True => "True",
+            ConditionStatus::False => "False",
+            ConditionStatus::Unknown => "Unknown",
+        }
+    }
+}
+
+impl From<bool> for ConditionStatus {
+    fn from(b: bool) -> Self {
+        if b {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        }
+    }
+}
+
+/// Why a condition has its status (one CamelCase word, as Kubernetes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConditionReason {
+    DisksPrepared,
+    NotCreated,
+    Running,
+    Stopped,
+    Broken,
+    ConfigError,
+    NotRunning,
+    Ready,
+    Degraded,
+    Starting,
+    UpToDate,
+    ConfigChanged,
+    RequirementsFailed,
+    AsExpected,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
     #[serde(rename = "type")]
-    pub kind: String,
-    /// `True`, `False` or `Unknown`.
-    pub status: String,
-    pub reason: String,
+    pub kind: ConditionType,
+    pub status: ConditionStatus,
+    pub reason: ConditionReason,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
     pub last_transition_time: String,
 }
 
-/// The watch daemon's restart backoff (`CrashLoopBackOff`-like).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Backoff {
-    /// Failed or crashed starts in a row.
-    pub failures: u32,
-    /// When the next attempt may happen (RFC 3339).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub next_attempt: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub reason: String,
-    /// The time of the last failure counted (a failure is counted once).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub last_failure_time: String,
-}
+pub use super::backoff::Backoff;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -64,12 +102,18 @@ pub struct InstanceStatus {
 }
 
 impl InstanceStatus {
-    pub fn condition(&self, kind: &str) -> Option<&Condition> {
+    pub fn condition(&self, kind: ConditionType) -> Option<&Condition> {
         self.conditions.iter().find(|c| c.kind == kind)
     }
 
-    pub fn is_true(&self, kind: &str) -> bool {
-        self.condition(kind).is_some_and(|c| c.status == "True")
+    pub fn is_true(&self, kind: ConditionType) -> bool {
+        self.condition(kind)
+            .is_some_and(|c| c.status == ConditionStatus::True)
+    }
+
+    /// The status of a condition (`Unknown` when it was never computed).
+    pub fn status_of(&self, kind: ConditionType) -> ConditionStatus {
+        self.condition(kind).map(|c| c.status).unwrap_or_default()
     }
 }
 
@@ -102,25 +146,20 @@ pub fn last_event(dir: &Path) -> Option<events::Event> {
 fn set(
     out: &mut Vec<Condition>,
     prev: &InstanceStatus,
-    kind: &str,
-    ok: Option<bool>,
-    reason: &str,
+    kind: ConditionType,
+    status: ConditionStatus,
+    reason: ConditionReason,
     message: String,
     now: &str,
 ) {
-    let status = match ok {
-        Some(true) => "True",
-        Some(false) => "False",
-        None => "Unknown",
-    };
     let time = match prev.condition(kind) {
         Some(c) if c.status == status => c.last_transition_time.clone(),
         _ => now.to_string(),
     };
     out.push(Condition {
-        kind: kind.into(),
-        status: status.into(),
-        reason: reason.into(),
+        kind,
+        status,
+        reason,
         message,
         last_transition_time: time,
     });
@@ -134,51 +173,57 @@ pub fn compute(
     error: Option<String>,
     now: &str,
 ) -> InstanceStatus {
+    use ConditionReason as R;
+    use ConditionType as T;
     let mut c = Vec::new();
     let created = inst.present.lima_yaml && inst.present.diffdisk;
-    set(
-        &mut c,
-        prev,
-        "Created",
-        Some(created),
-        if created {
-            "DisksPrepared"
-        } else {
-            "NotCreated"
-        },
-        String::new(),
-        now,
-    );
-    let (running, reason) = match inst.status {
-        Status::Running => (true, "Running"),
-        Status::Stopped => (false, "Stopped"),
-        Status::Broken => (false, "Broken"),
-        Status::Unknown => (false, "ConfigError"),
+    let why = if created {
+        R::DisksPrepared
+    } else {
+        R::NotCreated
     };
     set(
         &mut c,
         prev,
-        "Running",
-        Some(running),
+        T::Created,
+        created.into(),
+        why,
+        String::new(),
+        now,
+    );
+    let (running, reason) = match inst.status {
+        Status::Running => (true, R::Running),
+        Status::Stopped => (false, R::Stopped),
+        Status::Broken => (false, R::Broken),
+        Status::Unknown => (false, R::ConfigError),
+    };
+    let errors = inst.errors.join("; ");
+    set(
+        &mut c,
+        prev,
+        T::Running,
+        running.into(),
         reason,
-        inst.errors.join("; "),
+        errors,
         now,
     );
     let (ready, ready_reason, ready_msg) = match (running, last) {
-        (false, _) => (false, "NotRunning", String::new()),
-        (true, Some(e)) if e.status.running && !e.status.degraded => (true, "Ready", String::new()),
-        (true, Some(e)) if e.status.degraded => (false, "Degraded", e.status.errors.join("; ")),
+        (false, _) => (false, R::NotRunning, String::new()),
+        (true, Some(e)) if e.status.running && !e.status.degraded => {
+            (true, R::Ready, String::new())
+        }
+        (true, Some(e)) if e.status.degraded => (false, R::Degraded, e.status.errors.join("; ")),
         (true, _) => (
             false,
-            "Starting",
+            R::Starting,
             "waiting for the guest's readiness requirements".into(),
         ),
     };
     set(
         &mut c,
         prev,
-        "Ready",
-        Some(ready),
+        T::Ready,
+        ready.into(),
         ready_reason,
         ready_msg,
         now,
@@ -193,37 +238,27 @@ pub fn compute(
             .collect(),
         _ => Vec::new(),
     };
+    let why = if pending.is_empty() {
+        R::UpToDate
+    } else {
+        R::ConfigChanged
+    };
+    let text = pending.join(", ");
     set(
         &mut c,
         prev,
-        "RestartRequired",
-        Some(!pending.is_empty()),
-        if pending.is_empty() {
-            "UpToDate"
-        } else {
-            "ConfigChanged"
-        },
-        pending.join(", "),
+        T::RestartRequired,
+        (!pending.is_empty()).into(),
+        why,
+        text,
         now,
     );
     let degraded = last.is_some_and(|e| e.status.degraded) && running;
-    set(
-        &mut c,
-        prev,
-        "Degraded",
-        Some(degraded),
-        if degraded {
-            "RequirementsFailed"
-        } else {
-            "AsExpected"
-        },
-        if degraded {
-            last.map(|e| e.status.errors.join("; ")).unwrap_or_default()
-        } else {
-            String::new()
-        },
-        now,
-    );
+    let (why, text) = match last.filter(|_| degraded) {
+        Some(e) => (R::RequirementsFailed, e.status.errors.join("; ")),
+        None => (R::AsExpected, String::new()),
+    };
+    set(&mut c, prev, T::Degraded, degraded.into(), why, text, now);
     InstanceStatus {
         generation: prev.generation,
         observed_generation: if error.is_none() {
@@ -239,7 +274,7 @@ pub fn compute(
 }
 
 /// Re-observes an instance after a reconcile and persists its status.
-pub fn record(home: &Home, name: &str, _plan: &Plan, error: Option<String>) {
+pub fn record(home: &Home, name: &str, error: Option<String>) {
     let env = crate::spec::LoadEnv::new(&home.root);
     let inst = store::inspect(home, &env, name);
     if !inst.dir_exists {
@@ -310,26 +345,37 @@ mod tests {
             None,
             "t0",
         );
-        assert!(s.is_true("Created") && s.is_true("Running") && s.is_true("Ready"));
-        assert!(!s.is_true("RestartRequired") && !s.is_true("Degraded"));
+        assert!(
+            s.is_true(ConditionType::Created)
+                && s.is_true(ConditionType::Running)
+                && s.is_true(ConditionType::Ready)
+        );
+        assert!(!s.is_true(ConditionType::RestartRequired) && !s.is_true(ConditionType::Degraded));
 
         let s2 = compute(&running, Some(&ev(true, true)), &s, None, "t1");
-        assert!(!s2.is_true("Ready") && s2.is_true("Degraded"));
+        assert!(!s2.is_true(ConditionType::Ready) && s2.is_true(ConditionType::Degraded));
         assert_eq!(
-            s2.condition("Degraded").unwrap().message,
+            s2.condition(ConditionType::Degraded).unwrap().message,
             "provision[0] failed"
         );
         assert_eq!(
-            s2.condition("Running").unwrap().last_transition_time,
+            s2.condition(ConditionType::Running)
+                .unwrap()
+                .last_transition_time,
             "t0",
             "unchanged → kept"
         );
-        assert_eq!(s2.condition("Ready").unwrap().last_transition_time, "t1");
+        assert_eq!(
+            s2.condition(ConditionType::Ready)
+                .unwrap()
+                .last_transition_time,
+            "t1"
+        );
 
         let mut pending = running.clone();
         pending.config = Some(config(4, "10GiB", "x86_64"));
         let s3 = compute(&pending, Some(&ev(true, false)), &s, None, "t2");
-        assert!(s3.is_true("RestartRequired"));
+        assert!(s3.is_true(ConditionType::RestartRequired));
         assert_eq!(s3.pending_restart, vec!["cpus 2 → 4"]);
 
         let stopped = observed(
@@ -338,7 +384,7 @@ mod tests {
             Some(10 << 30),
         );
         let s4 = compute(&stopped, None, &s3, Some("boom".into()), "t3");
-        assert!(!s4.is_true("Running") && !s4.is_true("Ready"));
+        assert!(!s4.is_true(ConditionType::Running) && !s4.is_true(ConditionType::Ready));
         assert_eq!(s4.last_error.as_deref(), Some("boom"));
     }
 }

@@ -1,7 +1,14 @@
 //! Lima's edit flags (`--cpus`, `--memory`, `--set`, …) as yq expressions
-//! (reference §8.12), applied to a lima.yaml document.
+//! (reference §8.12), applied to a lima.yaml document. The flags are
+//! declared here (clap derives them) because they are what the lifecycle
+//! operations accept; `cli/` flattens them into its verbs.
 
+use super::OpsError;
 use crate::spec::yaml::{Node, go_quote};
+
+fn usage(msg: String) -> OpsError {
+    OpsError::Usage(msg)
+}
 
 /// Flags that change an instance's configuration (create, start, edit, restart).
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -80,16 +87,22 @@ pub struct EditFlags {
 }
 
 /// `DIR[:w]` → the JSON of a mount of `DIR` (`~` expanded) at the same path.
-fn mount_entry(spec: &str) -> anyhow::Result<String> {
+fn mount_entry(spec: &str) -> Result<String, OpsError> {
     let (dir, writable) = match spec.rsplit_once(':') {
         Some((d, "w")) => (d, true),
         Some((_, other)) if !other.contains('/') => {
-            anyhow::bail!("--mount: expected DIR or DIR:w, got {}", go_quote(spec))
+            return Err(usage(format!(
+                "--mount: expected DIR or DIR:w, got {}",
+                go_quote(spec)
+            )));
         }
         _ => (spec, false),
     };
     if dir.is_empty() {
-        anyhow::bail!("--mount: empty directory in {}", go_quote(spec));
+        return Err(usage(format!(
+            "--mount: empty directory in {}",
+            go_quote(spec)
+        )));
     }
     let home = crate::spec::host::HostInfo::detect().home;
     let loc = crate::spec::defaults::expand_host_path(dir, &home);
@@ -100,12 +113,12 @@ fn mount_entry(spec: &str) -> anyhow::Result<String> {
 }
 
 /// `HOST:GUEST[,static=BOOL]` → the JSON of a `portForwards` entry.
-fn port_forward_entry(spec: &str) -> anyhow::Result<String> {
+fn port_forward_entry(spec: &str) -> Result<String, OpsError> {
     let bad = || {
-        anyhow::anyhow!(
+        usage(format!(
             "--port-forward: expected HOST:GUEST or HOST:GUEST,static=true, got {}",
             go_quote(spec)
-        )
+        ))
     };
     let (ports, opts) = spec.split_once(',').unwrap_or((spec, ""));
     let is_static = match opts {
@@ -150,7 +163,7 @@ fn go_float(f: f32) -> String {
 impl EditFlags {
     /// The yq expressions, in Lima's fixed order. `doc` is the document the
     /// flags apply to (for checking `--param` keys).
-    pub fn expressions(&self, doc: &Node) -> anyhow::Result<Vec<String>> {
+    pub fn expressions(&self, doc: &Node) -> Result<Vec<String>, OpsError> {
         let mut e = Vec::new();
         if let Some(c) = self.cpus {
             e.push(format!(".cpus = {c}"));
@@ -173,7 +186,7 @@ impl EditFlags {
                 .mount
                 .iter()
                 .map(|m| mount_entry(m))
-                .collect::<anyhow::Result<Vec<_>>>()?;
+                .collect::<Result<Vec<_>, _>>()?;
             e.push(format!(".mounts = [{}] + .mounts", mounts.join(", ")));
         }
         if !self.mount_only.is_empty() {
@@ -181,7 +194,7 @@ impl EditFlags {
                 .mount_only
                 .iter()
                 .map(|m| mount_entry(m))
-                .collect::<anyhow::Result<Vec<_>>>()?;
+                .collect::<Result<Vec<_>, _>>()?;
             e.push(format!(".mounts = [{}]", mounts.join(", ")));
         }
         if self.mount_none {
@@ -209,13 +222,13 @@ impl EditFlags {
                         Some(name) if !name.is_empty() => {
                             Ok(format!("{{\"lima\": {}}}", go_quote(name)))
                         }
-                        _ => anyhow::bail!(
+                        _ => Err(usage(format!(
                             "--network: expected vzNAT or lima:NAME, got {}",
                             go_quote(n)
-                        ),
+                        ))),
                     },
                 })
-                .collect::<anyhow::Result<Vec<_>>>()?;
+                .collect::<Result<Vec<_>, _>>()?;
             e.push(format!(
                 ".networks += [{}] | .networks |= unique_by(.lima)",
                 nets.join(", ")
@@ -235,13 +248,13 @@ impl EditFlags {
         for p in &self.param {
             let (k, v) = p
                 .split_once('=')
-                .ok_or_else(|| anyhow::anyhow!("--param must be KEY=VALUE, got {}", go_quote(p)))?;
+                .ok_or_else(|| usage(format!("--param must be KEY=VALUE, got {}", go_quote(p))))?;
             let defined = doc.get("param").and_then(|m| m.get(k)).is_some();
             if !defined && !doc.is_null() {
-                anyhow::bail!(
+                return Err(usage(format!(
                     "template does not define param {}",
                     crate::spec::yaml::quote_name(k)
-                );
+                )));
             }
             e.push(format!(".param[{}] = {}", go_quote(k), go_quote(v)));
         }
@@ -266,7 +279,7 @@ impl EditFlags {
                 .port_forward
                 .iter()
                 .map(|p| port_forward_entry(p))
-                .collect::<anyhow::Result<Vec<_>>>()?;
+                .collect::<Result<Vec<_>, _>>()?;
             e.push(format!(".portForwards += [{}]", pfs.join(", ")));
         }
         if let Some(s) = &self.shell {
@@ -277,7 +290,7 @@ impl EditFlags {
 }
 
 impl CreateFlags {
-    pub fn expressions(&self) -> anyhow::Result<Vec<String>> {
+    pub fn expressions(&self) -> Result<Vec<String>, OpsError> {
         let mut e = Vec::new();
         if let Some(a) = &self.arch {
             e.push(format!(".arch = {}", go_quote(a)));
@@ -288,10 +301,12 @@ impl CreateFlags {
                 "system" => (false, true),
                 "user+system" | "system+user" => (true, true),
                 "none" => (false, false),
-                other => anyhow::bail!(
-                    "--containerd must be user, system, user+system or none, got {}",
-                    go_quote(other)
-                ),
+                other => {
+                    return Err(usage(format!(
+                        "--containerd must be user, system, user+system or none, got {}",
+                        go_quote(other)
+                    )));
+                }
             };
             e.push(format!(
                 ".containerd.user = {user} | .containerd.system = {system}"
@@ -305,7 +320,7 @@ impl CreateFlags {
 }
 
 /// Applies yq expressions to a document (joined with ` | ` as Lima does).
-pub fn apply(doc: &Node, exprs: &[String]) -> anyhow::Result<Node> {
+pub fn apply(doc: &Node, exprs: &[String]) -> Result<Node, OpsError> {
     if exprs.is_empty() {
         return Ok(doc.clone());
     }

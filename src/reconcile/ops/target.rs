@@ -1,27 +1,28 @@
-//! What create/start share: turning `[NAME|TEMPLATE]` plus edit flags into a
-//! desired instance, and looking instances up.
+//! What create/start/edit share: turning `[NAME|TEMPLATE]` plus edit flags
+//! into a desired instance (loaded, edited and validated; nothing written).
 
-use anyhow::{Context, bail};
+use std::sync::Arc;
 
-use super::editflags::{self, CreateFlags, EditFlags};
-use crate::reconcile::{Desired, PowerState};
+use super::edits::{self, CreateFlags, EditFlags};
+use super::{Ctx, OpsError};
+use crate::reconcile::plan::{Desired, DesiredConfig, PowerState};
 use crate::spec::yaml::{self, quote_name};
-use crate::spec::{LoadEnv, load, names, resolve};
+use crate::spec::{load, names, resolve};
 use crate::store::{self, Home, Instance};
 
 /// Unix socket paths must fit in 108 bytes; `ssh.sock.<16 random chars>` is
 /// the longest OpenSSH creates in the instance directory.
 const LONGEST_SOCK: &str = "ssh.sock.1234567890123456";
 
-pub fn check_name(home: &Home, name: &str) -> anyhow::Result<()> {
-    names::validate_instance_name(name).map_err(|e| anyhow::anyhow!(e))?;
+pub fn check_name(home: &Home, name: &str) -> Result<(), OpsError> {
+    names::validate_instance_name(name).map_err(OpsError::Name)?;
     let sock = home.instance_dir(name).join(LONGEST_SOCK);
     if sock.as_os_str().len() >= 108 {
-        bail!(
+        return Err(OpsError::Name(format!(
             "instance name {} too long: {} would exceed the 108-byte unix socket path limit; use a shorter name or LIMA_HOME",
             quote_name(name),
             sock.display()
-        );
+        )));
     }
     Ok(())
 }
@@ -36,14 +37,15 @@ pub enum Target {
 
 /// Resolves `[NAME|TEMPLATE]` as Lima does (reference §1.3).
 pub fn resolve_target(
-    home: &Home,
-    env: &LoadEnv,
+    ctx: &Ctx,
     arg: Option<&str>,
     name_flag: Option<&str>,
     edit: &EditFlags,
     create: &CreateFlags,
     power: Option<PowerState>,
-) -> anyhow::Result<Target> {
+    stdin: &mut dyn FnMut() -> std::io::Result<String>,
+) -> Result<Target, OpsError> {
+    let (home, env) = (&ctx.home, &ctx.env);
     if let Some(n) = name_flag {
         check_name(home, n)?;
     }
@@ -54,11 +56,11 @@ pub fn resolve_target(
     let (name, locator) = if arg_is_name {
         let name = match (arg, name_flag) {
             (Some(a), Some(n)) if a != n => {
-                bail!(
+                return Err(OpsError::Usage(format!(
                     "instance name {} conflicts with --name={}",
                     quote_name(a),
                     quote_name(n)
-                )
+                )));
             }
             (Some(a), _) => a.to_string(),
             (None, Some(n)) => n.to_string(),
@@ -80,15 +82,17 @@ pub fn resolve_target(
     } else {
         let locator = arg.unwrap().to_string();
         if locator == "-" && name_flag.is_none() {
-            bail!("--name must be given when reading the template from stdin");
+            return Err(OpsError::Usage(
+                "--name must be given when reading the template from stdin".into(),
+            ));
         }
         let name = match name_flag {
             Some(n) => n.to_string(),
             None => load::name_from_locator(&locator).ok_or_else(|| {
-                anyhow::anyhow!(
+                OpsError::Usage(format!(
                     "cannot derive an instance name from {}; use --name",
                     quote_name(&locator)
-                )
+                ))
             })?,
         };
         (name, locator)
@@ -99,20 +103,16 @@ pub fn resolve_target(
         return Ok(Target::Existing(name));
     }
     if dir.exists() {
-        bail!(
-            "instance {} is Broken: {} exists but has no lima.yaml; remove that directory to create the instance anew",
-            quote_name(&name),
-            dir.display()
-        );
+        return Err(OpsError::Broken { name, dir });
     }
     let mut warnings = Vec::new();
-    let tmpl = load::read_locator(&locator, &env.store, &mut super::read_stdin, &mut warnings)?;
+    let tmpl = load::read_locator(&locator, &env.store, stdin, &mut warnings)?;
     let embedded = load::embed(&tmpl, &env.embed_context(true), &mut warnings);
-    super::log_warnings(&warnings);
+    log_warnings(&warnings);
     let (node, changed) = embedded?;
     let mut exprs = edit.expressions(&node)?;
     exprs.extend(create.expressions()?);
-    let edited = editflags::apply(&node, &exprs)?;
+    let edited = edits::apply(&node, &exprs)?;
     let text = if changed || !exprs.is_empty() {
         yaml::emit(&edited)
     } else {
@@ -120,56 +120,57 @@ pub fn resolve_target(
     };
     let mut warnings = Vec::new();
     let resolved = resolve::resolve(&edited, &tmpl.display(), &name, env, &mut warnings);
-    super::log_warnings(&warnings);
-    let resolved = resolved.with_context(|| "the YAML is invalid")?;
+    log_warnings(&warnings);
+    let resolved = resolved.map_err(|source| OpsError::Invalid {
+        context: "the YAML is invalid".into(),
+        source: Box::new(source),
+    })?;
     Ok(Target::New(Box::new(Desired {
         name,
-        lima_yaml: text,
-        config: resolved.config,
+        config: Some(Arc::new(DesiredConfig {
+            lima_yaml: text,
+            filled: resolved.config,
+        })),
         power,
         owner: None,
     })))
 }
 
-/// An existing instance, with a clear error when it does not exist.
-pub fn existing(home: &Home, env: &LoadEnv, name: &str) -> anyhow::Result<Instance> {
-    names::validate_instance_name(name).map_err(|e| anyhow::anyhow!(e))?;
-    let inst = store::inspect(home, env, name);
-    if !inst.dir_exists {
-        bail!(
-            "instance {} does not exist, run `limactl create {name}` to create a new instance",
-            quote_name(name)
-        );
+/// Logs the warnings a load produced.
+pub fn log_warnings(warnings: &[String]) {
+    for w in warnings {
+        crate::warn!("{w}");
     }
-    Ok(inst)
 }
 
-/// The desired state of an existing instance from its stored lima.yaml.
-pub fn desired_of(inst: &Instance, power: Option<PowerState>) -> anyhow::Result<Desired> {
-    let config = inst.config.clone().ok_or_else(|| {
-        anyhow::anyhow!(
-            "instance {} has errors: {}",
-            quote_name(&inst.name),
-            inst.errors.join("; ")
-        )
-    })?;
-    Ok(Desired {
-        name: inst.name.clone(),
-        lima_yaml: inst.lima_yaml.clone().unwrap_or_default(),
-        config,
-        power,
-        owner: inst.owner.clone(),
+/// The desired state of an existing instance: its edits applied, or (no
+/// edits) a power-only patch. Refused when its lima.yaml does not load.
+pub fn existing_desired(
+    ctx: &Ctx,
+    inst: &Instance,
+    edit: &EditFlags,
+    power: Option<PowerState>,
+) -> Result<(Desired, bool), OpsError> {
+    if inst.config.is_none() {
+        return Err(OpsError::HasErrors {
+            name: inst.name.clone(),
+            errors: inst.errors.clone(),
+        });
+    }
+    Ok(match edited_desired(ctx, inst, edit, power)? {
+        Some(d) => (d, true),
+        None => (Desired::power(&inst.name, power), false),
     })
 }
 
 /// The desired state of an existing instance with edit flags applied to its
 /// lima.yaml, validated (nothing is written). `None`: the flags change nothing.
 pub fn edited_desired(
-    env: &LoadEnv,
+    ctx: &Ctx,
     inst: &Instance,
     edit: &EditFlags,
     power: Option<PowerState>,
-) -> anyhow::Result<Option<Desired>> {
+) -> Result<Option<Desired>, OpsError> {
     let text = inst.lima_yaml.clone().unwrap_or_default();
     let path = inst.dir.join(store::paths::files::LIMA_YAML);
     let tmpl = load::Template::from_text(&path, text);
@@ -178,40 +179,45 @@ pub fn edited_desired(
     if exprs.is_empty() {
         return Ok(None);
     }
-    let edited = editflags::apply(&node, &exprs)?;
+    let edited = edits::apply(&node, &exprs)?;
     if edited.to_json() == node.to_json() {
         return Ok(None);
     }
-    desired_from_node(env, inst, &edited, power).map(Some)
+    desired_from_node(ctx, inst, &edited, None, power).map(Some)
 }
 
-/// Validates an edited document of an existing instance into a desired state.
+/// Validates an edited document of an existing instance into a desired
+/// state; `text` is what to store (default: the document emitted).
 pub fn desired_from_node(
-    env: &LoadEnv,
+    ctx: &Ctx,
     inst: &Instance,
     node: &yaml::Node,
+    text: Option<String>,
     power: Option<PowerState>,
-) -> anyhow::Result<Desired> {
+) -> Result<Desired, OpsError> {
     let path = inst.dir.join(store::paths::files::LIMA_YAML);
     let mut warnings = Vec::new();
     let r = resolve::resolve(
         node,
         &path.display().to_string(),
         &inst.name,
-        env,
+        &ctx.env,
         &mut warnings,
     );
-    super::log_warnings(&warnings);
-    let resolved = r.with_context(|| {
-        format!(
+    log_warnings(&warnings);
+    let resolved = r.map_err(|source| OpsError::Invalid {
+        context: format!(
             "the edited configuration of {} is invalid; nothing was changed",
             quote_name(&inst.name)
-        )
+        ),
+        source: Box::new(source),
     })?;
     Ok(Desired {
         name: inst.name.clone(),
-        lima_yaml: yaml::emit(node),
-        config: resolved.config,
+        config: Some(Arc::new(DesiredConfig {
+            lima_yaml: text.unwrap_or_else(|| yaml::emit(node)),
+            filled: resolved.config,
+        })),
         power,
         owner: inst.owner.clone(),
     })

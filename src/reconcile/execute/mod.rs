@@ -1,0 +1,367 @@
+//! Carries out a plan, step by step, under the instance's mutation lock:
+//! one method per step kind. Each step measures before acting, so re-running
+//! a half-done plan is safe. Every step is short: `Start` returns once QEMU
+//! runs, never waiting for the guest (readiness is observed from events).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::plan::{Action, DesiredConfig, Plan, Refusal, Step};
+use crate::hostagent::launch;
+use crate::spec::units::format_size;
+use crate::spec::yaml::quote_name;
+use crate::store::paths::files;
+use crate::store::{self, Home, lock::Held, qemu_img};
+
+/// How the executor behaves.
+#[derive(Clone, Debug)]
+pub struct ExecOptions {
+    /// How long a start may take until QEMU runs (not until the guest is ready).
+    pub launch_timeout: Duration,
+    /// How long a graceful stop may take before it fails.
+    pub stop_timeout: Duration,
+    /// How long to wait for another actor's mutation of the same instance.
+    pub lock_timeout: Duration,
+    /// Pass `--debug` to the host agent.
+    pub debug: bool,
+    /// `start --foreground`: become the host agent instead of launching it.
+    pub foreground: bool,
+}
+
+impl Default for ExecOptions {
+    fn default() -> Self {
+        ExecOptions {
+            launch_timeout: Duration::from_secs(600),
+            stop_timeout: Duration::from_secs(190),
+            lock_timeout: store::MUTATION_LOCK_TIMEOUT,
+            debug: false,
+            foreground: false,
+        }
+    }
+}
+
+/// Why a plan was not carried out; the watch daemon's error policy
+/// (`super::outcome`) decides from the variant what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The plan refuses a change: retrying cannot help, a new desired state can.
+    #[error("{}: {}", quote_name(instance), refused.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Refused {
+        instance: String,
+        refused: Vec<Refusal>,
+    },
+    /// Another actor holds the instance's mutation lock.
+    #[error("{0}")]
+    Busy(std::io::Error),
+    /// A step failed.
+    #[error("{}: {step} failed: {message}", quote_name(instance))]
+    Step {
+        instance: String,
+        step: &'static str,
+        message: String,
+    },
+    #[error(transparent)]
+    Launch(#[from] launch::LaunchError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Takes an instance's mutation lock, telling "busy" apart from I/O errors.
+pub fn lock(dir: &std::path::Path, timeout: Duration) -> Result<Held, ExecError> {
+    store::lock_instance(dir, timeout).map_err(|e| match e.kind() {
+        std::io::ErrorKind::WouldBlock => ExecError::Busy(e),
+        _ => ExecError::Io(e),
+    })
+}
+
+/// Runs `plan`; `held` is the mutation lock if the caller planned under it
+/// (a new instance's lock is taken as soon as its directory exists). The
+/// outcome is recorded in the instance's status.
+pub fn execute(
+    home: &Home,
+    plan: &Plan,
+    opts: &ExecOptions,
+    held: Option<Held>,
+) -> Result<(), ExecError> {
+    let name = plan.instance.as_str();
+    if !plan.refused.is_empty() {
+        return Err(ExecError::Refused {
+            instance: name.into(),
+            refused: plan.refused.clone(),
+        });
+    }
+    let mut ex = Executor {
+        home,
+        name,
+        dir: home.instance_dir(name),
+        opts,
+        lock: held,
+        created: false,
+        started: false,
+    };
+    let result = plan.steps.iter().try_for_each(|s| ex.run(s));
+    ex.finish(result)
+}
+
+struct Executor<'a> {
+    home: &'a Home,
+    name: &'a str,
+    dir: PathBuf,
+    opts: &'a ExecOptions,
+    lock: Option<Held>,
+    /// This plan made the instance directory (undone if the plan fails before a start).
+    created: bool,
+    started: bool,
+}
+
+impl Executor<'_> {
+    fn run(&mut self, step: &Step) -> Result<(), ExecError> {
+        crate::debug!(
+            "{}: {} ({})",
+            quote_name(self.name),
+            step.action.verb(),
+            step.reason
+        );
+        if self.lock.is_none() && self.dir.is_dir() {
+            self.lock = Some(lock(&self.dir, self.opts.lock_timeout)?);
+        }
+        super::journal::record(&self.dir, self.name, step, "begin");
+        fault_point(step.action.verb(), "before");
+        let name = self.name;
+        let failed = |e: &dyn std::fmt::Display| ExecError::Step {
+            instance: name.to_string(),
+            step: step.action.verb(),
+            message: e.to_string(),
+        };
+        match &step.action {
+            Action::Create { config, owner } => self.create(config, owner.as_deref(), failed),
+            Action::PrepareImages { config } => self.prepare_images(config, failed),
+            Action::CreateDiffDisk { size } => self.create_diff_disk(*size, failed),
+            Action::UpdateConfig { config } => self.update_config(config, step, failed),
+            Action::Adopt { owner } => self.write_owner(owner),
+            Action::GrowDisk { from, to } => self.grow_disk(*from, *to, failed),
+            Action::Start => self.start(),
+            Action::Stop { force } => self.stop(*force),
+            Action::Delete => self.delete(failed),
+        }?;
+        fault_point(step.action.verb(), "after");
+        super::journal::record(&self.dir, self.name, step, "done");
+        Ok(())
+    }
+
+    fn create(
+        &mut self,
+        config: &Arc<DesiredConfig>,
+        owner: Option<&str>,
+        failed: impl Fn(&dyn std::fmt::Display) -> ExecError,
+    ) -> Result<(), ExecError> {
+        let version = crate::version_string();
+        store::create_instance_dir(
+            self.home,
+            self.name,
+            &[
+                store::NewFile {
+                    name: files::LIMA_YAML,
+                    data: config.lima_yaml.as_bytes(),
+                    mode: 0o600,
+                },
+                store::NewFile {
+                    name: files::LIMA_VERSION,
+                    data: version.as_bytes(),
+                    mode: 0o400,
+                },
+            ],
+        )
+        .map_err(|e| failed(&e))?;
+        self.lock = Some(lock(&self.dir, self.opts.lock_timeout)?);
+        self.created = true;
+        match owner {
+            Some(owner) => self.write_owner(owner),
+            None => Ok(()),
+        }
+    }
+
+    fn prepare_images(
+        &mut self,
+        config: &DesiredConfig,
+        failed: impl Fn(&dyn std::fmt::Display) -> ExecError,
+    ) -> Result<(), ExecError> {
+        let images = config.filled.images.clone().unwrap_or_default();
+        let arch = config.filled.arch.clone().unwrap_or_default();
+        let prepared = crate::image::prepare_images(
+            &images,
+            &arch,
+            &self.dir,
+            &crate::image::FetchOptions::default(),
+        )
+        .map_err(|e| failed(&e))?;
+        if let Some(i) = prepared.index {
+            crate::info!("Using image {}", quote_name(&images[i].location));
+        }
+        Ok(())
+    }
+
+    fn create_diff_disk(
+        &mut self,
+        size: u64,
+        failed: impl Fn(&dyn std::fmt::Display) -> ExecError,
+    ) -> Result<(), ExecError> {
+        if self.dir.join(files::DIFF_DISK).exists() {
+            return Ok(());
+        }
+        let fmt =
+            qemu_img::base_image_format(&self.dir, files::BASE_DISK).map_err(|e| failed(&e))?;
+        let tmp = format!(".{}.tmp", files::DIFF_DISK);
+        let _ = std::fs::remove_file(self.dir.join(&tmp));
+        // A relative backing file: the instance directory stays movable.
+        qemu_img::create(
+            &self.dir,
+            &tmp,
+            "qcow2",
+            size,
+            Some((files::BASE_DISK, &fmt)),
+        )
+        .map_err(|e| failed(&e))?;
+        std::fs::rename(self.dir.join(&tmp), self.dir.join(files::DIFF_DISK))?;
+        Ok(())
+    }
+
+    fn update_config(
+        &mut self,
+        config: &DesiredConfig,
+        step: &Step,
+        failed: impl Fn(&dyn std::fmt::Display) -> ExecError,
+    ) -> Result<(), ExecError> {
+        store::atomic::write(
+            &self.dir.join(files::LIMA_YAML),
+            config.lima_yaml.as_bytes(),
+            0o600,
+        )
+        .map_err(|e| failed(&e))?;
+        super::status::bump_generation(&self.dir)?;
+        crate::info!(
+            "{}: configuration updated ({})",
+            quote_name(self.name),
+            step.reason
+        );
+        Ok(())
+    }
+
+    fn write_owner(&mut self, owner: &str) -> Result<(), ExecError> {
+        store::atomic::write(
+            &self.dir.join(files::OWNER),
+            format!("{owner}\n").as_bytes(),
+            0o600,
+        )?;
+        Ok(())
+    }
+
+    fn grow_disk(
+        &mut self,
+        from: u64,
+        to: u64,
+        failed: impl Fn(&dyn std::fmt::Display) -> ExecError,
+    ) -> Result<(), ExecError> {
+        let have =
+            store::instance::image_virtual_size(&self.dir.join(files::DIFF_DISK)).unwrap_or(0);
+        if have >= to {
+            return Ok(());
+        }
+        crate::info!(
+            "Resize instance {}'s disk from {} to {}",
+            quote_name(self.name),
+            format_size(from),
+            format_size(to)
+        );
+        qemu_img::resize(&self.dir, files::DIFF_DISK, "qcow2", to).map_err(|e| failed(&e))
+    }
+
+    /// Launches the host agent and returns once QEMU runs.
+    fn start(&mut self) -> Result<(), ExecError> {
+        self.started = true;
+        // Fail here, naming the package to install, rather than in the host agent.
+        crate::driver::qemu::find_binary().map_err(|e| ExecError::Step {
+            instance: self.name.to_string(),
+            step: "start",
+            message: e.to_string(),
+        })?;
+        crate::info!(
+            "Starting the instance {} with internal VM driver `qemu`",
+            quote_name(self.name)
+        );
+        if self.opts.foreground {
+            // Only returns if the exec failed.
+            return Err(launch::exec_foreground(&self.dir, self.name, self.opts.debug).into());
+        }
+        let child = launch::spawn(&self.dir, self.name, self.opts.debug)?;
+        launch::wait_launched(&self.dir, self.name, child, self.opts.launch_timeout)?;
+        Ok(())
+    }
+
+    fn stop(&mut self, force: bool) -> Result<(), ExecError> {
+        if force {
+            crate::info!("Stopping the instance {} forcibly", quote_name(self.name));
+        } else {
+            crate::info!("Stopping the instance {}", quote_name(self.name));
+        }
+        launch::stop(&self.dir, self.name, force, self.opts.stop_timeout)?;
+        crate::info!("The instance {} has stopped", quote_name(self.name));
+        Ok(())
+    }
+
+    fn delete(
+        &mut self,
+        failed: impl Fn(&dyn std::fmt::Display) -> ExecError,
+    ) -> Result<(), ExecError> {
+        launch::remove_runtime_files(&self.dir);
+        drop(self.lock.take());
+        store::remove_instance_dir(self.home, self.name).map_err(|e| failed(&e))?;
+        crate::info!(
+            "Deleted {} ({})",
+            quote_name(self.name),
+            quote_name(&self.dir.display().to_string())
+        );
+        Ok(())
+    }
+
+    /// Undoes an incomplete create, releases the lock, records the status.
+    fn finish(mut self, result: Result<(), ExecError>) -> Result<(), ExecError> {
+        // An instance this plan created but could not complete (image missing,
+        // digest mismatch, …) is removed again: nothing half-made is left.
+        if result.is_err() && self.created && !self.started {
+            drop(self.lock.take());
+            if store::remove_instance_dir(self.home, self.name).is_ok() {
+                crate::info!("Removed the incomplete instance {}", quote_name(self.name));
+            }
+        }
+        drop(self.lock.take());
+        if self.dir.is_dir() {
+            super::status::record(
+                self.home,
+                self.name,
+                result.as_ref().err().map(ToString::to_string),
+            );
+        }
+        result
+    }
+}
+
+/// Names the fault-injection environment variable: a comma-separated list
+/// of `<step>:before` / `<step>:after` points (e.g. `create-disk:before`) at
+/// which the process SIGKILLs itself, so tests can check that every
+/// interrupted plan converges when run again. Never set in normal use.
+pub const FAULT_ENV: &str = "LIMA_FAULT_INJECT";
+
+fn fault_point(verb: &str, when: &str) {
+    let Ok(spec) = std::env::var(FAULT_ENV) else {
+        return;
+    };
+    let point = format!("{verb}:{when}");
+    if spec.split(',').any(|p| p.trim() == point) {
+        crate::warn!("fault injection: killing this process at {point}");
+        // Only returns if the signal could not be sent, which cannot happen
+        // for the calling process; the plan then simply goes on.
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+}
