@@ -1,9 +1,37 @@
 #!/usr/bin/env bash
 # The project's test command (README "Run the tests"; CI runs exactly this).
-# Installs what the tests need, builds the offline test guest image when the
-# end-to-end suite needs it, then runs every test.
+# Checks formatting and lints first (cheap, and fails fast), installs what the
+# tests need, builds the offline test guest image the end-to-end suite boots,
+# then runs every test. Arguments go to `cargo nextest run` (or `cargo test`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# rustfmt and clippy: `rustup component add` works offline only when the
+# component is already downloaded, so say what to do when it cannot.
+for tool in fmt:rustfmt clippy:clippy; do
+  sub=${tool%%:*} component=${tool##*:}
+  if ! cargo "$sub" --version >/dev/null 2>&1 && command -v rustup >/dev/null 2>&1; then
+    echo "test.sh: installing the $component component" >&2
+    rustup component add "$component" >&2 || true
+  fi
+  if ! cargo "$sub" --version >/dev/null 2>&1; then
+    echo "test.sh: error: \`cargo $sub\` is not available and could not be installed:" \
+      "run \`rustup component add $component\` with network access (see" \
+      "\`rustup component list --installed\`), or install the distribution's $component package" >&2
+    exit 1
+  fi
+done
+
+if ! cargo fmt --all -- --check; then
+  echo "test.sh: error: the code is not formatted as rustfmt does (diff above):" \
+    "run \`cargo fmt --all\` and commit the result" >&2
+  exit 1
+fi
+if ! cargo clippy --all-targets -- -D warnings; then
+  echo "test.sh: error: clippy warnings (above) fail the build:" \
+    "fix them (\`cargo clippy --fix --all-targets\` handles many) and run hack/test.sh again" >&2
+  exit 1
+fi
 
 hack/install-deps.sh
 
@@ -24,5 +52,6 @@ fi
 # The seed's integration entry point, on the local test image, with the binary the
 # tests just built.
 cargo build -q --bin limactl
-LIMACTL=$PWD/target/debug/limactl hack/test-templates.sh "$LIMA_TEST_TEMPLATE" || status=$?
+target_dir=$(realpath "${CARGO_TARGET_DIR:-target}")
+LIMACTL=$target_dir/debug/limactl hack/test-templates.sh "$LIMA_TEST_TEMPLATE" || status=$?
 exit "$status"

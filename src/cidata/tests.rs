@@ -645,7 +645,7 @@ fn provision_runner_records_exit_status_and_output() {
 
 #[test]
 fn written_iso_round_trips_through_hadris() {
-    // The real readers (isoinfo, xorriso) are exercised in tests/cidata_iso.rs.
+    // The real readers (isoinfo, xorriso) are exercised in tests/it/cidata_iso.rs.
     let c = Fixture::new(CONFIG).generate();
     let bytes = iso::iso_bytes(&c.files).unwrap();
     assert_eq!(bytes.len() % 2048, 0);

@@ -354,16 +354,26 @@ pub fn stop(dir: &Path, name: &str, force: bool, timeout: Duration) -> Result<()
         }
         return Ok(());
     }
-    if let Some(pid) = verified_pid(&dir.join(files::QEMU_PID), &qemu_lock) {
-        crate::info!("Sending SIGKILL to the QEMU process {pid}");
-        signal(pid, nix::sys::signal::Signal::SIGKILL);
-    }
+    let kill_qemu = || {
+        let pid = verified_pid(&dir.join(files::QEMU_PID), &qemu_lock);
+        if let Some(pid) = pid {
+            crate::info!("Sending SIGKILL to the QEMU process {pid}");
+            signal(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        pid.is_some()
+    };
+    let mut qemu_killed = kill_qemu();
     if let Some(pid) = verified_pid(&dir.join(files::HA_PID), &ha_lock) {
         crate::info!("Sending SIGKILL to the host agent process {pid}");
         signal(pid, nix::sys::signal::Signal::SIGKILL);
     }
     let start = Instant::now();
     while lock::is_held(&ha_lock) || lock::is_held(&qemu_lock) {
+        // A QEMU just spawned has no pid file yet, and would outlive its
+        // killed host agent: kill it once it has written one.
+        if !qemu_killed {
+            qemu_killed = kill_qemu();
+        }
         if start.elapsed() >= Duration::from_secs(10) {
             crate::warn!(
                 "processes of {} still hold their locks; find them with `fuser {}`",

@@ -874,6 +874,12 @@ fn the_proxy_from_the_environment_is_used() {
         image::download(&dest, &req(&url, Some(&digest)), &opts(&cache)).unwrap();
         return;
     }
+    // This test's name as libtest filters it (its module path without the
+    // crate), for the child to run exactly this test again.
+    let this_test = concat!(module_path!(), "::the_proxy_from_the_environment_is_used")
+        .split_once("::")
+        .unwrap()
+        .1;
     let srv = Server::start();
     let body = payload(60_000, 21);
     srv.put("/via-proxy.img", res(body.clone()));
@@ -882,11 +888,7 @@ fn the_proxy_from_the_environment_is_used() {
     // A name that only the proxy can reach: direct resolution would fail.
     let url = "http://images.invalid/via-proxy.img";
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "the_proxy_from_the_environment_is_used",
-            "--nocapture",
-        ])
+        .args(["--exact", this_test, "--nocapture"])
         .env("LIMA_TEST_PROXY_CHILD", "1")
         .env("HTTP_PROXY", format!("http://127.0.0.1:{}", srv.port))
         .env_remove("http_proxy")
@@ -910,11 +912,7 @@ fn the_proxy_from_the_environment_is_used() {
 
     // NO_PROXY sends the same request direct, where the name does not resolve.
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "the_proxy_from_the_environment_is_used",
-            "--nocapture",
-        ])
+        .args(["--exact", this_test, "--nocapture"])
         .env("LIMA_TEST_PROXY_CHILD", "1")
         .env("HTTP_PROXY", format!("http://127.0.0.1:{}", srv.port))
         .env("NO_PROXY", ".invalid")

@@ -5,7 +5,7 @@
 //! alone, `RerunOnFailure` respects a guest poweroff, a deleted file deletes
 //! it (prune).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Child, Stdio};

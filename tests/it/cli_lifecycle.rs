@@ -1,7 +1,7 @@
 //! Lifecycle verbs without booting a guest: create from a local image,
 //! bad input and faults that must fail clearly and leave nothing behind.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

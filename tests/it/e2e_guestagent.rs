@@ -3,9 +3,9 @@
 //! writable reverse-sshfs mount, an additional disk, a readiness probe, an
 //! ansible playbook (a fake `ansible-playbook` that uses the inventory),
 //! time sync, and `limactl cp` both ways. The 9p mount is checked in
-//! e2e_vm.rs's UEFI boot.
+//! `e2e_vm`'s UEFI boot.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};

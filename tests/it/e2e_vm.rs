@@ -3,7 +3,7 @@
 //! Few boots, several checks per boot. Fails (never skips) when QEMU or the
 //! image is missing; LIMA_SKIP_E2E=1 is a local opt-out CI never sets.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

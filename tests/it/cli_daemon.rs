@@ -1,7 +1,7 @@
 //! The watch daemon (`apply -f DIR --watch`) without booting a guest:
 //! instances are `runStrategy: Halted` from a tiny local image.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};

@@ -2,7 +2,7 @@
 //! are applied by class; immutable changes are refused without touching the
 //! VM; the power state follows runStrategy; prune deletes.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

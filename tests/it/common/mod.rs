@@ -2,8 +2,6 @@
 //! built test guest, and a machine-wide lock so that only one guest boots at
 //! a time (2 cores under TCG).
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -86,6 +84,8 @@ pub fn require_qemu() {
 }
 
 /// Held while a guest runs; the same lock file hack/test-image/smoke-boot.sh uses.
+/// An flock on a fresh open of the file, so it serializes the e2e tests of this
+/// one binary whether they run as processes (nextest) or as threads (`cargo test`).
 pub struct GuestLock(#[allow(dead_code)] std::fs::File);
 
 pub fn guest_lock() -> GuestLock {

@@ -1,7 +1,7 @@
 //! `apply`, `diff`, `status` and `edit` without booting a guest: instances
 //! are `runStrategy: Halted` (created, never started) from a tiny local image.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

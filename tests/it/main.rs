@@ -1,0 +1,21 @@
+//! The integration tests, as one test binary (one link of the whole crate
+//! instead of one per file). One module per area; select one with
+//! `cargo nextest run -E 'test(/^e2e_vm::/)'` (README "Run the tests").
+//!
+//! `e2e_*` boot real VMs (one at a time: `common::guest_lock`); the others
+//! run `limactl`, QEMU with `-S`, or library code, without a guest.
+
+mod common;
+
+mod cidata_iso;
+mod cli_apply;
+mod cli_daemon;
+mod cli_lifecycle;
+mod cli_spec;
+mod cli_store;
+mod e2e_apply;
+mod e2e_daemon;
+mod e2e_guestagent;
+mod e2e_vm;
+mod image_download;
+mod qemu_driver;
