@@ -2,7 +2,7 @@
 //! until the guest is ready, and stop it.
 
 use std::io::{BufRead, Seek};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -108,6 +108,9 @@ pub fn spawn(dir: &Path, name: &str, debug: bool) -> Result<Child, LaunchError> 
         .stderr(stderr);
     // A session of its own: the host agent outlives this CLI process and its
     // terminal (DESIGN principle 4).
+    // SAFETY: the closure runs between fork and exec and only makes
+    // async-signal-safe system calls (setsid, close_range); it allocates
+    // nothing and takes no lock.
     unsafe {
         c.pre_exec(|| {
             nix::unistd::setsid().map_err(std::io::Error::from)?;
@@ -164,6 +167,7 @@ pub fn exec_foreground(dir: &Path, name: &str, debug: bool) -> LaunchError {
     if !on_terminal {
         c.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
     }
+    // SAFETY: runs between fork and exec; close_range is async-signal-safe.
     unsafe {
         c.pre_exec(|| {
             close_inherited_fds(3);
@@ -178,6 +182,7 @@ pub fn exec_foreground(dir: &Path, name: &str, debug: bool) -> LaunchError {
 /// (a lock held by a wrapper script, a pipe a test waits on).
 pub fn close_inherited_fds(first: u32) {
     // close_range(2); errors (old kernels) leave the descriptors, as before.
+    // SAFETY: a plain system call on descriptor numbers; it touches no memory.
     unsafe {
         nix::libc::syscall(nix::libc::SYS_close_range, first, u32::MAX, 0);
     }
@@ -399,12 +404,4 @@ pub fn remove_runtime_files(dir: &Path) {
             let _ = std::fs::remove_file(e.path());
         }
     }
-}
-
-/// The instance directory's path for a name (used by callers holding only a name).
-pub fn ha_paths(dir: &Path) -> (PathBuf, PathBuf) {
-    (
-        dir.join(files::HA_STDOUT_LOG),
-        dir.join(files::HA_STDERR_LOG),
-    )
 }

@@ -144,6 +144,8 @@ mod tests {
         let mut c = std::process::Command::new(cmd);
         c.args(args);
         // Clear FD_CLOEXEC so the child inherits the locked description.
+        // SAFETY: runs between fork and exec and only calls fcntl(2), which
+        // is async-signal-safe, on a descriptor the parent keeps open.
         unsafe {
             c.pre_exec(move || {
                 let flags = nix::libc::fcntl(fd, nix::libc::F_GETFD);
