@@ -405,7 +405,10 @@ impl Drop for TempDir {
 }
 
 fn tempdir_in(parent: &Path) -> Result<TempDir, ImageError> {
-    let p = cache::temp_name(&parent.join("download"), true);
+    let p = cache::temp_name(
+        &parent.join(crate::store::paths::files::DOWNLOAD_TEMP_DIR),
+        true,
+    );
     fs::create_dir_all(&p).map_err(|e| io_err("cannot create", &p, e))?;
     Ok(TempDir(p))
 }

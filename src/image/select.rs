@@ -204,7 +204,7 @@ fn remove_stale_temps(inst_dir: &Path) {
             files::KERNEL,
             files::KERNEL_CMDLINE,
             files::INITRD,
-            "download",
+            files::DOWNLOAD_TEMP_DIR,
         ]
         .iter()
         .find_map(|n| name.strip_prefix(&format!(".{n}.tmp."))) else {

@@ -25,7 +25,7 @@ pub struct FillContext<'a> {
 
 impl FillContext<'_> {
     pub fn lima_yaml_path(&self) -> PathBuf {
-        self.instance_dir.join("lima.yaml")
+        self.instance_dir.join(crate::layout::files::LIMA_YAML)
     }
 }
 
@@ -622,7 +622,7 @@ pub fn fill(y: &mut LimaYaml, ctx: &FillContext) -> Warnings {
         {
             *hs = ctx
                 .instance_dir
-                .join("sock")
+                .join(crate::layout::files::SOCK_DIR)
                 .join(&*hs)
                 .to_string_lossy()
                 .into();

@@ -80,11 +80,11 @@ impl TemplateStore {
         let dirs = match std::env::var_os("LIMA_TEMPLATES_PATH") {
             Some(p) if !p.is_empty() => std::env::split_paths(&p).collect(),
             _ => {
-                let mut d = vec![lima_home.join("_templates")];
+                let mut d = vec![lima_home.join(crate::layout::TEMPLATES_DIR)];
                 if let Ok(exe) = std::env::current_exe()
                     && let Some(prefix) = exe.parent().and_then(Path::parent)
                 {
-                    d.push(prefix.join("share/lima/templates"));
+                    d.push(prefix.join(crate::layout::SHARE_TEMPLATES_DIR));
                 }
                 d
             }
