@@ -7,6 +7,7 @@ use super::error::{LocatedError, SpecError};
 use super::host::HostInfo;
 use super::load::{self, EmbedContext, Template, TemplateStore};
 use super::schema;
+use super::typed::Spec;
 use super::types::LimaYaml;
 use super::validate;
 use super::yaml::{Node, PathSeg, parse_path, path_string, quote_name};
@@ -45,7 +46,10 @@ impl LoadEnv {
 /// A filled, validated configuration.
 #[derive(Clone, Debug)]
 pub struct Resolved {
+    /// The wire form: what is stored, written back and diffed.
     pub config: LimaYaml,
+    /// The same configuration resolved, for the consumers that run it.
+    pub spec: Spec,
 }
 
 /// Parses a node into the typed form; type errors name file, line and field.
@@ -173,7 +177,8 @@ pub fn resolve(
             errors,
         });
     }
-    Ok(Resolved { config })
+    let spec = Spec::from_filled(&config)?;
+    Ok(Resolved { config, spec })
 }
 
 /// Maps a field path of the merged configuration back to the file's node:
