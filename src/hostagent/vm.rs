@@ -122,7 +122,7 @@ impl Vm {
         }
 
         let (binary, argv) = crate::driver::qemu::command_line(&crate::driver::qemu::Launch {
-            config,
+            spec: &spec,
             name,
             instance_dir: dir,
             ssh_local_port: port,
