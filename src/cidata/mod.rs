@@ -236,7 +236,8 @@ pub(crate) struct Facts {
     pub skip_default_dependency_resolution: bool,
     pub vm_type: VmType,
     pub plain: bool,
-    pub timezone: String,
+    /// `None`: the guest keeps its own zone.
+    pub timezone: Option<String>,
     pub dns: Vec<String>,
     pub nics: Vec<NicFact>,
     pub netplan_optional: bool,
@@ -424,7 +425,7 @@ fn facts(input: &CidataInput) -> Result<Facts, CidataError> {
         skip_default_dependency_resolution: skip_deps,
         vm_type: c.vm_type,
         plain: c.plain,
-        timezone: c.timezone.clone().unwrap_or_default(),
+        timezone: c.timezone.clone(),
         dns,
         nics,
         netplan_optional,

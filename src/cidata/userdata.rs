@@ -165,8 +165,8 @@ pub(crate) fn user_data(f: &Facts, iso: bool) -> String {
     if iso && !mounts.is_empty() {
         top.push(("mounts", Y::Seq(mounts)));
     }
-    if !f.timezone.is_empty() {
-        top.push(("timezone", Y::s(&f.timezone)));
+    if let Some(tz) = &f.timezone {
+        top.push(("timezone", Y::s(tz)));
     }
     top.push(("hostname", Y::s(&f.hostname)));
     // A resolvable hostname keeps sudo from stalling on DNS.
