@@ -6,6 +6,7 @@ pub mod driver;
 pub mod guestagent;
 pub mod hostagent;
 pub mod image;
+pub mod layout;
 pub mod logging;
 pub mod reconcile;
 pub mod spec;

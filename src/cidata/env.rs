@@ -29,7 +29,7 @@ pub(crate) fn lima_env(f: &Facts) -> String {
     for (i, m) in f.mounts.iter().enumerate() {
         kv(&format!("MOUNTS_{i}_MOUNTPOINT"), &m.mount_point);
     }
-    kv("MOUNTTYPE", &f.mount_type);
+    kv("MOUNTTYPE", f.mount_type.as_str());
     kv("DISKS", &f.disks.len().to_string());
     for (i, d) in f.disks.iter().enumerate() {
         kv(&format!("DISK_{i}_NAME"), &d.name);
@@ -85,7 +85,7 @@ pub(crate) fn lima_env(f: &Facts) -> String {
         "SKIP_DEFAULT_DEPENDENCY_RESOLUTION",
         flag(f.skip_default_dependency_resolution),
     );
-    kv("VMTYPE", &f.vm_type);
+    kv("VMTYPE", f.vm_type.as_str());
     kv("VSOCK_PORT", "0");
     kv(
         "VIRTIO_PORT",

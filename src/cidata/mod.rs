@@ -55,8 +55,9 @@ use std::path::{Path, PathBuf};
 
 pub use iso::write_iso;
 
-use crate::spec::LimaYaml;
+use crate::spec::Spec;
 use crate::spec::defaults::{expand_host_path, hostname_for, mount_tag};
+use crate::spec::typed::{MountType, Os, Provision, VmType};
 use crate::store::paths::cidata_files as names;
 
 /// The slirp network (reference §3.3, QEMU user networking).
@@ -73,8 +74,9 @@ pub const SLIRP_NIC: &str = "eth0";
 /// Everything [`generate`] needs besides the configuration.
 #[derive(Clone, Copy, Debug)]
 pub struct CidataInput<'a> {
-    /// A filled configuration (`spec::defaults::fill`): every field consumed is `Some`.
-    pub config: &'a LimaYaml,
+    /// The resolved configuration (`spec::Resolved::spec`, or
+    /// `Spec::from_filled` of a filled, validated `lima.yaml`).
+    pub spec: &'a Spec,
     pub name: &'a str,
     pub instance_dir: &'a Path,
     /// `iid-<unix seconds>`, new at every start.
@@ -121,18 +123,12 @@ impl Cidata {
 /// Why the cidata volume cannot be made.
 #[derive(Debug, thiserror::Error)]
 pub enum CidataError {
-    /// The configuration was not filled with defaults.
-    #[error("cidata: `{0}` is not set: the configuration must be filled with defaults first")]
-    NotFilled(&'static str),
     /// Only Linux guests boot from this cidata layout.
     #[error("cidata: guest OS {0:?} is not supported (only Linux)")]
     UnsupportedOs(String),
     /// Lima refuses to start without a key the guest can authorize.
     #[error("cidata: no SSH public key to authorize in the guest: run `ssh-keygen`")]
     NoSshKeys,
-    /// A provision entry cannot be shipped.
-    #[error("cidata: `provision[{index}]`: {message}")]
-    Provision { index: usize, message: String },
     /// A value cannot be written into a cidata file.
     #[error("cidata: {what} {key:?}: {message}")]
     InvalidValue {
@@ -223,7 +219,7 @@ pub(crate) struct Facts {
     pub shell: String,
     pub passwordless_sudo: bool,
     pub host_home_mount_point: String,
-    pub mount_type: String,
+    pub mount_type: MountType,
     pub mounts: Vec<MountFact>,
     pub disks: Vec<DiskFact>,
     pub data_files: Vec<DataFileFact>,
@@ -238,9 +234,10 @@ pub(crate) struct Facts {
     pub rosetta_enabled: bool,
     pub rosetta_binfmt: bool,
     pub skip_default_dependency_resolution: bool,
-    pub vm_type: String,
+    pub vm_type: VmType,
     pub plain: bool,
-    pub timezone: String,
+    /// `None`: the guest keeps its own zone.
+    pub timezone: Option<String>,
     pub dns: Vec<String>,
     pub nics: Vec<NicFact>,
     pub netplan_optional: bool,
@@ -264,64 +261,41 @@ pub fn disk_device(i: usize) -> String {
     }
 }
 
-macro_rules! need {
-    ($e:expr, $name:literal) => {
-        $e.as_ref().ok_or(CidataError::NotFilled($name))?
-    };
-}
-
 fn facts(input: &CidataInput) -> Result<Facts, CidataError> {
-    let c = input.config;
-    let os = need!(c.os, "os");
-    if os != "Linux" {
-        return Err(CidataError::UnsupportedOs(os.clone()));
+    let c = input.spec;
+    if c.os != Os::Linux {
+        return Err(CidataError::UnsupportedOs(c.os.as_str().into()));
     }
-    let user = need!(c.user, "user");
-    let vm_type = need!(c.vm_type, "vmType").clone();
-    let mount_type = need!(c.mount_type, "mountType").clone();
     let host_home = input.host_home.to_string_lossy();
     let host_home = expand_host_path(&host_home, input.host_home);
 
-    let fstype = match mount_type.as_str() {
-        "9p" => "9p",
-        "virtiofs" => "virtiofs",
+    let fstype = match c.mount_type {
+        MountType::NineP => "9p",
+        MountType::Virtiofs => "virtiofs",
         _ => "sshfs",
     };
     let mut mounts = Vec::new();
     let mut host_home_mount_point = String::new();
-    for m in c.mounts.iter().flatten() {
-        let mount_point = need!(m.mount_point, "mounts[].mountPoint").clone();
+    for m in &c.mounts {
         let mut options = String::new();
         if fstype == "9p" || fstype == "virtiofs" {
-            options.push_str(if *need!(m.writable, "mounts[].writable") {
-                "rw"
-            } else {
-                "ro"
-            });
+            options.push_str(if m.writable { "rw" } else { "ro" });
             if fstype == "9p" {
-                let p = need!(m.nine_p, "mounts[].9p");
-                let msize = need!(p.msize, "mounts[].9p.msize");
-                let bytes = crate::spec::units::parse_size(msize).map_err(|e| {
-                    CidataError::InvalidValue {
-                        what: "9p msize of mount",
-                        key: m.location.clone(),
-                        message: e,
-                    }
-                })?;
                 options.push_str(&format!(
-                    ",trans=virtio,version={},msize={bytes},cache={}",
-                    need!(p.protocol_version, "mounts[].9p.protocolVersion"),
-                    need!(p.cache, "mounts[].9p.cache"),
+                    ",trans=virtio,version={},msize={},cache={}",
+                    m.nine_p.protocol_version,
+                    m.nine_p.msize.bytes(),
+                    m.nine_p.cache,
                 ));
             }
             options.push_str(",nofail");
         }
         if expand_host_path(&m.location, input.host_home) == host_home {
-            host_home_mount_point = mount_point.clone();
+            host_home_mount_point = m.mount_point.clone();
         }
         mounts.push(MountFact {
-            tag: mount_tag(&m.location, &mount_point),
-            mount_point,
+            tag: mount_tag(&m.location, &m.mount_point),
+            mount_point: m.mount_point.clone(),
             fstype: fstype.into(),
             options,
         });
@@ -330,31 +304,27 @@ fn facts(input: &CidataInput) -> Result<Facts, CidataError> {
     let disks = c
         .additional_disks
         .iter()
-        .flatten()
         .enumerate()
         .map(|(i, d)| DiskFact {
             name: d.name.clone(),
             device: disk_device(i),
-            format: d.format.unwrap_or(true),
-            fs_type: d.fs_type.clone().unwrap_or_default(),
-            fs_args: d.fs_args.clone().unwrap_or_default(),
+            format: d.format,
+            fs_type: d.fs_type.clone(),
+            fs_args: d.fs_args.clone(),
         })
         .collect();
 
-    let containerd = need!(c.containerd, "containerd");
-    let host_resolver = need!(c.host_resolver, "hostResolver");
-    let config_dns = need!(c.dns, "dns");
-    let slirp_dns = if vm_type == "vz" {
+    let slirp_dns = if c.vm_type == VmType::Vz {
         SLIRP_GATEWAY
     } else {
         SLIRP_DNS
     };
     let (mut udp_dns_port, mut tcp_dns_port) = (0, 0);
-    let dns: Vec<String> = if !config_dns.is_empty() {
-        config_dns.clone()
-    } else if vm_type == "vz" {
+    let dns: Vec<String> = if !c.dns.is_empty() {
+        c.dns.iter().map(ToString::to_string).collect()
+    } else if c.vm_type == VmType::Vz {
         vec![slirp_dns.into()]
-    } else if host_resolver.enabled == Some(true) {
+    } else if c.host_resolver.enabled {
         udp_dns_port = input.udp_dns_port;
         tcp_dns_port = input.tcp_dns_port;
         vec![slirp_dns.into()]
@@ -362,131 +332,107 @@ fn facts(input: &CidataInput) -> Result<Facts, CidataError> {
         Vec::new()
     };
 
-    let rosetta = c
-        .vm_opts
-        .as_ref()
-        .and_then(|o| o.vz.as_ref())
-        .and_then(|v| v.rosetta.as_ref())
-        .or(c.rosetta.as_ref());
-    let rosetta_enabled = rosetta.and_then(|r| r.enabled).unwrap_or(false);
-    let rosetta_binfmt = rosetta.and_then(|r| r.binfmt).unwrap_or(false);
-
     let mut nics = vec![NicFact {
         interface: SLIRP_NIC.into(),
         mac: slirp_mac(input.instance_dir),
         metric: 200,
     }];
-    for (i, n) in c.networks.iter().flatten().enumerate() {
+    for n in &c.networks {
         nics.push(NicFact {
-            interface: n.interface.clone().unwrap_or_else(|| format!("lima{i}")),
-            mac: need!(n.mac_address, "networks[].macAddress").clone(),
-            metric: n.metric.unwrap_or(100),
+            interface: n.interface.clone(),
+            mac: n.mac_address.clone(),
+            metric: n.metric,
         });
     }
-    let param = need!(c.param, "param").clone();
-    let netplan_optional = param
+    let netplan_optional = c
+        .param
         .get("internal_netplanOptional")
         .is_some_and(|v| v == "true");
 
-    let ca = need!(c.ca_certs, "caCerts");
     let mut ca_trusted = Vec::new();
-    for f in ca.files.iter().flatten() {
+    for f in &c.ca_certs.files {
         let path = PathBuf::from(expand_host_path(f, input.host_home));
         let text = std::fs::read_to_string(&path)
             .map_err(|source| CidataError::CaCert { path, source })?;
         ca_trusted.push(cert_block(&text));
     }
-    for cert in ca.certs.iter().flatten() {
+    for cert in &c.ca_certs.certs {
         ca_trusted.push(cert_block(cert));
     }
-    let remove_defaults = ca.remove_defaults.unwrap_or(false);
+    let remove_defaults = c.ca_certs.remove_defaults;
     let ca_remove_defaults = (remove_defaults || !ca_trusted.is_empty()).then_some(remove_defaults);
 
     let mut data_files = Vec::new();
     let mut yq_files = Vec::new();
     let mut boot_scripts = Vec::new();
     let mut skip_deps = false;
-    for (i, p) in c.provision.iter().flatten().enumerate() {
+    for (i, p) in c.provision.iter().enumerate() {
         let index = format!("{i:08}");
-        let bad = |message: &str| CidataError::Provision {
-            index: i,
-            message: message.into(),
-        };
-        match p.mode.as_deref().unwrap_or("system") {
-            "dependency" => {
-                skip_deps |= p.skip_default_dependency_resolution == Some(true);
+        match p {
+            Provision::Dependency {
+                skip_default_dependency_resolution,
+                ..
+            } => {
+                skip_deps |= skip_default_dependency_resolution;
             }
-            "data" => data_files.push(DataFileFact {
+            Provision::Data(d) => data_files.push(DataFileFact {
                 index,
-                overwrite: p.overwrite.unwrap_or(true),
-                owner: p.owner.clone().unwrap_or_else(|| "root:root".into()),
-                path: p
-                    .path
-                    .clone()
-                    .ok_or_else(|| bad("`mode: data` needs a `path`"))?,
-                permissions: p.permissions.clone().unwrap_or_else(|| "644".into()),
+                overwrite: d.overwrite,
+                owner: d.owner.clone(),
+                path: d.path.clone(),
+                permissions: d.permissions.clone(),
             }),
-            "yq" => yq_files.push(YqFact {
+            Provision::Yq(y) => yq_files.push(YqFact {
                 index,
-                format: p.format.clone().unwrap_or_else(|| "auto".into()),
-                owner: p.owner.clone().unwrap_or_else(|| "root:root".into()),
-                path: p
-                    .path
-                    .clone()
-                    .ok_or_else(|| bad("`mode: yq` needs a `path`"))?,
-                permissions: p.permissions.clone().unwrap_or_else(|| "644".into()),
+                format: y.format.clone(),
+                owner: y.owner.clone(),
+                path: y.path.clone(),
+                permissions: y.permissions.clone(),
             }),
-            "boot" => boot_scripts.push((
-                i,
-                p.script
-                    .clone()
-                    .ok_or_else(|| bad("`mode: boot` needs a `script`"))?,
-            )),
+            Provision::Boot { script } => boot_scripts.push((i, script.clone())),
             _ => {}
         }
     }
 
-    let comment: String = need!(user.comment, "user.comment")
-        .chars()
-        .filter(|c| !c.is_control())
-        .collect();
+    let user = &c.user;
+    let comment: String = user.comment.chars().filter(|c| !c.is_control()).collect();
     Ok(Facts {
         debug: input.debug,
         iid: input.iid.to_string(),
         name: input.name.to_string(),
         hostname: hostname_for(input.name),
-        user: need!(user.name, "user.name").clone(),
-        uid: *need!(user.uid, "user.uid"),
+        user: user.name.clone(),
+        uid: user.uid,
         comment,
-        home: need!(user.home, "user.home").clone(),
-        shell: need!(user.shell, "user.shell").clone(),
-        passwordless_sudo: *need!(user.passwordless_sudo, "user.passwordlessSudo"),
+        home: user.home.clone(),
+        shell: user.shell.clone(),
+        passwordless_sudo: user.passwordless_sudo,
         host_home_mount_point,
-        mount_type,
+        mount_type: c.mount_type,
         mounts,
         disks,
         data_files,
         yq_files,
-        guest_install_prefix: need!(c.guest_install_prefix, "guestInstallPrefix").clone(),
-        upgrade_packages: *need!(c.upgrade_packages, "upgradePackages"),
-        containerd_user: *need!(containerd.user, "containerd.user"),
-        containerd_system: *need!(containerd.system, "containerd.system"),
+        guest_install_prefix: c.guest_install_prefix.clone(),
+        upgrade_packages: c.upgrade_packages,
+        containerd_user: c.containerd.user,
+        containerd_system: c.containerd.system,
         slirp_dns: slirp_dns.into(),
         udp_dns_port,
         tcp_dns_port,
-        rosetta_enabled,
-        rosetta_binfmt,
+        rosetta_enabled: c.vm_opts.vz.rosetta.enabled,
+        rosetta_binfmt: c.vm_opts.vz.rosetta.binfmt,
         skip_default_dependency_resolution: skip_deps,
-        vm_type,
-        plain: *need!(c.plain, "plain"),
-        timezone: need!(c.timezone, "timezone").clone(),
+        vm_type: c.vm_type,
+        plain: c.plain,
+        timezone: c.timezone.clone(),
         dns,
         nics,
         netplan_optional,
         ca_remove_defaults,
         ca_trusted,
         boot_scripts,
-        param,
+        param: c.param.clone(),
         ssh_keys: input.authorized_keys.to_vec(),
     })
 }
@@ -508,8 +454,8 @@ pub fn generate(input: &CidataInput) -> Result<Cidata, CidataError> {
         return Err(CidataError::NoSshKeys);
     }
     let env = env::setup_env(
-        need!(input.config.env, "env"),
-        *need!(input.config.propagate_proxy_env, "propagateProxyEnv"),
+        &input.spec.env,
+        input.spec.propagate_proxy_env,
         input.host_env,
     );
 
@@ -546,33 +492,17 @@ pub fn generate(input: &CidataInput) -> Result<Cidata, CidataError> {
     for (path, text) in scripts::GUEST_SCRIPTS {
         add(path, text.as_bytes().to_vec(), 0o755);
     }
-    for (i, p) in input.config.provision.iter().flatten().enumerate() {
-        let mode = p.mode.as_deref().unwrap_or("system");
-        let missing = |what: &str| CidataError::Provision {
-            index: i,
-            message: format!("`mode: {mode}` needs `{what}`"),
-        };
-        let (data, perm) = match mode {
-            "system" | "user" | "dependency" => {
-                (p.script.as_deref().ok_or_else(|| missing("script"))?, 0o755)
-            }
-            "data" => (p.content.as_deref().unwrap_or(""), 0o644),
-            "yq" => (
-                p.expression
-                    .as_deref()
-                    .ok_or_else(|| missing("expression"))?,
-                0o644,
-            ),
-            "boot" | "ansible" => continue,
-            other => {
-                return Err(CidataError::Provision {
-                    index: i,
-                    message: format!("unknown provision mode {other:?}"),
-                });
-            }
+    for (i, p) in input.spec.provision.iter().enumerate() {
+        let (data, perm) = match p {
+            Provision::System { script }
+            | Provision::User { script }
+            | Provision::Dependency { script, .. } => (script.as_str(), 0o755),
+            Provision::Data(d) => (d.content.as_str(), 0o644),
+            Provision::Yq(y) => (y.expression.as_str(), 0o644),
+            Provision::Boot { .. } | Provision::Ansible { .. } => continue,
         };
         add(
-            &format!("{}{mode}/{i:08}", names::PROVISION_DIR_PREFIX),
+            &format!("{}{}/{i:08}", names::PROVISION_DIR_PREFIX, p.mode()),
             data.as_bytes().to_vec(),
             perm,
         );

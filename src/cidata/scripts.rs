@@ -50,7 +50,10 @@ pub(crate) const GUEST_SCRIPTS: &[(&str, &str)] = &[
         "boot.essential.Linux/05-guest-home.sh",
         include_str!("guest/boot.essential.Linux/05-guest-home.sh"),
     ),
-    ("boot.sh", include_str!("guest/boot.sh")),
+    (
+        crate::store::paths::cidata_files::BOOT_SH,
+        include_str!("guest/boot.sh"),
+    ),
     (
         "util/lima-provision.sh",
         include_str!("guest/util/lima-provision.sh"),

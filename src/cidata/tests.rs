@@ -2,6 +2,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::*;
+use crate::spec::LimaYaml;
 use crate::spec::defaults::{FillContext, fill};
 use crate::spec::host::HostInfo;
 use crate::spec::yaml::{Node, Value, parse_single};
@@ -66,7 +67,7 @@ fn filled(yaml: &str) -> LimaYaml {
 }
 
 struct Fixture {
-    config: LimaYaml,
+    spec: Spec,
     keys: Vec<String>,
     host_env: BTreeMap<String, String>,
 }
@@ -74,7 +75,7 @@ struct Fixture {
 impl Fixture {
     fn new(yaml: &str) -> Fixture {
         Fixture {
-            config: filled(yaml),
+            spec: Spec::from_filled(&filled(yaml)).unwrap(),
             keys: vec![KEY.to_string()],
             host_env: BTreeMap::new(),
         }
@@ -82,7 +83,7 @@ impl Fixture {
 
     fn input(&self) -> CidataInput<'_> {
         CidataInput {
-            config: &self.config,
+            spec: &self.spec,
             name: "test",
             instance_dir: Path::new("/lima/test"),
             iid: IID,
@@ -176,7 +177,7 @@ LIMA_CIDATA_PASSWORDLESS_SUDO=1
 #[test]
 fn dns_ports_only_with_the_host_resolver() {
     let mut f = Fixture::new("images: [{location: /x}]\ndns: [1.1.1.1]\n");
-    f.config.containerd.as_mut().unwrap().user = Some(false);
+    f.spec.containerd.user = false;
     let c = f.generate();
     let env = text(&c, "lima.env");
     assert!(
@@ -394,7 +395,7 @@ fn etc_environment_propagates_proxies() {
         text(&c, "etc_environment"),
         "#LIMA-START\nHTTP_PROXY=http://192.168.5.2:3128\nMYVAR=some value\nNO_PROXY=localhost\nhttp_proxy=http://192.168.5.2:3128\nno_proxy=localhost\n#LIMA-END\n"
     );
-    f.config.propagate_proxy_env = Some(false);
+    f.spec.propagate_proxy_env = false;
     let c = f.generate();
     assert_eq!(
         text(&c, "etc_environment"),
@@ -489,25 +490,14 @@ fn bad_input_is_refused() {
     assert!(matches!(generate(&input), Err(CidataError::NoSshKeys)));
 
     let mut f = Fixture::new(CONFIG);
-    f.config.os = Some("FreeBSD".into());
+    f.spec.os = crate::spec::typed::Os::FreeBSD;
     assert!(matches!(
         generate(&f.input()),
         Err(CidataError::UnsupportedOs(_))
     ));
 
     let mut f = Fixture::new(CONFIG);
-    f.config.user = None;
-    assert!(matches!(
-        generate(&f.input()),
-        Err(CidataError::NotFilled("user"))
-    ));
-
-    let mut f = Fixture::new(CONFIG);
-    f.config
-        .env
-        .as_mut()
-        .unwrap()
-        .insert("BAD".into(), "a\nb".into());
+    f.spec.env.insert("BAD".into(), "a\nb".into());
     assert!(matches!(
         generate(&f.input()),
         Err(CidataError::InvalidValue { .. })

@@ -2,6 +2,7 @@
 
 use super::Facts;
 use super::yaml::{Y, emit};
+use crate::spec::typed::MountType;
 use crate::store::paths::guest_files;
 
 /// The per-boot hook: mount the cidata volume read-only and run `boot.sh`.
@@ -149,7 +150,7 @@ pub(crate) fn user_data(f: &Facts, iso: bool) -> String {
             "0",
         ]));
     }
-    if f.mount_type == "9p" || f.mount_type == "virtiofs" {
+    if matches!(f.mount_type, MountType::NineP | MountType::Virtiofs) {
         for m in &f.mounts {
             mounts.push(Y::strs([
                 m.tag.as_str(),
@@ -164,8 +165,8 @@ pub(crate) fn user_data(f: &Facts, iso: bool) -> String {
     if iso && !mounts.is_empty() {
         top.push(("mounts", Y::Seq(mounts)));
     }
-    if !f.timezone.is_empty() {
-        top.push(("timezone", Y::s(&f.timezone)));
+    if let Some(tz) = &f.timezone {
+        top.push(("timezone", Y::s(tz)));
     }
     top.push(("hostname", Y::s(&f.hostname)));
     // A resolvable hostname keeps sudo from stalling on DNS.

@@ -4,7 +4,8 @@
 
 pub mod qemu;
 
-use crate::spec::LimaYaml;
+use crate::spec::Spec;
+use crate::spec::typed::VmType;
 
 /// What callers need to know about a driver (Lima's `Info()`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,10 +25,10 @@ pub const QEMU: Info = Info {
     virtio_port: qemu::argv::GUEST_AGENT_PORT,
 };
 
-/// The driver for `config.vmType` (default `qemu`), or an error naming it.
-pub fn for_config(config: &LimaYaml) -> Result<Info, String> {
-    match config.vm_type.as_deref().unwrap_or("qemu") {
-        "" | "qemu" => Ok(QEMU),
+/// The driver for `vmType`, or an error naming it.
+pub fn for_spec(spec: &Spec) -> Result<Info, String> {
+    match spec.vm_type {
+        VmType::Qemu => Ok(QEMU),
         other => Err(format!(
             "vmType `{other}` is not available on this host (only `qemu` is)"
         )),
@@ -40,9 +41,9 @@ mod tests {
 
     #[test]
     fn only_qemu() {
-        let mut y = LimaYaml::default();
-        assert_eq!(for_config(&y).unwrap().name, "qemu");
-        y.vm_type = Some("vz".into());
-        assert!(for_config(&y).unwrap_err().contains("vz"));
+        let mut s = Spec::for_tests(serde_json::json!({}));
+        assert_eq!(for_spec(&s).unwrap().name, "qemu");
+        s.vm_type = VmType::Vz;
+        assert!(for_spec(&s).unwrap_err().contains("vz"));
     }
 }

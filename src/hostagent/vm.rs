@@ -60,8 +60,10 @@ impl Vm {
         } else {
             guest_agent_binary()
         };
+        // What cidata and the driver read: `config` was validated when it was loaded.
+        let spec = crate::spec::Spec::from_filled(config)?;
         let cidata = crate::cidata::generate(&crate::cidata::CidataInput {
-            config,
+            spec: &spec,
             name,
             instance_dir: dir,
             iid: &iid,
@@ -120,7 +122,7 @@ impl Vm {
         }
 
         let (binary, argv) = crate::driver::qemu::command_line(&crate::driver::qemu::Launch {
-            config,
+            spec: &spec,
             name,
             instance_dir: dir,
             ssh_local_port: port,

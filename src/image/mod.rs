@@ -5,8 +5,9 @@
 //!   `~/…`) at a destination path, through the cache for remote ones;
 //! * [`cache_only`] makes sure a remote location is cached and returns the
 //!   cached file (containerd archives);
-//! * [`prepare_images`] picks the image for the instance's arch, falling back
-//!   across `images`, and fetches its kernel and initrd;
+//! * [`prepare`] picks the image for the instance's arch, falling back
+//!   across `images`, and fetches its kernel and initrd ([`prepare_images`]
+//!   does the same for the wire form of `images`);
 //! * [`prune`] empties the cache, or keeps what templates and instances use.
 //!
 //! Remote data is cached exactly as downloaded (still compressed) under
@@ -34,7 +35,7 @@ pub use digest::{Algorithm, Digest};
 pub use fetch::CacheResult;
 pub use progress::ProgressMode;
 pub use prune::{PruneReport, prune_all, prune_unreferenced, referenced_locations};
-pub use select::{PreparedImage, prepare_images};
+pub use select::{PreparedImage, prepare, prepare_images};
 
 use crate::spec::yaml::quote_name;
 
@@ -405,7 +406,10 @@ impl Drop for TempDir {
 }
 
 fn tempdir_in(parent: &Path) -> Result<TempDir, ImageError> {
-    let p = cache::temp_name(&parent.join("download"), true);
+    let p = cache::temp_name(
+        &parent.join(crate::store::paths::files::DOWNLOAD_TEMP_DIR),
+        true,
+    );
     fs::create_dir_all(&p).map_err(|e| io_err("cannot create", &p, e))?;
     Ok(TempDir(p))
 }

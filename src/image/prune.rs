@@ -9,7 +9,7 @@ use super::cache::{self, Cache, dir_size};
 use super::digest::sha256_hex;
 use super::{ImageError, io_err};
 use crate::spec::LoadEnv;
-use crate::spec::types::LimaYaml;
+use crate::spec::Spec;
 use crate::store::paths::files;
 
 /// What a prune did.
@@ -101,8 +101,8 @@ pub fn prune_unreferenced(
     Ok(report)
 }
 
-fn locations_of(y: &LimaYaml, out: &mut BTreeSet<String>) {
-    for img in y.images.iter().flatten() {
+fn locations_of(s: &Spec, out: &mut BTreeSet<String>) {
+    for img in &s.images {
         out.insert(img.location.clone());
         if let Some(k) = &img.kernel {
             out.insert(k.location.clone());
@@ -111,15 +111,11 @@ fn locations_of(y: &LimaYaml, out: &mut BTreeSet<String>) {
             out.insert(i.location.clone());
         }
     }
-    if let Some(c) = &y.containerd {
-        for a in c.archives.iter().flatten() {
-            out.insert(a.location.clone());
-        }
+    for a in &s.containerd.archives {
+        out.insert(a.location.clone());
     }
-    if let Some(f) = &y.firmware {
-        for i in f.images.iter().flatten() {
-            out.insert(i.location.clone());
-        }
+    for i in &s.firmware.images {
+        out.insert(i.location.clone());
     }
 }
 
@@ -155,7 +151,7 @@ pub fn referenced_locations(env: &LoadEnv) -> Result<(BTreeSet<String>, Vec<Stri
                 &mut no_stdin,
                 &mut w,
             ) {
-                Ok(l) => locations_of(&l.resolved.config, &mut out),
+                Ok(l) => locations_of(&l.resolved.spec, &mut out),
                 Err(e) => warnings.push(format!("skipping instance `{name}`: {e}")),
             }
         }
@@ -170,7 +166,7 @@ pub fn referenced_locations(env: &LoadEnv) -> Result<(BTreeSet<String>, Vec<Stri
             &mut no_stdin,
             &mut w,
         ) {
-            Ok(l) => locations_of(&l.resolved.config, &mut out),
+            Ok(l) => locations_of(&l.resolved.spec, &mut out),
             Err(e) => warnings.push(format!("skipping template `{name}`: {e}")),
         }
     }

@@ -1,4 +1,8 @@
 //! Image selection by arch with fallback across `images` (reference §7.5).
+//!
+//! [`prepare`] takes the resolved `images` of a [`Spec`](crate::spec::Spec);
+//! [`prepare_images`] the wire form, for callers that still hold a
+//! `LimaYaml`. Both select and fetch through the same view of an entry.
 
 use std::fs;
 use std::io::Write;
@@ -6,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use super::{FetchOptions, ImageError, ImageFailure, Request, Staged, Status, io_err, stage};
 use crate::logging::{self, Level};
+use crate::spec::typed::{self, Arch};
 use crate::spec::types::Image;
 use crate::store::paths::files;
 
@@ -22,10 +27,78 @@ pub struct PreparedImage {
     pub initrd: Option<PathBuf>,
 }
 
-fn arch_matches(img_arch: &Option<String>, arch: &str) -> bool {
-    img_arch
-        .as_deref()
-        .is_none_or(|a| a.is_empty() || a == arch)
+/// A downloadable file of an entry: where, and the digest it must match.
+struct Source<'a> {
+    location: &'a str,
+    digest: Option<&'a str>,
+}
+
+/// One `images` entry as selection reads it, from either form.
+struct Candidate<'a> {
+    image: Source<'a>,
+    /// `None` (or empty: the wire form before defaults) matches every arch.
+    arch: Option<&'a str>,
+    /// The kernel and its command line.
+    kernel: Option<(Source<'a>, Option<&'a str>)>,
+    initrd: Option<Source<'a>>,
+    variant: Option<&'a str>,
+    arch_variant: Option<&'a str>,
+}
+
+impl<'a> Candidate<'a> {
+    fn of_spec(i: &'a typed::Image) -> Candidate<'a> {
+        Candidate {
+            image: Source {
+                location: &i.location,
+                digest: i.digest.as_deref(),
+            },
+            arch: Some(i.arch.as_str()),
+            kernel: i.kernel.as_ref().map(|k| {
+                (
+                    Source {
+                        location: &k.location,
+                        digest: k.digest.as_deref(),
+                    },
+                    k.cmdline.as_deref(),
+                )
+            }),
+            initrd: i.initrd.as_ref().map(|f| Source {
+                location: &f.location,
+                digest: f.digest.as_deref(),
+            }),
+            variant: i.variant.as_deref(),
+            arch_variant: i.arch_variant.as_deref(),
+        }
+    }
+
+    fn of_wire(i: &'a Image) -> Candidate<'a> {
+        Candidate {
+            image: Source {
+                location: &i.location,
+                digest: i.digest.as_deref(),
+            },
+            arch: i.arch.as_deref(),
+            kernel: i.kernel.as_ref().map(|k| {
+                (
+                    Source {
+                        location: &k.location,
+                        digest: k.digest.as_deref(),
+                    },
+                    k.cmdline.as_deref(),
+                )
+            }),
+            initrd: i.initrd.as_ref().map(|f| Source {
+                location: &f.location,
+                digest: f.digest.as_deref(),
+            }),
+            variant: i.variant.as_deref(),
+            arch_variant: i.arch_variant.as_deref(),
+        }
+    }
+}
+
+fn arch_matches(img_arch: Option<&str>, arch: &str) -> bool {
+    img_arch.is_none_or(|a| a.is_empty() || a == arch)
 }
 
 fn existing(p: PathBuf) -> Option<PathBuf> {
@@ -39,8 +112,30 @@ fn existing(p: PathBuf) -> Option<PathBuf> {
 /// failed kernel or initrd moves on to the next entry like a failed image.
 /// Nothing is fetched when `basedisk` exists. `basedisk` is renamed into place
 /// last, so its presence means the set is complete.
+pub fn prepare(
+    images: &[typed::Image],
+    arch: Arch,
+    inst_dir: &Path,
+    opts: &FetchOptions,
+) -> Result<PreparedImage, ImageError> {
+    let candidates: Vec<Candidate> = images.iter().map(Candidate::of_spec).collect();
+    select(&candidates, arch.as_str(), inst_dir, opts)
+}
+
+/// [`prepare`] for the wire form of `images` (a filled `LimaYaml`), where an
+/// entry without an arch matches every arch.
 pub fn prepare_images(
     images: &[Image],
+    arch: &str,
+    inst_dir: &Path,
+    opts: &FetchOptions,
+) -> Result<PreparedImage, ImageError> {
+    let candidates: Vec<Candidate> = images.iter().map(Candidate::of_wire).collect();
+    select(&candidates, arch, inst_dir, opts)
+}
+
+fn select(
+    images: &[Candidate],
     arch: &str,
     inst_dir: &Path,
     opts: &FetchOptions,
@@ -59,8 +154,11 @@ pub fn prepare_images(
     if images.is_empty() {
         return Err(ImageError::NoImages);
     }
-    let Some(target) = images.iter().find(|i| arch_matches(&i.arch, arch)) else {
-        let mut available: Vec<String> = images.iter().filter_map(|i| i.arch.clone()).collect();
+    let Some(target) = images.iter().find(|i| arch_matches(i.arch, arch)) else {
+        let mut available: Vec<String> = images
+            .iter()
+            .filter_map(|i| i.arch.map(str::to_string))
+            .collect();
         available.dedup();
         return Err(ImageError::NoImageForArch {
             arch: arch.to_string(),
@@ -70,16 +168,16 @@ pub fn prepare_images(
     remove_stale_temps(inst_dir);
     let mut failures = Vec::new();
     for (index, img) in images.iter().enumerate() {
-        if !arch_matches(&img.arch, arch) {
+        if !arch_matches(img.arch, arch) {
             crate::debug!(
                 "Skipping `{}`: unsupported arch `{}`",
-                img.location,
-                img.arch.as_deref().unwrap_or("")
+                img.image.location,
+                img.arch.unwrap_or("")
             );
             continue;
         }
         if img.variant != target.variant || img.arch_variant != target.arch_variant {
-            crate::debug!("Skipping `{}`: another variant", img.location);
+            crate::debug!("Skipping `{}`: another variant", img.image.location);
             continue;
         }
         logging::log(
@@ -87,8 +185,8 @@ pub fn prepare_images(
             "Attempting to download the image",
             &[
                 ("arch", arch),
-                ("digest", img.digest.as_deref().unwrap_or("")),
-                ("location", &img.location),
+                ("digest", img.image.digest.unwrap_or("")),
+                ("location", img.image.location),
             ],
         );
         match prepare_one(img, inst_dir, opts) {
@@ -106,7 +204,7 @@ pub fn prepare_images(
                 crate::warn!("{error}");
                 failures.push(ImageFailure {
                     index,
-                    location: img.location.clone(),
+                    location: img.image.location.to_string(),
                     error,
                 });
             }
@@ -120,13 +218,17 @@ pub fn prepare_images(
 
 /// Fetches one entry's files to temporary names, then renames them into
 /// place (kernel, cmdline, initrd, then basedisk).
-fn prepare_one(img: &Image, inst_dir: &Path, opts: &FetchOptions) -> Result<Status, ImageError> {
+fn prepare_one(
+    img: &Candidate,
+    inst_dir: &Path,
+    opts: &FetchOptions,
+) -> Result<Status, ImageError> {
     let base_disk = inst_dir.join(files::BASE_DISK);
     let (base, status) = stage(
         &base_disk,
         &Request {
-            location: &img.location,
-            digest: img.digest.as_deref(),
+            location: img.image.location,
+            digest: img.image.digest,
             decompress: true,
             description: "the image",
         },
@@ -137,19 +239,19 @@ fn prepare_one(img: &Image, inst_dir: &Path, opts: &FetchOptions) -> Result<Stat
     let initrd_path = inst_dir.join(files::INITRD);
     let mut kernel: Option<Staged> = None;
     let mut cmdline: Option<Staged> = None;
-    if let Some(k) = &img.kernel {
+    if let Some((k, k_cmdline)) = &img.kernel {
         let (s, _) = stage(
             &kernel_path,
             &Request {
-                location: &k.location,
-                digest: k.digest.as_deref(),
+                location: k.location,
+                digest: k.digest,
                 decompress: true,
                 description: "the kernel",
             },
             opts,
         )?;
         kernel = Some(s);
-        if let Some(c) = k.cmdline.as_deref().filter(|c| !c.is_empty()) {
+        if let Some(c) = k_cmdline.filter(|c| !c.is_empty()) {
             let s = Staged::new(&cmdline_path);
             let mut f = fs::OpenOptions::new()
                 .write(true)
@@ -167,8 +269,8 @@ fn prepare_one(img: &Image, inst_dir: &Path, opts: &FetchOptions) -> Result<Stat
         let (s, _) = stage(
             &initrd_path,
             &Request {
-                location: &i.location,
-                digest: i.digest.as_deref(),
+                location: i.location,
+                digest: i.digest,
                 decompress: false,
                 description: "the initrd",
             },
@@ -204,7 +306,7 @@ fn remove_stale_temps(inst_dir: &Path) {
             files::KERNEL,
             files::KERNEL_CMDLINE,
             files::INITRD,
-            "download",
+            files::DOWNLOAD_TEMP_DIR,
         ]
         .iter()
         .find_map(|n| name.strip_prefix(&format!(".{n}.tmp."))) else {
@@ -298,6 +400,25 @@ mod tests {
         assert_eq!(again.index, None);
         assert_eq!(again.status, Status::Skipped);
         assert!(again.kernel.is_some() && again.initrd.is_some());
+    }
+
+    /// The resolved images: an entry without an arch got the instance's.
+    #[test]
+    fn resolved_images_select_by_the_spec_arch() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("x86.img"), b"x86").unwrap();
+        let inst = d.path().join("inst");
+        fs::create_dir(&inst).unwrap();
+        let spec = crate::spec::Spec::for_tests(serde_json::json!({"images": [
+            {"location": "/nope/arm.img", "arch": "aarch64"},
+            {"location": d.path().join("x86.img").display().to_string()},
+        ]}));
+        assert_eq!(spec.images[1].arch, Arch::X86_64);
+        let p = prepare(&spec.images, spec.arch, &inst, &opts()).unwrap();
+        assert_eq!(p.index, Some(1));
+        assert_eq!(fs::read(inst.join("basedisk")).unwrap(), b"x86");
+        let e = prepare(&spec.images[..1], Arch::X86_64, d.path(), &opts()).unwrap_err();
+        assert!(e.to_string().contains("aarch64"), "{e}");
     }
 
     #[test]

@@ -77,6 +77,12 @@ pub enum SpecError {
         quote_name(file)
     )]
     Empty { file: String },
+    /// A configuration was converted to [`crate::spec::Spec`] before its
+    /// defaults were filled or without passing validation.
+    #[error(
+        "field `{field}` {message}: only a configuration filled with defaults and validated (`spec::resolve`) converts to a Spec"
+    )]
+    NotResolved { field: String, message: String },
     #[error("{}", format_invalid(file, errors))]
     Invalid {
         file: String,

@@ -1,5 +1,6 @@
 //! The `lima.yaml` specification layer: parse, merge templates, fill
-//! defaults, validate. Pure except for reading template files.
+//! defaults, validate, and resolve into the typed [`Spec`]. Pure except for
+//! reading template files.
 
 pub mod defaults;
 pub mod error;
@@ -10,6 +11,7 @@ pub mod mutability;
 pub mod names;
 pub mod resolve;
 pub mod schema;
+pub mod typed;
 pub mod types;
 pub mod units;
 pub mod validate;
@@ -17,4 +19,5 @@ pub mod yaml;
 
 pub use error::SpecError;
 pub use resolve::{LoadEnv, Loaded, Resolved};
+pub use typed::Spec;
 pub use types::LimaYaml;

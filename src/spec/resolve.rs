@@ -7,9 +7,11 @@ use super::error::{LocatedError, SpecError};
 use super::host::HostInfo;
 use super::load::{self, EmbedContext, Template, TemplateStore};
 use super::schema;
+use super::typed::Spec;
 use super::types::LimaYaml;
 use super::validate;
 use super::yaml::{Node, PathSeg, parse_path, path_string, quote_name};
+use crate::layout::{CONFIG_DIR, config_files};
 
 /// What loading needs from outside the YAML: `LIMA_HOME`, the host, the
 /// template search path.
@@ -30,13 +32,13 @@ impl LoadEnv {
     }
 
     pub fn config_dir(&self) -> PathBuf {
-        self.lima_home.join("_config")
+        self.lima_home.join(CONFIG_DIR)
     }
 
     pub fn embed_context(&self, default_base: bool) -> EmbedContext<'_> {
         EmbedContext {
             store: &self.store,
-            default_base: default_base.then(|| self.config_dir().join("base.yaml")),
+            default_base: default_base.then(|| self.config_dir().join(config_files::BASE_YAML)),
         }
     }
 }
@@ -44,7 +46,10 @@ impl LoadEnv {
 /// A filled, validated configuration.
 #[derive(Clone, Debug)]
 pub struct Resolved {
+    /// The wire form: what is stored, written back and diffed.
     pub config: LimaYaml,
+    /// The same configuration resolved, for the consumers that run it.
+    pub spec: Spec,
 }
 
 /// Parses a node into the typed form; type errors name file, line and field.
@@ -97,8 +102,8 @@ pub fn resolve(
     warnings: &mut Vec<String>,
 ) -> Result<Resolved, SpecError> {
     let cfg = env.config_dir();
-    let d_path = cfg.join("default.yaml");
-    let o_path = cfg.join("override.yaml");
+    let d_path = cfg.join(config_files::DEFAULT_YAML);
+    let o_path = cfg.join(config_files::OVERRIDE_YAML);
     let d_node = read_config_node(&d_path)?;
     let o_node = read_config_node(&o_path)?;
 
@@ -172,7 +177,8 @@ pub fn resolve(
             errors,
         });
     }
-    Ok(Resolved { config })
+    let spec = Spec::from_filled(&config)?;
+    Ok(Resolved { config, spec })
 }
 
 /// Maps a field path of the merged configuration back to the file's node:

@@ -210,10 +210,11 @@ fn a_generated_volume_reads_back() {
         lima_home: "/lima".into(),
     };
     lima::spec::defaults::fill(&mut config, &ctx);
+    let spec = lima::spec::Spec::from_filled(&config).unwrap();
     let keys = vec!["ssh-ed25519 AAAA test".to_string()];
     let env = BTreeMap::new();
     let c = generate(&CidataInput {
-        config: &config,
+        spec: &spec,
         name: "smoke",
         instance_dir: Path::new("/lima/smoke"),
         iid: "iid-1",

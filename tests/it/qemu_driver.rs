@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use lima::driver::qemu::accel::{self, Accel, AccelSource};
 use lima::driver::qemu::qmp::Qmp;
 use lima::driver::qemu::{self, QemuArgs, firmware};
-use lima::spec::LimaYaml;
+use lima::spec::typed::Arch;
 use lima::spec::types::{Audio, Firmware, Mount, NineP, Video, Vnc};
+use lima::spec::{LimaYaml, Spec};
 use lima::store::paths::files;
 
 fn qemu_binary() -> PathBuf {
@@ -122,7 +123,7 @@ fn accelerator_probe_matches_an_independent_run() {
         assert!(cache.is_file());
     }
     // The CPU type follows the accelerator.
-    let cpu = accel::cpu_type(&LimaYaml::default(), "x86_64", choice.accel);
+    let cpu = accel::cpu_type(&Default::default(), Arch::X86_64, choice.accel);
     assert_eq!(
         cpu,
         if expected == Accel::Kvm {
@@ -291,8 +292,8 @@ fn fake_instance(root: &Path) -> PathBuf {
     inst
 }
 
-fn config(mount: &Path) -> LimaYaml {
-    LimaYaml {
+fn config(mount: &Path) -> Spec {
+    let mut y = LimaYaml {
         arch: Some("x86_64".into()),
         cpus: Some(2),
         memory: Some("256MiB".into()),
@@ -322,7 +323,18 @@ fn config(mount: &Path) -> LimaYaml {
             }),
         }),
         ..Default::default()
-    }
+    };
+    let host = lima::spec::host::HostInfo::for_tests();
+    lima::spec::defaults::fill(
+        &mut y,
+        &lima::spec::defaults::FillContext {
+            host: &host,
+            instance_name: "drvtest".into(),
+            instance_dir: "/lima/drvtest".into(),
+            lima_home: "/lima".into(),
+        },
+    );
+    Spec::from_filled(&y).unwrap()
 }
 
 fn free_port() -> u16 {
@@ -416,11 +428,11 @@ fn built_argv_is_accepted_by_qemu() {
 
     for legacy in [false, true] {
         let mut y = config(&share);
-        y.firmware.as_mut().unwrap().legacy_bios = Some(legacy);
-        let fw = firmware::find(&y, &inst, &q).unwrap();
+        y.firmware.legacy_bios = legacy;
+        let fw = firmware::find(&y.firmware, &inst, &q).unwrap();
         assert_eq!(fw.is_none(), legacy);
         let args = QemuArgs {
-            config: &y,
+            spec: &y,
             name: "drvtest",
             instance_dir: &inst,
             ssh_local_port: free_port(),
@@ -451,7 +463,7 @@ fn prepare_end_to_end_with_probe_and_firmware() {
     let y = config(&share);
     let home = d.path().join("home");
     let launch = qemu::Launch {
-        config: &y,
+        spec: &y,
         name: "drvtest",
         instance_dir: &inst,
         ssh_local_port: free_port(),

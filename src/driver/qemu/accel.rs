@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::QemuError;
-use crate::spec::LimaYaml;
+use crate::spec::typed::{Arch, QemuOpts};
 
 /// Environment variable that forces the accelerator: `kvm`, `tcg` (or `auto`).
 pub const ACCEL_ENV: &str = "LIMA_QEMU_ACCEL";
@@ -453,13 +453,10 @@ fn write_cache(path: &Path, key: CacheKey, accel: Accel, reason: &str) -> std::i
 
 /// The CPU model: `vmOpts.qemu.cpuType.<arch>` when set, else `host` under
 /// KVM and `max` under TCG (reference §2.3).
-pub fn cpu_type(config: &LimaYaml, arch: &str, accel: Accel) -> String {
-    let configured = config
-        .vm_opts
-        .as_ref()
-        .and_then(|o| o.qemu.as_ref())
-        .and_then(|q| q.cpu_type.as_ref())
-        .and_then(|m| m.get(arch))
+pub fn cpu_type(qemu: &QemuOpts, arch: Arch, accel: Accel) -> String {
+    let configured = qemu
+        .cpu_type
+        .get(arch.as_str())
         .filter(|s| !s.trim().is_empty());
     match configured {
         Some(c) => c.trim().to_string(),
@@ -504,22 +501,15 @@ fn cpu_help_lists(help: &str, model: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::types::{QemuOpts, VmOpts};
 
     #[test]
     fn cpu_type_defaults_and_override() {
-        let mut y = LimaYaml::default();
-        assert_eq!(cpu_type(&y, "x86_64", Accel::Kvm), "host");
-        assert_eq!(cpu_type(&y, "x86_64", Accel::Tcg), "max");
-        y.vm_opts = Some(VmOpts {
-            qemu: Some(QemuOpts {
-                cpu_type: Some([("x86_64".to_string(), "Haswell-v4".to_string())].into()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-        assert_eq!(cpu_type(&y, "x86_64", Accel::Kvm), "Haswell-v4");
-        assert_eq!(cpu_type(&y, "aarch64", Accel::Tcg), "max");
+        let mut q = QemuOpts::default();
+        assert_eq!(cpu_type(&q, Arch::X86_64, Accel::Kvm), "host");
+        assert_eq!(cpu_type(&q, Arch::X86_64, Accel::Tcg), "max");
+        q.cpu_type = [("x86_64".to_string(), "Haswell-v4".to_string())].into();
+        assert_eq!(cpu_type(&q, Arch::X86_64, Accel::Kvm), "Haswell-v4");
+        assert_eq!(cpu_type(&q, Arch::Aarch64, Accel::Tcg), "max");
     }
 
     #[test]

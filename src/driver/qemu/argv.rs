@@ -1,4 +1,4 @@
-//! The QEMU command line, as a pure function of a filled `lima.yaml` and a few
+//! The QEMU command line, as a pure function of a resolved `lima.yaml` and a few
 //! facts measured beforehand (accelerator, CPU type, firmware, which boot files
 //! exist). Order and spelling follow Lima's `Cmdline` for an x86_64 guest on a
 //! Linux host (reference §2.4), with this project's layout: the root disk is
@@ -7,8 +7,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::spec::LimaYaml;
+use crate::spec::Spec;
 use crate::spec::defaults::mount_tag;
+use crate::spec::typed::MountType;
 use crate::store::paths::files;
 
 use super::accel::Accel;
@@ -24,10 +25,10 @@ const OVERRIDABLE: &[&str] = &[
     "-initrd",
 ];
 
-/// Everything [`build`] needs. `config` must be a filled (defaults applied) spec.
+/// Everything [`build`] needs.
 #[derive(Clone, Debug)]
 pub struct QemuArgs<'a> {
-    pub config: &'a LimaYaml,
+    pub spec: &'a Spec,
     pub name: &'a str,
     pub instance_dir: &'a Path,
     pub ssh_local_port: u16,
@@ -65,17 +66,11 @@ pub fn build_with_warnings(a: &QemuArgs) -> (Vec<String>, Vec<String>) {
         argv: a.extra_prefix_args.clone(),
         warnings: Vec::new(),
     };
-    let y = a.config;
+    let y = a.spec;
     let inst = |f: &str| path_str(&a.instance_dir.join(f));
 
     // Memory, CPU, machine, SMP.
-    let mem_mib = y
-        .memory
-        .as_deref()
-        .and_then(|m| crate::spec::units::parse_size(m).ok())
-        .unwrap_or(4 << 30)
-        >> 20;
-    b.opt("-m", mem_mib.to_string());
+    b.opt("-m", y.memory.mib().to_string());
     b.opt("-cpu", a.cpu_type.clone());
     match a.accel {
         Accel::Kvm => b.opt("-machine", "q35,accel=kvm"),
@@ -86,7 +81,7 @@ pub fn build_with_warnings(a: &QemuArgs) -> (Vec<String>, Vec<String>) {
             b.push(["-global", "ICH9-LPC.disable_s4=1"]);
         }
     }
-    let cpus = y.cpus.unwrap_or(4).max(1);
+    let cpus = y.cpus;
     b.opt("-smp", format!("{cpus},sockets=1,cores={cpus},threads=1"));
 
     // Firmware.
@@ -164,16 +159,14 @@ pub fn build_with_warnings(a: &QemuArgs) -> (Vec<String>, Vec<String>) {
     b.push(["-device", "virtio-rng-pci"]);
 
     // Audio.
-    let audio = y.audio.clone().unwrap_or_default();
-    let device = audio.device.unwrap_or_default();
-    let backend = match device.as_str() {
+    let backend = match y.audio.device.as_str() {
         "" => "none",
         "default" => "pa",
         d => d,
     };
     b.push(["-audiodev".into(), format!("{backend},id=snd0")]);
     if backend != "none" {
-        match audio.interface.as_deref().unwrap_or("") {
+        match y.audio.interface.as_str() {
             "virtio" => b.push(["-device", "virtio-sound-pci,audiodev=snd0"]),
             _ => {
                 b.push(["-device", "ich9-intel-hda"]);
@@ -183,20 +176,14 @@ pub fn build_with_warnings(a: &QemuArgs) -> (Vec<String>, Vec<String>) {
     }
 
     // Display.
-    let video = y.video.clone().unwrap_or_default();
-    let display = video
-        .display
-        .filter(|d| !d.is_empty())
-        .unwrap_or_else(|| "none".into());
+    let display = y.video.display.as_str();
     if display == "vnc" {
-        let vnc = video
-            .vnc
-            .and_then(|v| v.display)
-            .filter(|d| !d.is_empty())
-            .unwrap_or_else(|| "127.0.0.1:0,to=9".into());
-        b.opt("-display", format!("vnc={vnc},password=on"));
+        b.opt(
+            "-display",
+            format!("vnc={},password=on", y.video.vnc_display),
+        );
     } else {
-        b.opt("-display", display.clone());
+        b.opt("-display", display);
     }
     if display == "none" {
         b.opt("-vga", "none");
@@ -236,21 +223,15 @@ pub fn build_with_warnings(a: &QemuArgs) -> (Vec<String>, Vec<String>) {
     ]);
 
     // 9p mounts.
-    if y.mount_type.as_deref() == Some("9p") {
-        for m in y.mounts.iter().flatten() {
-            let mount_point = m.mount_point.as_deref().unwrap_or(&m.location);
-            let model = m
-                .nine_p
-                .as_ref()
-                .and_then(|p| p.security_model.as_deref())
-                .filter(|s| !s.is_empty())
-                .unwrap_or("none");
+    if y.mount_type == MountType::NineP {
+        for m in &y.mounts {
             let mut v = format!(
-                "local,mount_tag={},path={},security_model={model}",
-                mount_tag(&m.location, mount_point),
-                m.location
+                "local,mount_tag={},path={},security_model={}",
+                mount_tag(&m.location, &m.mount_point),
+                m.location,
+                m.nine_p.security_model
             );
-            if m.writable != Some(true) {
+            if !m.writable {
                 v.push_str(",readonly=on");
             }
             b.push(["-virtfs".into(), v]);
@@ -394,35 +375,17 @@ pub fn shell_words(s: &str) -> Result<Vec<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::types::{Audio, Firmware, Mount, NineP, Video, Vnc};
+    use crate::spec::typed::ByteSize;
+    use serde_json::json;
 
-    fn config() -> LimaYaml {
-        LimaYaml {
-            cpus: Some(4),
-            memory: Some("4GiB".into()),
-            mount_type: Some("reverse-sshfs".into()),
-            mounts: Some(vec![]),
-            firmware: Some(Firmware {
-                legacy_bios: Some(false),
-                images: Some(vec![]),
-            }),
-            audio: Some(Audio {
-                device: Some(String::new()),
-                interface: Some(String::new()),
-            }),
-            video: Some(Video {
-                display: Some("none".into()),
-                vnc: Some(Vnc {
-                    display: Some("127.0.0.1:0,to=9".into()),
-                }),
-            }),
-            ..Default::default()
-        }
+    /// 4 CPUs, 4GiB, reverse-sshfs without mounts, no audio or display.
+    fn config() -> Spec {
+        Spec::for_tests(json!({}))
     }
 
-    fn args<'a>(y: &'a LimaYaml, dir: &'a Path) -> QemuArgs<'a> {
+    fn args<'a>(y: &'a Spec, dir: &'a Path) -> QemuArgs<'a> {
         QemuArgs {
-            config: y,
+            spec: y,
             name: "default",
             instance_dir: dir,
             ssh_local_port: 60022,
@@ -537,30 +500,15 @@ mod tests {
 
     #[test]
     fn ninep_mounts_with_tags() {
-        let mut y = config();
-        y.mount_type = Some("9p".into());
-        y.mounts = Some(vec![
-            Mount {
-                location: "/home/alice".into(),
-                mount_point: Some("/home/alice".into()),
-                writable: Some(false),
-                nine_p: Some(NineP {
-                    security_model: Some("none".into()),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-            Mount {
-                location: "/tmp/lima".into(),
-                mount_point: Some("/tmp/lima".into()),
-                writable: Some(true),
-                nine_p: Some(NineP {
-                    security_model: Some("mapped-xattr".into()),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        ]);
+        let mut y = Spec::for_tests(json!({
+            "mountType": "9p",
+            "mounts": [
+                {"location": "/home/alice", "mountPoint": "/home/alice", "writable": false,
+                 "9p": {"securityModel": "none"}},
+                {"location": "/tmp/lima", "mountPoint": "/tmp/lima", "writable": true,
+                 "9p": {"securityModel": "mapped-xattr"}},
+            ],
+        }));
         let got = build(&args(&y, Path::new("/I")));
         let virtfs: Vec<&String> = got
             .windows(2)
@@ -589,7 +537,7 @@ mod tests {
         let qmp = got.iter().position(|w| w == "-qmp").unwrap();
         assert!(console < v && v < qmp);
         // Other mount types get no -virtfs.
-        y.mount_type = Some("reverse-sshfs".into());
+        y.mount_type = MountType::ReverseSshfs;
         assert!(!build(&args(&y, Path::new("/I"))).contains(&"-virtfs".to_string()));
     }
 
@@ -645,8 +593,8 @@ mod tests {
     #[test]
     fn vnc_display_and_audio() {
         let mut y = config();
-        y.video.as_mut().unwrap().display = Some("vnc".into());
-        y.audio.as_mut().unwrap().device = Some("default".into());
+        y.video.display = "vnc".into();
+        y.audio.device = "default".into();
         let got = build(&args(&y, Path::new("/I"))).join(" ");
         assert!(got.contains(
             "-audiodev pa,id=snd0 -device ich9-intel-hda -device hda-output,audiodev=snd0 \
@@ -659,8 +607,8 @@ mod tests {
     #[test]
     fn memory_in_mib_and_smp() {
         let mut y = config();
-        y.memory = Some("1.5GiB".into());
-        y.cpus = Some(2);
+        y.memory = ByteSize::parse("1.5GiB").unwrap();
+        y.cpus = 2;
         let got = build(&args(&y, Path::new("/I")));
         assert_eq!(got[..2], ["-m", "1536"]);
         assert!(got.contains(&"2,sockets=1,cores=2,threads=1".to_string()));

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::QemuError;
-use crate::spec::LimaYaml;
+use crate::spec::typed::Firmware;
 use crate::store::paths::files;
 
 /// System locations searched for x86_64, after the QEMU-relative ones.
@@ -33,25 +33,16 @@ pub fn candidates(qemu_binary: &Path, home: Option<&Path>) -> Vec<PathBuf> {
     c
 }
 
-/// `firmware.legacyBIOS` is set.
-pub fn legacy_bios(config: &LimaYaml) -> bool {
-    config
-        .firmware
-        .as_ref()
-        .and_then(|f| f.legacy_bios)
-        .unwrap_or(false)
-}
-
 /// The firmware to attach: `None` for legacy BIOS, else `<inst>/qemu-efi-code.fd`
 /// when present, else the first existing [`candidates`] entry.
 pub fn find(
-    config: &LimaYaml,
+    firmware: &Firmware,
     instance_dir: &Path,
     qemu_binary: &Path,
 ) -> Result<Option<PathBuf>, QemuError> {
     let home = std::env::var_os("HOME").map(PathBuf::from);
     find_in(
-        config,
+        firmware,
         instance_dir,
         &candidates(qemu_binary, home.as_deref()),
     )
@@ -59,11 +50,11 @@ pub fn find(
 
 /// [`find`] with an explicit candidate list.
 pub fn find_in(
-    config: &LimaYaml,
+    firmware: &Firmware,
     instance_dir: &Path,
     candidates: &[PathBuf],
 ) -> Result<Option<PathBuf>, QemuError> {
-    if legacy_bios(config) {
+    if firmware.legacy_bios {
         return Ok(None);
     }
     let own = instance_dir.join(files::QEMU_EFI_CODE);
@@ -71,12 +62,7 @@ pub fn find_in(
         crate::debug!("Using existing firmware ({})", own.display());
         return Ok(Some(own));
     }
-    let wanted_images = config
-        .firmware
-        .as_ref()
-        .and_then(|f| f.images.as_ref())
-        .is_some_and(|i| !i.is_empty());
-    if wanted_images {
+    if !firmware.images.is_empty() {
         crate::warn!(
             "`firmware.images` are not fetched by this QEMU driver; place the code volume at {} to use it. Using the system firmware",
             own.display()
@@ -95,15 +81,11 @@ pub fn find_in(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::types::Firmware;
 
-    fn cfg(legacy: bool) -> LimaYaml {
-        LimaYaml {
-            firmware: Some(Firmware {
-                legacy_bios: Some(legacy),
-                images: Some(vec![]),
-            }),
-            ..Default::default()
+    fn cfg(legacy: bool) -> Firmware {
+        Firmware {
+            legacy_bios: legacy,
+            images: vec![],
         }
     }
 

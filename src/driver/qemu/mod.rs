@@ -23,7 +23,8 @@ use std::process::{Command, Stdio};
 pub use accel::{Accel, AccelChoice, AccelSource};
 pub use argv::{QemuArgs, build};
 
-use crate::spec::LimaYaml;
+use crate::spec::Spec;
+use crate::spec::typed::MountType;
 use crate::store::paths::files;
 
 /// The only guest architecture this driver runs.
@@ -272,8 +273,8 @@ pub fn is_iso9660(path: &Path) -> bool {
 /// What the host agent knows when it is about to start QEMU.
 #[derive(Clone, Debug)]
 pub struct Launch<'a> {
-    /// The filled `lima.yaml`.
-    pub config: &'a LimaYaml,
+    /// The resolved `lima.yaml`.
+    pub spec: &'a Spec,
     pub name: &'a str,
     pub instance_dir: &'a Path,
     pub ssh_local_port: u16,
@@ -303,23 +304,22 @@ pub fn command_line(l: &Launch) -> Result<(PathBuf, Vec<String>), QemuError> {
 /// the CPU type and the firmware, looks at the instance's boot files, creates
 /// 9p mount sources, and builds the arguments. Logs what it chose.
 pub fn prepare(l: &Launch) -> Result<Prepared, QemuError> {
-    let y = l.config;
-    let arch = y.arch.as_deref().unwrap_or(GUEST_ARCH);
+    let y = l.spec;
+    let arch = y.arch.as_str();
     if arch != GUEST_ARCH {
         return Err(QemuError::UnsupportedArch { arch: arch.into() });
     }
-    let mount_type = y.mount_type.as_deref().unwrap_or("");
-    if mount_type == "virtiofs" && y.mounts.as_ref().is_some_and(|m| !m.is_empty()) {
+    if y.mount_type == MountType::Virtiofs && !y.mounts.is_empty() {
         return Err(QemuError::Unsupported {
             what: "`mountType: virtiofs` (use `9p` or `reverse-sshfs`)".into(),
         });
     }
-    if y.networks.as_ref().is_some_and(|n| !n.is_empty()) {
+    if !y.networks.is_empty() {
         crate::warn!(
             "`networks` are not supported by this QEMU driver yet; ignoring them (the user-mode network is always there)"
         );
     }
-    if y.tpm == Some(true) {
+    if y.tpm {
         crate::warn!("`tpm: true` is not supported by this QEMU driver yet; ignoring it");
     }
 
@@ -331,11 +331,7 @@ pub fn prepare(l: &Launch) -> Result<Prepared, QemuError> {
         );
     }
     let version = version(&binary.path)?;
-    let required = y
-        .vm_opts
-        .as_ref()
-        .and_then(|o| o.qemu.as_ref())
-        .and_then(|q| q.minimum_version.as_deref());
+    let required = y.vm_opts.qemu.minimum_version.as_deref();
     for w in check_version(&binary.path, version, required)? {
         crate::warn!("{w}");
     }
@@ -344,10 +340,10 @@ pub fn prepare(l: &Launch) -> Result<Prepared, QemuError> {
     let cache = accel::cache_file(l.lima_home);
     let choice = accel::choose(&binary.path, arch, Some(&cache), forced);
     choice.log();
-    let cpu = accel::cpu_type(y, arch, choice.accel);
+    let cpu = accel::cpu_type(&y.vm_opts.qemu, y.arch, choice.accel);
     accel::validate_cpu_type(&binary.path, &cpu)?;
 
-    let fw = firmware::find(y, l.instance_dir, &binary.path)?;
+    let fw = firmware::find(&y.firmware, l.instance_dir, &binary.path)?;
     match &fw {
         Some(p) => crate::debug!("Using UEFI firmware {}", p.display()),
         None => crate::debug!("Using legacy BIOS"),
@@ -369,8 +365,8 @@ pub fn prepare(l: &Launch) -> Result<Prepared, QemuError> {
         }
     };
 
-    if mount_type == "9p" {
-        for m in y.mounts.iter().flatten() {
+    if y.mount_type == MountType::NineP {
+        for m in &y.mounts {
             let p = Path::new(&m.location);
             if !p.exists() {
                 use std::os::unix::fs::DirBuilderExt;
@@ -387,7 +383,7 @@ pub fn prepare(l: &Launch) -> Result<Prepared, QemuError> {
     }
 
     let args = QemuArgs {
-        config: y,
+        spec: y,
         name: l.name,
         instance_dir: dir,
         ssh_local_port: l.ssh_local_port,
