@@ -167,7 +167,7 @@ pub(crate) fn setup_env(
         for name in &all {
             if let Some(v) = host_env.get(name) {
                 if env.get(name).is_some_and(|old| old != v) {
-                    log::info!(
+                    crate::info!(
                         "Overriding {name:?} value {:?} with {v:?} from limactl process environment",
                         env[name]
                     );
@@ -185,7 +185,7 @@ pub(crate) fn setup_env(
         } else if !name.eq_ignore_ascii_case("no_proxy")
             && let Some(new) = replace_loopback(&value, SLIRP_GATEWAY)
         {
-            log::info!("Replacing {name:?} value {value:?} with {new:?}");
+            crate::info!("Replacing {name:?} value {value:?} with {new:?}");
             env.insert(name.clone(), new);
         }
     }
@@ -193,7 +193,7 @@ pub(crate) fn setup_env(
         let upper = lower.to_ascii_uppercase();
         if let Some(v) = env.get(lower).cloned() {
             if env.get(&upper).is_some_and(|u| *u != v) {
-                log::warn!("Changing {upper:?} value to {v:?} to match {lower:?}");
+                crate::warn!("Changing {upper:?} value to {v:?} to match {lower:?}");
             }
             env.insert(upper, v);
         } else if let Some(v) = env.get(&upper).cloned() {
