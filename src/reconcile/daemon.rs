@@ -238,7 +238,7 @@ impl Daemon {
 
     fn record_error(&self, name: &str, message: &str) {
         let dir = self.ctx.home.instance_dir(name);
-        crate::error!("{}: {message}", quote_name(name));
+        crate::error!("{message}");
         if dir.is_dir() {
             journal::record_error(&dir, name, message);
             let mut s = status::read(&dir);
@@ -251,6 +251,7 @@ impl Daemon {
 
     /// One level-triggered reconcile; failures go through the error policy.
     fn reconcile(&self, name: &str) -> Requeue {
+        let _span = crate::logging::instance_span(name).entered();
         let err = match self.try_reconcile(name) {
             Ok(requeue) => return requeue,
             Err(e) => e,
@@ -273,10 +274,7 @@ impl Daemon {
         match self.sources.claim(name, observed.owner.as_deref()) {
             Claim::Declared { source, file } => self.reconcile_declared(name, source, file),
             Claim::Orphan { .. } if self.opts.prune && observed.dir_exists => {
-                crate::info!(
-                    "{}: its file is gone from the source; deleting it (--prune)",
-                    quote_name(name)
-                );
+                crate::info!("its file is gone from the source; deleting it (--prune)");
                 let popts = ops::apply::pruning(&self.opts.plan);
                 ops::converge(ctx, name, None, &popts, &self.opts.exec, &mut |_| {})?;
                 Ok(Requeue::AwaitChange)
@@ -307,7 +305,7 @@ impl Daemon {
             .check_owner(name, observed.owner.as_deref())
             .map_err(not_applied)?;
         let desired = ops::apply::with_power(desired, &observed);
-        if let Some(wait) = self.crash_backoff(name, &observed, desired.power) {
+        if let Some(wait) = self.crash_backoff(&observed, desired.power) {
             return Ok(Requeue::After(wait));
         }
 
@@ -325,8 +323,7 @@ impl Daemon {
             status::record(&ctx.home, name, None);
         } else {
             crate::info!(
-                "{}: converged ({})",
-                quote_name(name),
+                "converged ({})",
                 plan.steps
                     .iter()
                     .map(|s| s.action.verb())
@@ -358,7 +355,6 @@ impl Daemon {
     /// up to the cap. Returns how long to wait before relaunching, if at all.
     fn crash_backoff(
         &self,
-        name: &str,
         observed: &store::Instance,
         power: Option<PowerState>,
     ) -> Option<Duration> {
@@ -390,8 +386,7 @@ impl Daemon {
         );
         if counted {
             crate::warn!(
-                "{}: the VM failed ({}); relaunching {}",
-                quote_name(name),
+                "the VM failed ({}); relaunching {}",
                 b.reason,
                 if wait.is_zero() {
                     "now".to_string()

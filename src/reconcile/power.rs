@@ -5,6 +5,7 @@ use std::path::Path;
 
 use super::plan::PowerState;
 use super::status;
+use crate::spec::typed::RunStrategy;
 use crate::store::Instance;
 
 /// How the instance's last run ended, from its host agent's last event.
@@ -40,12 +41,9 @@ pub fn last_exit(dir: &Path, host_agent_alive: bool) -> LastExit {
 /// `Always` → running; `Halted` → stopped; `Manual` → leave it; `RerunOnFailure`
 /// → running when new, never started, or after a failure, else leave it (a
 /// clean poweroff or `limactl stop` is respected).
-pub fn desired_power(
-    run_strategy: Option<&str>,
-    observed: Option<&Instance>,
-) -> Option<PowerState> {
-    match run_strategy.unwrap_or("Always") {
-        "RerunOnFailure" => {
+pub fn desired_power(run_strategy: RunStrategy, observed: Option<&Instance>) -> Option<PowerState> {
+    match run_strategy {
+        RunStrategy::RerunOnFailure => {
             let Some(o) = observed.filter(|o| o.dir_exists) else {
                 return Some(PowerState::Running);
             };
@@ -56,7 +54,7 @@ pub fn desired_power(
                 LastExit::Clean => None,
             }
         }
-        other => PowerState::from_run_strategy(Some(other)),
+        other => PowerState::from_run_strategy(other),
     }
 }
 
@@ -100,14 +98,17 @@ mod tests {
 
     #[test]
     fn run_strategies() {
-        assert_eq!(desired_power(None, None), Some(PowerState::Running));
         assert_eq!(
-            desired_power(Some("Halted"), None),
+            desired_power(RunStrategy::Always, None),
+            Some(PowerState::Running)
+        );
+        assert_eq!(
+            desired_power(RunStrategy::Halted, None),
             Some(PowerState::Stopped)
         );
-        assert_eq!(desired_power(Some("Manual"), None), None);
+        assert_eq!(desired_power(RunStrategy::Manual, None), None);
         assert_eq!(
-            desired_power(Some("RerunOnFailure"), None),
+            desired_power(RunStrategy::RerunOnFailure, None),
             Some(PowerState::Running)
         );
         let d = tempfile::tempdir().unwrap();
@@ -125,12 +126,12 @@ mod tests {
         })
         .unwrap();
         assert_eq!(
-            desired_power(Some("RerunOnFailure"), Some(&o)),
+            desired_power(RunStrategy::RerunOnFailure, Some(&o)),
             None,
             "a clean stop is respected"
         );
         assert_eq!(
-            desired_power(Some("Always"), Some(&o)),
+            desired_power(RunStrategy::Always, Some(&o)),
             Some(PowerState::Running)
         );
         w.emit(Status {
@@ -140,7 +141,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(
-            desired_power(Some("RerunOnFailure"), Some(&o)),
+            desired_power(RunStrategy::RerunOnFailure, Some(&o)),
             Some(PowerState::Running)
         );
     }

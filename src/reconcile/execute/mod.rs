@@ -85,6 +85,7 @@ pub fn execute(
     held: Option<Held>,
 ) -> Result<(), ExecError> {
     let name = plan.instance.as_str();
+    let _span = crate::logging::instance_span(name).entered();
     if !plan.refused.is_empty() {
         return Err(ExecError::Refused {
             instance: name.into(),
@@ -117,12 +118,7 @@ struct Executor<'a> {
 
 impl Executor<'_> {
     fn run(&mut self, step: &Step) -> Result<(), ExecError> {
-        crate::debug!(
-            "{}: {} ({})",
-            quote_name(self.name),
-            step.action.verb(),
-            step.reason
-        );
+        crate::debug!("{} ({})", step.action.verb(), step.reason);
         if self.lock.is_none() && self.dir.is_dir() {
             self.lock = Some(lock(&self.dir, self.opts.lock_timeout)?);
         }
@@ -187,17 +183,16 @@ impl Executor<'_> {
         config: &DesiredConfig,
         failed: impl Fn(&dyn std::fmt::Display) -> ExecError,
     ) -> Result<(), ExecError> {
-        let images = config.filled.images.clone().unwrap_or_default();
-        let arch = config.filled.arch.clone().unwrap_or_default();
-        let prepared = crate::image::prepare_images(
-            &images,
-            &arch,
+        let spec = &config.spec;
+        let prepared = crate::image::prepare(
+            &spec.images,
+            spec.arch,
             &self.dir,
             &crate::image::FetchOptions::default(),
         )
         .map_err(|e| failed(&e))?;
         if let Some(i) = prepared.index {
-            crate::info!("Using image {}", quote_name(&images[i].location));
+            crate::info!("Using image {}", quote_name(&spec.images[i].location));
         }
         Ok(())
     }
@@ -240,11 +235,7 @@ impl Executor<'_> {
         )
         .map_err(|e| failed(&e))?;
         super::status::bump_generation(&self.dir)?;
-        crate::info!(
-            "{}: configuration updated ({})",
-            quote_name(self.name),
-            step.reason
-        );
+        crate::info!("configuration updated ({})", step.reason);
         Ok(())
     }
 
@@ -363,5 +354,39 @@ fn fault_point(verb: &str, when: &str) {
         // Only returns if the signal could not be sent, which cannot happen
         // for the calling process; the plan then simply goes on.
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logging::{Level, capture};
+    use crate::reconcile::plan::{Action, Plan, Reason, Step};
+
+    #[test]
+    fn steps_log_inside_the_instance_span() {
+        let d = tempfile::tempdir().unwrap();
+        let home = Home::new(d.path());
+        std::fs::create_dir_all(home.instance_dir("vm")).unwrap();
+        let mut plan = Plan::new("vm");
+        plan.steps.push(Step {
+            action: Action::Adopt {
+                owner: "/src".into(),
+            },
+            reason: Reason::Unmanaged,
+        });
+        let mut result = None;
+        let text = capture(Level::Debug, false, || {
+            result = Some(execute(&home, &plan, &ExecOptions::default(), None));
+        });
+        result.unwrap().unwrap();
+        assert_eq!(
+            text.lines().next().unwrap(),
+            "time=\"2024-01-02T03:04:05Z\" level=debug msg=\"adopt (instance exists but no source manages it; this source takes it over)\" instance=vm"
+        );
+        assert_eq!(
+            std::fs::read_to_string(home.instance_dir("vm").join(files::OWNER)).unwrap(),
+            "/src\n"
+        );
     }
 }

@@ -108,11 +108,9 @@ impl Planned {
 /// The desired power of a declared instance, given what it is now
 /// (`RerunOnFailure` depends on how its last run ended).
 pub fn with_power(mut desired: Desired, observed: &store::Instance) -> Desired {
-    let strategy = desired
-        .config
-        .as_ref()
-        .and_then(|c| c.filled.run_strategy.clone());
-    desired.power = power::desired_power(strategy.as_deref(), Some(observed));
+    if let Some(c) = &desired.config {
+        desired.power = power::desired_power(c.spec.run_strategy, Some(observed));
+    }
     desired
 }
 

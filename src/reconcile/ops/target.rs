@@ -127,10 +127,7 @@ pub fn resolve_target(
     })?;
     Ok(Target::New(Box::new(Desired {
         name,
-        config: Some(Arc::new(DesiredConfig {
-            lima_yaml: text,
-            filled: resolved.config,
-        })),
+        config: Some(Arc::new(DesiredConfig::new(text, resolved))),
         power,
         owner: None,
     })))
@@ -214,10 +211,10 @@ pub fn desired_from_node(
     })?;
     Ok(Desired {
         name: inst.name.clone(),
-        config: Some(Arc::new(DesiredConfig {
-            lima_yaml: text.unwrap_or_else(|| yaml::emit(node)),
-            filled: resolved.config,
-        })),
+        config: Some(Arc::new(DesiredConfig::new(
+            text.unwrap_or_else(|| yaml::emit(node)),
+            resolved,
+        ))),
         power,
         owner: inst.owner.clone(),
     })

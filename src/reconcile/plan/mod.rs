@@ -22,9 +22,9 @@ use serde::Serialize;
 
 pub use reason::{Grow, Reason, Refusal};
 
-use crate::spec::LimaYaml;
-use crate::spec::defaults::size_bytes;
 use crate::spec::mutability::{self, FieldChange, FieldClass};
+use crate::spec::typed::RunStrategy;
+use crate::spec::{LimaYaml, Resolved, Spec};
 use crate::store::{Instance, Status};
 
 /// The power state an instance should be in.
@@ -35,12 +35,13 @@ pub enum PowerState {
 }
 
 impl PowerState {
-    /// `runStrategy` → desired power (`Manual`: leave it as it is).
-    pub fn from_run_strategy(s: Option<&str>) -> Option<PowerState> {
-        match s.unwrap_or("Always") {
-            "Halted" => Some(PowerState::Stopped),
-            "Manual" => None,
-            _ => Some(PowerState::Running),
+    /// `runStrategy` → desired power for a new instance (`Manual`: leave it
+    /// as it is); [`super::power::desired_power`] also knows how the last run ended.
+    pub fn from_run_strategy(s: RunStrategy) -> Option<PowerState> {
+        match s {
+            RunStrategy::Halted => Some(PowerState::Stopped),
+            RunStrategy::Manual => None,
+            RunStrategy::Always | RunStrategy::RerunOnFailure => Some(PowerState::Running),
         }
     }
 }
@@ -50,8 +51,22 @@ impl PowerState {
 pub struct DesiredConfig {
     /// The `lima.yaml` bytes to store.
     pub lima_yaml: String,
-    /// The filled, validated configuration.
+    /// The filled, validated configuration in its wire form: what field
+    /// changes are computed on (their paths and values are the user's).
     pub filled: LimaYaml,
+    /// The same, resolved into plain values and enums: what steps act on.
+    pub spec: Spec,
+}
+
+impl DesiredConfig {
+    /// From a resolved `lima.yaml` and the bytes to store for it.
+    pub fn new(lima_yaml: String, resolved: Resolved) -> DesiredConfig {
+        DesiredConfig {
+            lima_yaml,
+            filled: resolved.config,
+            spec: resolved.spec,
+        }
+    }
 }
 
 /// What an instance should look like.
@@ -292,7 +307,7 @@ impl Plan {
 }
 
 fn create_steps(p: &mut Plan, config: &Arc<DesiredConfig>, desired: &Desired, reason: Reason) {
-    let want_disk = size_bytes(&config.filled.disk);
+    let want_disk = config.spec.disk.bytes();
     p.push(
         Action::Create {
             config: config.clone(),
@@ -448,7 +463,7 @@ fn plan_existing(mut p: Plan, desired: &Desired, observed: &Instance, opts: &Pla
         }
 
         // The disk only grows.
-        let want_disk = size_bytes(&config.filled.disk);
+        let want_disk = config.spec.disk.bytes();
         match observed.disk_size {
             None => p.push(
                 Action::CreateDiffDisk { size: want_disk },

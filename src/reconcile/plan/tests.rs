@@ -45,11 +45,13 @@ pub(crate) fn observed(status: Status, config: Option<LimaYaml>, disk: Option<u6
 }
 
 fn desired(power: Option<PowerState>, config: LimaYaml) -> Desired {
+    let spec = Spec::for_tests(serde_json::to_value(&config).unwrap());
     Desired {
         name: "vm".into(),
         config: Some(Arc::new(DesiredConfig {
             lima_yaml: String::new(),
             filled: config,
+            spec,
         })),
         power,
         owner: None,
@@ -468,7 +470,7 @@ proptest! {
                 match &d.config {
                     Some(c) => {
                         prop_assert_eq!(o2.config.as_ref(), Some(&c.filled));
-                        let want = size_bytes(&c.filled.disk);
+                        let want = c.spec.disk.bytes();
                         let pending_grow = p1.pending_restart.iter().any(|s| s.starts_with("disk "));
                         prop_assert!(pending_grow || o2.disk_size == Some(want),
                             "disk {:?} != {want}: {:?}", o2.disk_size, p1.steps);

@@ -260,13 +260,10 @@ pub fn load_file(
     let result = loaded
         .map_err(|e| EntryError::Load(e.to_string()))
         .map(|l| {
-            let power = PowerState::from_run_strategy(l.resolved.config.run_strategy.as_deref());
+            let power = PowerState::from_run_strategy(l.resolved.spec.run_strategy);
             Desired {
                 name: name.to_string(),
-                config: Some(Arc::new(DesiredConfig {
-                    lima_yaml: l.lima_yaml_text(),
-                    filled: l.resolved.config,
-                })),
+                config: Some(Arc::new(DesiredConfig::new(l.lima_yaml_text(), l.resolved))),
                 power,
                 owner: Some(owner.to_string()),
             }
