@@ -2,15 +2,21 @@
 //!
 //! KVM is used only when it actually works. `/dev/kvm` existing (or even
 //! opening) proves nothing: on some hosts QEMU aborts when it sets up a vCPU
-//! (`failed to set MSR 0x10a`). So the first start runs a probe that creates a
-//! real q35 vCPU under KVM and quits:
+//! (`failed to set MSR 0x10a`), on others the vCPU is created but runs guest
+//! code at a crawl (a kernel never gets through its decompressor). So the
+//! first start runs a probe guest ([`PROBE_GUEST`], `kvm_probe.S`: long mode,
+//! 32 MiB of page writes, a counting loop, then an `isa-debug-exit`) under
+//! TCG and under KVM:
 //!
 //! ```text
-//! qemu-system-x86_64 -accel kvm -M q35 -cpu host -display none -nodefaults -S -qmp stdio
-//!   ← {"execute":"qmp_capabilities"}  {"execute":"quit"}
+//! qemu-system-x86_64 -accel tcg|kvm -M pc -cpu max|host -display none -nodefaults
+//!   -no-reboot -m 128 -device isa-debug-exit,iobase=0xf4,iosize=0x04
+//!   -drive format=raw,file=<probe>,if=floppy,readonly=on -boot a
 //! ```
 //!
-//! Exit status 0 means KVM works; anything else means TCG. The answer is cached
+//! KVM is used when its run reports success and is faster than TCG's; a
+//! failure or a run slower than TCG's means TCG. The decision compares two
+//! runs on the same machine at the same time, never a fixed duration. The answer is cached
 //! in `$LIMA_HOME/_cache/qemu-accel.json`, keyed by the QEMU binary (path and
 //! mtime), the host kernel release (`uname -r`) and whether `/dev/kvm` exists,
 //! so later starts do not probe again. Delete that file to probe again.
@@ -34,8 +40,13 @@ use crate::spec::typed::{Arch, QemuOpts};
 
 /// Environment variable that forces the accelerator: `kvm`, `tcg` (or `auto`).
 pub const ACCEL_ENV: &str = "LIMA_QEMU_ACCEL";
-/// How long the KVM probe may take before it is given up (and TCG used, uncached).
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the probe guest may take under TCG before the probe is given up
+/// (and TCG used, uncached).
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+/// The probe guest: a boot sector built from `kvm_probe.S`.
+pub const PROBE_GUEST: &[u8; 512] = include_bytes!("kvm_probe.bin");
+/// QEMU's exit status when the probe guest finished: `(0x2a << 1) | 1`.
+const PROBE_SUCCESS: i32 = 85;
 const DEV_KVM: &str = "/dev/kvm";
 const MAX_CACHE_ENTRIES: usize = 8;
 
@@ -203,17 +214,33 @@ pub fn choose(
         };
     }
 
+    let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
     let (accel, reason, source) = match probe_kvm(qemu, PROBE_TIMEOUT) {
-        KvmProbe::Works => (
+        KvmProbe::Works { kvm, tcg } => (
             Accel::Kvm,
-            "the KVM probe created a vCPU successfully".to_string(),
+            format!("the KVM probe guest ran in {} (TCG: {})", ms(kvm), ms(tcg)),
             AccelSource::Probed,
         ),
         KvmProbe::Broken(why) => (Accel::Tcg, why, AccelSource::Probed),
+        KvmProbe::Slow { kvm, tcg } => (
+            Accel::Tcg,
+            match kvm {
+                Some(kvm) => format!(
+                    "KVM ran the probe guest in {}, no faster than TCG ({})",
+                    ms(kvm),
+                    ms(tcg)
+                ),
+                None => format!(
+                    "KVM did not finish the probe guest in {}, twice TCG's time",
+                    ms(tcg * 2)
+                ),
+            },
+            AccelSource::Probed,
+        ),
         KvmProbe::TimedOut => (
             Accel::Tcg,
             format!(
-                "the KVM probe did not finish within {}s",
+                "the probe guest did not finish under TCG within {}s",
                 PROBE_TIMEOUT.as_secs()
             ),
             AccelSource::ProbeInconclusive,
@@ -243,80 +270,95 @@ pub fn choose(
 /// The outcome of [`probe_kvm`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KvmProbe {
-    /// QEMU created a KVM vCPU and quit with status 0.
-    Works,
-    /// QEMU failed; the text says how (its stderr and exit status).
+    /// The probe guest ran to its end under KVM, faster than under TCG.
+    Works { kvm: Duration, tcg: Duration },
+    /// QEMU failed under KVM; the text says how (its stderr and exit status).
     Broken(String),
-    /// QEMU did not exit within the timeout (it was killed).
+    /// KVM ran the probe guest no faster than TCG (or not to its end in
+    /// twice TCG's time, and was killed).
+    Slow {
+        kvm: Option<Duration>,
+        tcg: Duration,
+    },
+    /// The TCG run did not finish within the timeout: nothing to compare with.
     TimedOut,
-    /// QEMU could not be started.
+    /// QEMU could not be started, or the probe guest could not be written.
     CannotRun(String),
 }
 
-/// The arguments of the KVM probe (after the binary).
-pub const PROBE_ARGS: &[&str] = &[
-    "-accel",
-    "kvm",
-    "-M",
-    "q35",
-    "-cpu",
-    "host",
-    "-display",
-    "none",
-    "-nodefaults",
-    "-S",
-    "-qmp",
-    "stdio",
-];
-/// What the probe writes to QEMU's stdin.
-pub const PROBE_INPUT: &str = "{\"execute\":\"qmp_capabilities\"}\n{\"execute\":\"quit\"}\n";
+/// The arguments that run the probe guest at `image` under `accel`.
+pub fn probe_args(accel: Accel, image: &Path) -> Vec<String> {
+    let cpu = match accel {
+        Accel::Kvm => "host",
+        Accel::Tcg => "max",
+    };
+    [
+        "-accel",
+        accel.as_str(),
+        "-M",
+        "pc",
+        "-cpu",
+        cpu,
+        "-display",
+        "none",
+        "-nodefaults",
+        "-no-reboot",
+        "-m",
+        "128",
+        "-device",
+        "isa-debug-exit,iobase=0xf4,iosize=0x04",
+        "-drive",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([
+        format!(
+            "format=raw,file={},if=floppy,readonly=on",
+            super::argv::escape_option(&image.display().to_string())
+        ),
+        "-boot".into(),
+        "a".into(),
+    ])
+    .collect()
+}
 
-/// Runs the KVM probe once (no cache).
-pub fn probe_kvm(qemu: &Path, timeout: Duration) -> KvmProbe {
-    crate::debug!("Probing KVM: {} {}", qemu.display(), PROBE_ARGS.join(" "));
+/// How one run of the probe guest ended.
+enum Run {
+    /// It reported success after this long.
+    Finished(Duration),
+    /// QEMU exited otherwise (stderr, status).
+    Failed(String, std::process::ExitStatus),
+    /// Killed at the timeout.
+    Killed,
+    CannotStart(String),
+}
+
+fn run_probe_guest(qemu: &Path, accel: Accel, image: &Path, timeout: Duration) -> Run {
+    let args = probe_args(accel, image);
+    crate::debug!("Probing {}: {} {}", accel, qemu.display(), args.join(" "));
+    let start = Instant::now();
     let mut child = match Command::new(qemu)
-        .args(PROBE_ARGS)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
     {
         Ok(c) => c,
-        Err(e) => return KvmProbe::CannotRun(format!("{}: {e}", qemu.display())),
+        Err(e) => return Run::CannotStart(format!("{}: {e}", qemu.display())),
     };
-    // Keep stdin open until QEMU exits: on EOF QMP drops queued commands.
-    let mut stdin = child.stdin.take();
-    if let Some(s) = stdin.as_mut() {
-        let _ = s.write_all(PROBE_INPUT.as_bytes());
-        let _ = s.flush();
-    }
-    let drain = |r: Option<Box<dyn Read + Send>>| {
+    let err = child.stderr.take().map(|mut r| {
         std::thread::spawn(move || {
             let mut buf = Vec::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_end(&mut buf);
-            }
+            let _ = r.read_to_end(&mut buf);
             String::from_utf8_lossy(&buf).into_owned()
         })
-    };
-    let out = drain(
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-    );
-    let err = drain(
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-    );
-    let start = Instant::now();
+    });
     let status = loop {
         match child.try_wait() {
             Ok(Some(st)) => break Some(st),
             Ok(None) if start.elapsed() < timeout => {
-                std::thread::sleep(Duration::from_millis(10));
+                std::thread::sleep(Duration::from_millis(5));
             }
             _ => {
                 let _ = child.kill();
@@ -325,19 +367,78 @@ pub fn probe_kvm(qemu: &Path, timeout: Duration) -> KvmProbe {
             }
         }
     };
-    drop(stdin);
-    let _ = out.join();
-    let stderr = err.join().unwrap_or_default();
-    let Some(status) = status else {
-        return KvmProbe::TimedOut;
-    };
-    if status.success() {
-        return KvmProbe::Works;
+    let took = start.elapsed();
+    let stderr = err.and_then(|t| t.join().ok()).unwrap_or_default();
+    match status {
+        None => Run::Killed,
+        Some(st) if st.code() == Some(PROBE_SUCCESS) => Run::Finished(took),
+        Some(st) => Run::Failed(stderr, st),
     }
-    KvmProbe::Broken(describe_failure(qemu, &stderr, status))
 }
 
-fn describe_failure(qemu: &Path, stderr: &str, status: std::process::ExitStatus) -> String {
+/// Writes the probe guest where QEMU can read it; removed when dropped.
+struct ProbeImage(PathBuf);
+
+impl ProbeImage {
+    fn write() -> std::io::Result<ProbeImage> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let path =
+            std::env::temp_dir().join(format!("lima-kvm-probe-{}-{nanos}.img", std::process::id()));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        f.write_all(PROBE_GUEST)?;
+        Ok(ProbeImage(path))
+    }
+}
+
+impl Drop for ProbeImage {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Runs the KVM probe once (no cache): the probe guest under TCG, then
+/// under KVM with twice TCG's time (any slower and TCG wins anyway).
+pub fn probe_kvm(qemu: &Path, timeout: Duration) -> KvmProbe {
+    let image = match ProbeImage::write() {
+        Ok(i) => i,
+        Err(e) => return KvmProbe::CannotRun(format!("cannot write the probe guest: {e}")),
+    };
+    let tcg = match run_probe_guest(qemu, Accel::Tcg, &image.0, timeout) {
+        Run::Finished(t) => t,
+        Run::Killed => return KvmProbe::TimedOut,
+        Run::CannotStart(why) => return KvmProbe::CannotRun(why),
+        Run::Failed(stderr, status) => {
+            return KvmProbe::CannotRun(describe_failure(qemu, "tcg", &stderr, status));
+        }
+    };
+    match run_probe_guest(qemu, Accel::Kvm, &image.0, tcg * 2) {
+        Run::Finished(kvm) if kvm < tcg => KvmProbe::Works { kvm, tcg },
+        Run::Finished(kvm) => KvmProbe::Slow {
+            kvm: Some(kvm),
+            tcg,
+        },
+        Run::Killed => KvmProbe::Slow { kvm: None, tcg },
+        Run::CannotStart(why) => KvmProbe::CannotRun(why),
+        Run::Failed(stderr, status) => {
+            KvmProbe::Broken(describe_failure(qemu, "kvm", &stderr, status))
+        }
+    }
+}
+
+fn describe_failure(
+    qemu: &Path,
+    accel: &str,
+    stderr: &str,
+    status: std::process::ExitStatus,
+) -> String {
     use std::os::unix::process::ExitStatusExt;
     let bin = qemu
         .file_name()
@@ -371,8 +472,8 @@ fn describe_failure(qemu: &Path, stderr: &str, status: std::process::ExitStatus)
         _ => status.to_string(),
     };
     match line {
-        Some(l) => format!("{bin} -accel kvm: {l} ({how})"),
-        None => format!("{bin} -accel kvm: {how}"),
+        Some(l) => format!("{bin} -accel {accel}: {l} ({how})"),
+        None => format!("{bin} -accel {accel}: {how}"),
     }
 }
 

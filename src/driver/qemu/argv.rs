@@ -308,6 +308,11 @@ fn path_str(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
 
+/// A value inside a QEMU `key=value,…` option: QEMU reads `,,` as a comma.
+pub fn escape_option(value: &str) -> String {
+    value.replace(',', ",,")
+}
+
 /// Splits `QEMU_SYSTEM_X86_64` like a POSIX shell would split words (quotes and
 /// backslashes; no expansion). The first word is the binary.
 pub fn shell_words(s: &str) -> Result<Vec<String>, String> {
