@@ -10,7 +10,7 @@ target=x86_64-unknown-linux-gnu
 # Only the final link of this binary gets the flag; the library and its
 # dependencies are ordinary rlibs.
 cargo rustc -q --release --bin lima-guestagent --target "$target" -- -C target-feature=+crt-static -C strip=symbols >&2
-bin=$PWD/target/$target/release/lima-guestagent
+bin=$(realpath "${CARGO_TARGET_DIR:-target}")/$target/release/lima-guestagent
 
 # A static executable has no program interpreter (no PT_INTERP).
 if command -v file >/dev/null 2>&1; then
