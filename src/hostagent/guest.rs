@@ -17,7 +17,7 @@ use crate::guestagent::daemon::unix_nanos;
 use crate::guestagent::protocol::{self, GuestMessage, HostMessage, LineBuffer};
 
 use super::portfwd::Forwarder;
-use super::udpfwd::GuestLink;
+use super::portfwd::GuestLink;
 
 /// Environment variable naming the guest agent binary to ship.
 pub const GUESTAGENT_ENV: &str = "LIMA_GUESTAGENT";

@@ -14,7 +14,6 @@ pub mod mounts;
 pub mod portfwd;
 pub mod requirements;
 pub mod routines;
-pub mod udpfwd;
 mod vm;
 
 use std::path::{Path, PathBuf};
