@@ -27,6 +27,7 @@ use nix::sys::signal::{SigSet, Signal};
 use crate::spec::yaml::quote_name;
 use crate::store::paths::files;
 use crate::store::{self, Home, lock};
+use crate::sync::MutexExt;
 use events::{EventWriter, Status};
 
 /// How long the guest gets to power off after the ACPI power button.
@@ -97,11 +98,7 @@ pub fn run(home: &Home, name: &str, debug: bool) -> anyhow::Result<i32> {
         Ok(_) => vec!["the VM stopped unexpectedly (QEMU failed)".to_string()],
         Err(e) => vec![format!("{e:#}")],
     };
-    let _ = events.lock().unwrap().emit(Status {
-        exiting: true,
-        errors,
-        ..Default::default()
-    });
+    let _ = events.locked().emit(Status::exiting(errors));
     for f in [
         files::HA_SOCK,
         files::HA_PID,
@@ -155,10 +152,7 @@ fn run_locked(
     api::serve(&dir.join(files::HA_SOCK), info)?;
 
     let mut qemu = vm.start_qemu()?;
-    events.lock().unwrap().emit(Status {
-        ssh_local_port: port,
-        ..Default::default()
-    })?;
+    events.locked().emit(Status::booting(port))?;
     let session = Arc::new(routines::Session::new(
         &config,
         vm.target().clone(),
@@ -191,18 +185,12 @@ fn run_locked(
         }
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(Wake::Ready(errors)) => {
-                let degraded = !errors.is_empty();
                 for e in &errors {
                     crate::warn!("{e}");
                 }
-                events.lock().unwrap().emit(Status {
-                    running: true,
-                    degraded,
-                    errors,
-                    ssh_local_port: port,
-                    ..Default::default()
-                })?;
-                if !degraded {
+                let ready = errors.is_empty();
+                events.locked().emit(Status::running(port, errors))?;
+                if ready {
                     crate::info!("The instance {} is ready", quote_name(name));
                 }
             }

@@ -22,7 +22,8 @@ use std::sync::{Arc, Mutex};
 use crate::guestagent::protocol::{Listener, Proto};
 use crate::ssh::SshTarget;
 
-use super::events::{EventWriter, PortForwardEvent};
+use super::events::{EventWriter, ForwardProtocol, PortForwardEvent};
+use crate::sync::MutexExt;
 pub use rules::{Decision, HostAddr, Rule, decide, guest_target, rules};
 use tcp::Active;
 pub use udp::{GuestLink, UdpForward};
@@ -93,17 +94,8 @@ impl Forwarder {
         self.link.clone()
     }
 
-    fn emit(&self, kind: &str, protocol: &str, guest: String, host: String, error: String) {
-        let ev = PortForwardEvent {
-            kind: kind.into(),
-            protocol: protocol.into(),
-            guest_addr: guest,
-            host_addr: host,
-            error,
-        };
-        if let Ok(mut w) = self.events.lock()
-            && let Err(e) = w.emit_with(|s| s.port_forward = Some(ev))
-        {
+    fn emit(&self, ev: PortForwardEvent) {
+        if let Err(e) = self.events.locked().emit_port_forward(ev) {
             crate::warn!("cannot write a portForward event: {e}");
         }
     }
@@ -148,13 +140,10 @@ impl Forwarder {
         let host = match decide(&self.rules, l) {
             Decision::NotForwarded => {
                 crate::debug!("Not forwarding UDP {}", l.addr());
-                self.emit(
-                    "not-forwarding",
-                    "udp",
+                self.emit(PortForwardEvent::not_forwarding(
+                    ForwardProtocol::Udp,
                     l.addr(),
-                    String::new(),
-                    String::new(),
-                );
+                ));
                 return;
             }
             // Static forwards are TCP (`ssh -L`).
@@ -191,13 +180,11 @@ impl Forwarder {
         match UdpForward::start(self.link.clone(), host, guest_target(l)) {
             Ok(fwd) => {
                 crate::info!("Forwarding UDP from {} to {host}", l.addr());
-                self.emit(
-                    "forwarding",
-                    "udp",
+                self.emit(PortForwardEvent::forwarding(
+                    ForwardProtocol::Udp,
                     l.addr(),
                     host.to_string(),
-                    String::new(),
-                );
+                ));
                 self.udp.insert(
                     host,
                     UdpActive {
@@ -212,7 +199,12 @@ impl Forwarder {
                     &format!("UDP {} to {host}: {e}", l.addr()),
                 );
                 let e = format!("cannot listen on UDP {host}: {e}");
-                self.emit("failed", "udp", l.addr(), host.to_string(), e);
+                self.emit(PortForwardEvent::failed(
+                    ForwardProtocol::Udp,
+                    l.addr(),
+                    host.to_string(),
+                    e,
+                ));
             }
         }
     }
@@ -237,7 +229,11 @@ impl Forwarder {
         let a = self.udp.remove(&host).unwrap();
         crate::info!("Stopping forwarding UDP from {} to {host}", l.addr());
         a.fwd.stop();
-        self.emit("stopping", "udp", l.addr(), host.to_string(), String::new());
+        self.emit(PortForwardEvent::stopping(
+            ForwardProtocol::Udp,
+            l.addr(),
+            host.to_string(),
+        ));
     }
 
     fn removed(&mut self, l: &Listener) {
@@ -253,7 +249,11 @@ impl Forwarder {
         for (host, a) in std::mem::take(&mut self.udp) {
             a.fwd.stop();
             if let Some(l) = a.listeners.iter().next() {
-                self.emit("stopping", "udp", l.addr(), host.to_string(), String::new());
+                self.emit(PortForwardEvent::stopping(
+                    ForwardProtocol::Udp,
+                    l.addr(),
+                    host.to_string(),
+                ));
             }
         }
         self.stop_all_tcp();

@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::guestagent::protocol::{Listener, Proto};
 use crate::ssh::SshTarget;
 
+use super::super::events::{ForwardProtocol, PortForwardEvent};
 use super::rules::{Decision, HostAddr, decide, guest_target};
 use super::{Forwarder, log_failure};
 
@@ -48,13 +49,10 @@ impl Forwarder {
         match decide(&self.rules, l) {
             Decision::NotForwarded => {
                 crate::debug!("Not forwarding TCP {}", l.addr());
-                self.emit(
-                    "not-forwarding",
-                    "tcp",
+                self.emit(PortForwardEvent::not_forwarding(
+                    ForwardProtocol::Tcp,
                     l.addr(),
-                    String::new(),
-                    String::new(),
-                );
+                ));
             }
             Decision::Forward { rule, .. } if self.rules[rule].static_ => {
                 // Forwarded once at start-up, whether or not anything listens.
@@ -72,13 +70,11 @@ impl Forwarder {
                 match ssh_control(&self.target, "forward", "-L", &spec) {
                     Ok(()) => {
                         crate::info!("Forwarding TCP from {} to {host}", l.addr());
-                        self.emit(
-                            "forwarding",
-                            "tcp",
+                        self.emit(PortForwardEvent::forwarding(
+                            ForwardProtocol::Tcp,
                             l.addr(),
                             host.to_string(),
-                            String::new(),
-                        );
+                        ));
                         self.active.insert(
                             host,
                             Active {
@@ -94,7 +90,12 @@ impl Forwarder {
                             HostAddr::Unix(_) => None,
                         };
                         log_failure(port, &format!("TCP {} to {host}: {e}", l.addr()));
-                        self.emit("failed", "tcp", l.addr(), host.to_string(), e);
+                        self.emit(PortForwardEvent::failed(
+                            ForwardProtocol::Tcp,
+                            l.addr(),
+                            host.to_string(),
+                            e,
+                        ));
                     }
                 }
             }
@@ -123,7 +124,11 @@ impl Forwarder {
         if let HostAddr::Unix(p) = &host {
             let _ = std::fs::remove_file(p);
         }
-        self.emit("stopping", "tcp", l.addr(), host.to_string(), String::new());
+        self.emit(PortForwardEvent::stopping(
+            ForwardProtocol::Tcp,
+            l.addr(),
+            host.to_string(),
+        ));
     }
 
     /// Forwards that need no guest agent: `guestSocket` rules and
@@ -162,10 +167,19 @@ impl Forwarder {
                         } else {
                             crate::info!("Forwarding {guest:?} (guest) to {hosts:?} (host)");
                         }
-                        self.emit("forwarding", "unix", guest, hosts, String::new());
+                        self.emit(PortForwardEvent::forwarding(
+                            ForwardProtocol::Unix,
+                            guest,
+                            hosts,
+                        ));
                     }
                     Err(e) => {
-                        self.emit("failed", "unix", guest, hosts, e.clone());
+                        self.emit(PortForwardEvent::failed(
+                            ForwardProtocol::Unix,
+                            guest,
+                            hosts,
+                            e.clone(),
+                        ));
                         errors.push(format!("failed to forward {gs:?}: {e}"));
                     }
                 }
@@ -189,16 +203,19 @@ impl Forwarder {
                     match ssh_control(&self.target, "forward", "-L", &spec) {
                         Ok(()) => {
                             crate::info!("Forwarding TCP from {} to {host} (static)", l.addr());
-                            self.emit(
-                                "forwarding",
-                                "tcp",
+                            self.emit(PortForwardEvent::forwarding(
+                                ForwardProtocol::Tcp,
                                 l.addr(),
                                 host.to_string(),
-                                String::new(),
-                            );
+                            ));
                         }
                         Err(e) => {
-                            self.emit("failed", "tcp", l.addr(), host.to_string(), e.clone());
+                            self.emit(PortForwardEvent::failed(
+                                ForwardProtocol::Tcp,
+                                l.addr(),
+                                host.to_string(),
+                                e.clone(),
+                            ));
                             errors.push(format!("failed to forward {} statically: {e}", l.addr()));
                         }
                     }
@@ -213,7 +230,11 @@ impl Forwarder {
     pub(super) fn stop_all_tcp(&mut self) {
         for (host, a) in std::mem::take(&mut self.active) {
             if let Some(l) = a.listeners.iter().next() {
-                self.emit("stopping", "tcp", l.addr(), host.to_string(), String::new());
+                self.emit(PortForwardEvent::stopping(
+                    ForwardProtocol::Tcp,
+                    l.addr(),
+                    host.to_string(),
+                ));
             }
             if let HostAddr::Unix(p) = &host {
                 let _ = std::fs::remove_file(p);
