@@ -10,11 +10,12 @@ use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::guestagent::daemon::unix_nanos;
 use crate::guestagent::protocol::{self, GuestMessage, HostMessage, LineBuffer};
+use crate::sync::MutexExt;
 
 use super::portfwd::Forwarder;
 use super::portfwd::GuestLink;
@@ -82,28 +83,7 @@ pub fn is_dynamically_linked(path: &Path) -> bool {
 }
 
 /// Set once the agent answered; waited on by the start-up routine.
-#[derive(Default)]
-pub struct Alive {
-    seen: Mutex<bool>,
-    cv: Condvar,
-}
-
-impl Alive {
-    fn set(&self) {
-        *self.seen.lock().unwrap() = true;
-        self.cv.notify_all();
-    }
-
-    /// Waits up to `timeout`; true when the agent has answered.
-    pub fn wait(&self, timeout: Duration) -> bool {
-        let g = self.seen.lock().unwrap();
-        let (g, _) = self
-            .cv
-            .wait_timeout_while(g, timeout, |seen| !*seen)
-            .unwrap();
-        *g
-    }
-}
+pub type Alive = super::latch::Latch;
 
 /// Talks to the guest agent until `stop` is set, reconnecting as needed.
 pub fn run(
@@ -112,7 +92,7 @@ pub fn run(
     alive: Arc<Alive>,
     stop: Arc<AtomicBool>,
 ) {
-    let link = forwarder.lock().unwrap().link();
+    let link = forwarder.locked().link();
     let mut next_id = 1u64;
     let mut logged_alive = false;
     let mut version_warned = false;
@@ -269,12 +249,12 @@ impl Conn<'_> {
                 // Before the ports: UDP listeners need the feature.
                 self.link
                     .set_udp(features.iter().any(|f| f == protocol::FEATURE_UDP));
-                self.forwarder.lock().unwrap().sync(ports);
+                self.forwarder.locked().sync(ports);
                 true
             }
             GuestMessage::Ports { added, removed } => {
                 if *synced {
-                    self.forwarder.lock().unwrap().update(&added, &removed);
+                    self.forwarder.locked().update(&added, &removed);
                 }
                 false
             }
@@ -431,7 +411,7 @@ mod tests {
             }))
             .unwrap();
         let start = Instant::now();
-        while *fw.lock().unwrap().known() != std::collections::BTreeSet::from([q]) {
+        while *fw.locked().known() != std::collections::BTreeSet::from([q]) {
             assert!(start.elapsed() < Duration::from_secs(5));
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -607,7 +587,7 @@ mod tests {
         let big = "x".repeat(60_000);
         let reply = ask(&c2, &big);
         assert!(reply == format!("{big}@{p2}"), "{} bytes", reply.len());
-        assert_eq!(fw.lock().unwrap().link().flows(), 2);
+        assert_eq!(fw.locked().link().flows(), 2);
 
         // The listener goes away: the host socket is closed, with an event.
         to_guest
@@ -625,7 +605,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         UdpSocket::bind(host).expect("the host port is still bound");
-        assert_eq!(fw.lock().unwrap().link().flows(), 0);
+        assert_eq!(fw.locked().link().flows(), 0);
         stop.store(true, Ordering::Relaxed);
         t.join().unwrap();
         drop(l);

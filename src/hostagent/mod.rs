@@ -8,6 +8,7 @@ pub mod ansible;
 pub mod api;
 pub mod events;
 pub mod guest;
+pub mod latch;
 pub mod launch;
 pub mod logfollow;
 pub mod mounts;

@@ -18,6 +18,7 @@ use super::portfwd::{self, Forwarder};
 use super::requirements::Requirements;
 use crate::spec::LimaYaml;
 use crate::ssh::SshTarget;
+use crate::sync::MutexExt;
 
 /// How long the guest agent has to answer once the optional requirements
 /// are done (Lima: 1 minute).
@@ -102,9 +103,9 @@ impl Session {
             started.stop();
             return errors;
         }
-        self.mounts.lock().unwrap().adopt(started);
+        self.mounts.locked().adopt(started);
 
-        errors.extend(self.forwarder.lock().unwrap().start_static());
+        errors.extend(self.forwarder.locked().start_static());
 
         let alive = Arc::new(Alive::default());
         if !plain {
@@ -114,7 +115,7 @@ impl Session {
                 alive.clone(),
                 self.stop.clone(),
             );
-            *self.guest_agent.lock().unwrap() =
+            *self.guest_agent.locked() =
                 Some(std::thread::spawn(move || guest::run(sock, fw, a, stop)));
         }
 
@@ -140,10 +141,10 @@ impl Session {
     /// and unmounts. The forwards themselves end with the ControlMaster.
     pub fn shutdown(&self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.guest_agent.lock().unwrap().take() {
+        if let Some(t) = self.guest_agent.locked().take() {
             let _ = t.join();
         }
-        self.forwarder.lock().unwrap().stop_all();
-        self.mounts.lock().unwrap().stop();
+        self.forwarder.locked().stop_all();
+        self.mounts.locked().stop();
     }
 }

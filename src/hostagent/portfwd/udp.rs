@@ -23,6 +23,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::guestagent::protocol::{self, HostMessage, MAX_UDP_FLOWS, UDP_IDLE};
+use crate::sync::MutexExt;
 
 /// How often a forward's thread looks at its stop flag.
 const STOP_POLL: Duration = Duration::from_millis(100);
@@ -69,19 +70,19 @@ impl GuestLink {
     /// A new connection to the guest agent: messages go to `stream` (a
     /// clone of the one the connection reads).
     pub fn attach(&self, stream: UnixStream) {
-        *self.writer.lock().unwrap() = Some(stream);
+        *self.writer.locked() = Some(stream);
     }
 
     /// The connection ended: messages are dropped until the next one.
     pub fn detach(&self) {
-        *self.writer.lock().unwrap() = None;
+        *self.writer.locked() = None;
         self.udp.store(false, Ordering::Relaxed);
     }
 
     /// Writes one message. A failed write may have left half a line: the
     /// connection is shut down, the reader notices and reconnects.
     pub fn send(&self, msg: &HostMessage) -> std::io::Result<()> {
-        let mut w = self.writer.lock().unwrap();
+        let mut w = self.writer.locked();
         let Some(stream) = w.as_mut() else {
             return Err(std::io::Error::new(
                 ErrorKind::NotConnected,
@@ -107,7 +108,7 @@ impl GuestLink {
 
     /// A datagram from the guest for flow `flow`: to its client.
     pub fn deliver(&self, flow: u64, data: &[u8]) {
-        let mut routes = self.routes.lock().unwrap();
+        let mut routes = self.routes.locked();
         let Some(r) = routes.get_mut(&flow) else {
             crate::debug!("dropping a UDP datagram of the closed flow {flow}");
             return;
@@ -120,17 +121,17 @@ impl GuestLink {
 
     /// The guest closed flow `flow`.
     pub fn closed_by_guest(&self, flow: u64) {
-        self.routes.lock().unwrap().remove(&flow);
+        self.routes.locked().remove(&flow);
     }
 
     /// Open flows (all forwards).
     pub fn flows(&self) -> usize {
-        self.routes.lock().unwrap().len()
+        self.routes.locked().len()
     }
 
     fn open_route(&self, socket: &Arc<UdpSocket>, client: SocketAddr) -> u64 {
         let flow = self.next_flow.fetch_add(1, Ordering::Relaxed);
-        self.routes.lock().unwrap().insert(
+        self.routes.locked().insert(
             flow,
             Route {
                 socket: socket.clone(),
@@ -143,7 +144,7 @@ impl GuestLink {
 
     /// Marks traffic on `flow`; false if the flow is closed.
     fn touch(&self, flow: u64) -> bool {
-        match self.routes.lock().unwrap().get_mut(&flow) {
+        match self.routes.locked().get_mut(&flow) {
             Some(r) => {
                 r.last = Instant::now();
                 true
@@ -153,12 +154,12 @@ impl GuestLink {
     }
 
     fn last(&self, flow: u64) -> Option<Instant> {
-        self.routes.lock().unwrap().get(&flow).map(|r| r.last)
+        self.routes.locked().get(&flow).map(|r| r.last)
     }
 
     /// Closes `flow` on this side and tells the guest.
     fn close(&self, flow: u64) {
-        if self.routes.lock().unwrap().remove(&flow).is_some() {
+        if self.routes.locked().remove(&flow).is_some() {
             let _ = self.send(&HostMessage::UdpClose { flow });
         }
     }
@@ -204,13 +205,13 @@ impl UdpForward {
     }
 
     pub fn target(&self) -> SocketAddr {
-        *self.target.lock().unwrap()
+        *self.target.locked()
     }
 
     /// Sends later datagrams to another guest address (the listener they
     /// went to is gone, another one with the same host address is not).
     pub fn retarget(&self, target: SocketAddr) {
-        *self.target.lock().unwrap() = target;
+        *self.target.locked() = target;
     }
 
     /// Closes the host socket and the flows; returns once it is closed.
@@ -263,7 +264,7 @@ fn relay(socket: Arc<UdpSocket>, link: &GuestLink, target: &Mutex<SocketAddr>, s
                 }
                 let msg = HostMessage::Udp {
                     flow,
-                    target: *target.lock().unwrap(),
+                    target: *target.locked(),
                     data: buf[..n].to_vec(),
                 };
                 if let Err(e) = link.send(&msg) {
