@@ -34,10 +34,11 @@ use events::{EventWriter, Status};
 /// How long the guest gets to power off after the ACPI power button.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// What ends the host agent's main loop.
+/// What wakes the host agent's main loop, each sent by the thread that
+/// blocks waiting for it: `sigwait`, QEMU's `waitid`, the start-up routine.
 enum Wake {
     Signal(Signal),
-    QemuExited(std::process::ExitStatus),
+    QemuExited,
     Ready(Vec<String>),
 }
 
@@ -152,7 +153,13 @@ fn run_locked(
     }));
     api::serve(&dir.join(files::HA_SOCK), info)?;
 
-    let mut qemu = vm.start_qemu()?;
+    let (tx, rx) = mpsc::channel::<Wake>();
+    let mut qemu = {
+        let tx = tx.clone();
+        vm.start_qemu(move || {
+            let _ = tx.send(Wake::QemuExited);
+        })?
+    };
     events.locked().emit(Status::booting(port))?;
     let session = Arc::new(routines::Session::new(
         &config,
@@ -161,7 +168,6 @@ fn run_locked(
         events.clone(),
     ));
 
-    let (tx, rx) = mpsc::channel::<Wake>();
     {
         let tx = tx.clone();
         std::thread::spawn(move || {
@@ -181,10 +187,7 @@ fn run_locked(
     }
 
     let exit = loop {
-        if let Some(status) = qemu.try_wait()? {
-            break Wake::QemuExited(status);
-        }
-        match rx.recv_timeout(Duration::from_millis(100)) {
+        match rx.recv() {
             Ok(Wake::Ready(errors)) => {
                 for e in &errors {
                     crate::warn!("{e}");
@@ -196,8 +199,7 @@ fn run_locked(
                 }
             }
             Ok(w) => break w,
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => {}
+            Err(mpsc::RecvError) => unreachable!("this function holds a sender"),
         }
     };
 
@@ -211,18 +213,23 @@ fn run_locked(
             vm.shutdown(&mut qemu, SHUTDOWN_TIMEOUT);
             0
         }
-        Wake::QemuExited(status) => {
-            if status.success() {
+        Wake::QemuExited => match qemu.reap() {
+            Ok(status) if status.success() => {
                 crate::info!("QEMU has exited (the guest powered off)");
                 0
-            } else {
+            }
+            Ok(status) => {
                 crate::error!(
                     "Driver stopped due to error: QEMU exited with {status} (see {})",
                     dir.join(files::SERIAL_LOG).display()
                 );
                 1
             }
-        }
+            Err(e) => {
+                crate::error!("QEMU has exited, but its exit status cannot be read: {e}");
+                1
+            }
+        },
         Wake::Ready(_) => unreachable!("handled in the loop"),
     };
     vm.cleanup_host_side();

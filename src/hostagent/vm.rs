@@ -2,11 +2,13 @@
 //! disk locks), QEMU as a direct child holding `qemu.lock`, and shutdown.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use super::latch::Latch;
 use super::requirements::Requirements;
 use super::routines::Startup;
 use crate::spec::LimaYaml;
@@ -166,7 +168,8 @@ impl Vm {
 
     /// Starts QEMU as a direct child. It inherits `qemu.lock` (held), so the
     /// lock lives exactly as long as QEMU; this process drops its copy.
-    pub fn start_qemu(&mut self) -> anyhow::Result<Child> {
+    /// `on_exit` runs (in another thread) when QEMU has exited.
+    pub fn start_qemu(&mut self, on_exit: impl FnOnce() + Send + 'static) -> anyhow::Result<Qemu> {
         use std::os::fd::AsRawFd;
         use std::os::unix::process::CommandExt;
         for f in [
@@ -246,7 +249,7 @@ impl Vm {
                 });
             }
         }
-        Ok(child)
+        Qemu::watch(child, on_exit).context("cannot start the thread that waits for QEMU")
     }
 
     /// Undo what the running guest session set up (ControlMaster).
@@ -255,7 +258,7 @@ impl Vm {
     }
 
     /// ACPI power button through QMP; after `timeout`, `quit`; then SIGKILL.
-    pub fn shutdown(&self, qemu: &mut Child, timeout: Duration) {
+    pub fn shutdown(&self, qemu: &mut Qemu, timeout: Duration) {
         let qmp_path = self.dir.join(files::QMP_SOCK);
         let start = Instant::now();
         match crate::driver::qemu::qmp::Qmp::connect(&qmp_path, Duration::from_secs(5)) {
@@ -264,33 +267,28 @@ impl Vm {
                 if let Err(e) = qmp.system_powerdown() {
                     crate::warn!("QMP system_powerdown failed: {e}");
                 }
-                while start.elapsed() < timeout {
-                    if let Ok(Some(_)) = qemu.try_wait() {
-                        crate::info!(
-                            "QEMU has exited after {:.1}s",
-                            start.elapsed().as_secs_f64()
-                        );
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
+                if qemu.wait_exit(timeout.saturating_sub(start.elapsed())) {
+                    crate::info!(
+                        "QEMU has exited after {:.1}s",
+                        start.elapsed().as_secs_f64()
+                    );
+                    let _ = qemu.reap();
+                    return;
                 }
                 crate::warn!(
                     "The guest did not power off within {}s; sending QMP quit",
                     timeout.as_secs()
                 );
                 let _ = qmp.quit();
-                let t = Instant::now();
-                while t.elapsed() < Duration::from_secs(5) {
-                    if let Ok(Some(_)) = qemu.try_wait() {
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
+                if qemu.wait_exit(Duration::from_secs(5)) {
+                    let _ = qemu.reap();
+                    return;
                 }
             }
             Err(e) => crate::warn!("cannot connect to QMP ({e}); killing QEMU"),
         }
-        let _ = qemu.kill();
-        let _ = qemu.wait();
+        qemu.kill();
+        let _ = qemu.reap();
     }
 
     /// Releases disks and removes run-time files QEMU may have left.
@@ -304,6 +302,60 @@ impl Vm {
             }
         }
         let _ = (&self.config, self.port);
+    }
+}
+
+/// QEMU, the host agent's child, and a thread that blocks until it exits.
+///
+/// The thread waits with `waitid(WEXITED | WNOWAIT)`: it learns of the exit
+/// without reaping, so QEMU stays a zombie and its pid cannot be reused
+/// while this process may still signal it ([`Qemu::kill`]); [`Qemu::reap`]
+/// collects the status afterwards.
+pub struct Qemu {
+    child: Child,
+    exited: Arc<Latch>,
+}
+
+impl Qemu {
+    fn watch(child: Child, on_exit: impl FnOnce() + Send + 'static) -> std::io::Result<Qemu> {
+        use nix::sys::wait::{Id, WaitPidFlag, waitid};
+        let exited = Arc::new(Latch::default());
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let latch = exited.clone();
+        std::thread::Builder::new()
+            .name("qemu-wait".into())
+            .spawn(move || {
+                loop {
+                    match waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+                        Err(nix::errno::Errno::EINTR) => continue,
+                        Ok(_) => break,
+                        Err(e) => {
+                            // Cannot happen for our own child; reporting it
+                            // as an exit lets the main loop's reap tell.
+                            crate::warn!("cannot wait for QEMU (pid {pid}): {e}");
+                            break;
+                        }
+                    }
+                }
+                latch.set();
+                on_exit();
+            })?;
+        Ok(Qemu { child, exited })
+    }
+
+    /// Waits up to `timeout` for QEMU to exit; true when it has.
+    pub fn wait_exit(&self, timeout: Duration) -> bool {
+        self.exited.wait(timeout)
+    }
+
+    /// QEMU's exit status, reaping it (blocks until it exits).
+    pub fn reap(&mut self) -> std::io::Result<ExitStatus> {
+        self.child.wait()
+    }
+
+    /// SIGKILL (harmless once it has exited: the zombie keeps its pid).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
     }
 }
 
@@ -329,5 +381,40 @@ fn guest_agent_binary() -> Option<PathBuf> {
             );
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    fn watched(script: &str) -> (Qemu, std::sync::mpsc::Receiver<()>) {
+        let child = Command::new("sh").args(["-c", script]).spawn().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let q = Qemu::watch(child, move || tx.send(()).unwrap()).unwrap();
+        (q, rx)
+    }
+
+    #[test]
+    fn an_exit_is_reported_and_the_status_is_still_there_to_reap() {
+        let (mut q, rx) = watched("sleep 0.2; exit 3");
+        assert!(!q.wait_exit(Duration::ZERO));
+        rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(q.wait_exit(Duration::ZERO));
+        // WNOWAIT left the zombie: the status is reaped here.
+        assert_eq!(q.reap().unwrap().code(), Some(3));
+    }
+
+    #[test]
+    fn a_killed_child_wakes_the_waiter() {
+        let (mut q, rx) = watched("exec sleep 60");
+        assert!(!q.wait_exit(Duration::from_millis(50)));
+        q.kill();
+        assert!(q.wait_exit(Duration::from_secs(10)));
+        rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        // A second kill hits the zombie, not another process.
+        q.kill();
+        assert_eq!(q.reap().unwrap().signal(), Some(9));
     }
 }
