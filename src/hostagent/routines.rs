@@ -6,13 +6,12 @@
 //! [`Session`] holds what must be undone at shutdown.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::events::EventWriter;
 use super::guest::{self, Alive};
+use super::latch::Latch;
 use super::mounts::{self, Mounts};
 use super::portfwd::{self, Forwarder};
 use super::requirements::Requirements;
@@ -29,10 +28,10 @@ pub const GUEST_AGENT_NOT_RUNNING: &str =
 
 /// What runs alongside the guest and is torn down when it stops.
 pub struct Session {
-    stop: Arc<AtomicBool>,
+    stop: Arc<Latch>,
     mounts: Mutex<Mounts>,
     forwarder: Arc<Mutex<Forwarder>>,
-    guest_agent: Mutex<Option<JoinHandle<()>>>,
+    guest_agent: Mutex<Option<guest::Connection>>,
 }
 
 /// Everything the start-up routine needs.
@@ -59,7 +58,7 @@ impl Session {
             ssh_local_port,
         );
         Session {
-            stop: Arc::new(AtomicBool::new(false)),
+            stop: Arc::new(Latch::default()),
             mounts: Mutex::new(Mounts::default()),
             forwarder: Arc::new(Mutex::new(Forwarder::new(rules, target, events))),
             guest_agent: Mutex::new(None),
@@ -67,7 +66,7 @@ impl Session {
     }
 
     fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
+        self.stop.is_set()
     }
 
     /// Runs the routines in order; returns the errors (empty = ready).
@@ -115,8 +114,7 @@ impl Session {
                 alive.clone(),
                 self.stop.clone(),
             );
-            *self.guest_agent.locked() =
-                Some(std::thread::spawn(move || guest::run(sock, fw, a, stop)));
+            *self.guest_agent.locked() = Some(guest::spawn(sock, fw, a, stop));
         }
 
         r.optional(&mut errors);
@@ -140,9 +138,10 @@ impl Session {
     /// Stops the guest agent connection, reports the forwards as stopping
     /// and unmounts. The forwards themselves end with the ControlMaster.
     pub fn shutdown(&self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.guest_agent.locked().take() {
-            let _ = t.join();
+        self.stop.set();
+        if let Some(c) = self.guest_agent.locked().take() {
+            // A panic in that thread was reported there.
+            let _ = c.stop();
         }
         self.forwarder.locked().stop_all();
         self.mounts.locked().stop();

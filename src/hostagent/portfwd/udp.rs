@@ -79,6 +79,14 @@ impl GuestLink {
         self.udp.store(false, Ordering::Relaxed);
     }
 
+    /// Shuts the connection down, so the reader's blocked read returns,
+    /// and drops it: messages are dropped until the next `attach`.
+    pub fn hang_up(&self) {
+        if let Some(s) = self.writer.locked().take() {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
     /// Writes one message. A failed write may have left half a line: the
     /// connection is shut down, the reader notices and reconnects.
     pub fn send(&self, msg: &HostMessage) -> std::io::Result<()> {
