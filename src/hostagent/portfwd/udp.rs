@@ -11,24 +11,24 @@
 //! address a flow, and sends the datagrams to the guest. Flows idle for
 //! [`UDP_IDLE`] are closed; at most [`MAX_UDP_FLOWS`] per forward (the least
 //! recently used one is closed first). Stopping a forward closes its socket
-//! and its flows.
+//! and its flows. The thread blocks in poll(2) (see [`relay`]): no timer
+//! runs while no flow is open.
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Write};
 use std::net::{Shutdown, SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
 use crate::guestagent::protocol::{self, HostMessage, MAX_UDP_FLOWS, UDP_IDLE};
 use crate::sync::MutexExt;
-
-/// How often a forward's thread looks at its stop flag.
-const STOP_POLL: Duration = Duration::from_millis(100);
-/// How often a forward looks for idle flows.
-const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 
 /// Where the guest's datagrams of one flow go.
 struct Route {
@@ -177,7 +177,8 @@ impl GuestLink {
 pub struct UdpForward {
     host: SocketAddr,
     target: Arc<Mutex<SocketAddr>>,
-    stop: Arc<AtomicBool>,
+    /// Dropping it stops the thread (see [`relay`]).
+    waker: Option<UnixStream>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -189,20 +190,24 @@ impl UdpForward {
         target: SocketAddr,
     ) -> std::io::Result<UdpForward> {
         let socket = UdpSocket::bind(host)?;
-        socket.set_read_timeout(Some(STOP_POLL))?;
+        // The thread reads only when poll(2) says so, and a readable UDP
+        // socket can still have nothing to read (a datagram with a bad
+        // checksum is dropped at recv): a blocking recv would hang there.
+        // Replies are sent on it too, and dropped when its buffer is full.
+        socket.set_nonblocking(true)?;
         let host = socket.local_addr()?;
         let target = Arc::new(Mutex::new(target));
-        let stop = Arc::new(AtomicBool::new(false));
+        let (waker, woken) = UnixStream::pair()?;
         let thread = {
-            let (target, stop) = (target.clone(), stop.clone());
+            let target = target.clone();
             std::thread::Builder::new()
                 .name(format!("udp {host}"))
-                .spawn(move || relay(Arc::new(socket), &link, &target, &stop))?
+                .spawn(move || relay(Arc::new(socket), &link, &target, &woken))?
         };
         Ok(UdpForward {
             host,
             target,
-            stop,
+            waker: Some(waker),
             thread: Some(thread),
         })
     }
@@ -228,7 +233,7 @@ impl UdpForward {
     }
 
     fn halt(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        drop(self.waker.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -241,60 +246,94 @@ impl Drop for UdpForward {
     }
 }
 
-/// The thread of one forward.
-fn relay(socket: Arc<UdpSocket>, link: &GuestLink, target: &Mutex<SocketAddr>, stop: &AtomicBool) {
+/// `timeout` for poll(2), rounded up to its milliseconds: rounding down
+/// would wake just before a deadline and spin until it.
+fn poll_timeout(timeout: Duration) -> PollTimeout {
+    PollTimeout::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX)
+}
+
+/// The thread of one forward. It blocks in poll(2) on the host socket and
+/// on `stop`, one end of a socket pair whose other end [`UdpForward`]
+/// drops to stop it: closing an end always wakes the other (POLLHUP), with
+/// nothing to send that could be lost or taken for a client's datagram,
+/// and the same poll's timeout is the next flow expiry. (Shutting the UDP
+/// socket down would wake a blocked recv on Linux only, as a side effect.)
+fn relay(socket: Arc<UdpSocket>, link: &GuestLink, target: &Mutex<SocketAddr>, stop: &UnixStream) {
     let mut clients: HashMap<SocketAddr, u64> = HashMap::new();
     let mut buf = vec![0u8; 64 * 1024];
-    let mut next_expire = Instant::now() + EXPIRE_EVERY;
+    // When the stalest flow may be idle: a lower bound, since traffic only
+    // moves a flow's expiry later. None without flows.
+    let mut next_expire: Option<Instant> = None;
     let mut unsupported_logged = false;
-    while !stop.load(Ordering::Relaxed) {
-        match socket.recv_from(&mut buf) {
-            Ok((n, client)) => {
-                let flow = match clients.get(&client) {
-                    Some(f) if link.touch(*f) => *f,
-                    _ => {
-                        if clients.len() >= link.max_flows
-                            && let Some((&c, &f)) = clients
-                                .iter()
-                                .min_by_key(|(_, f)| link.last(**f).unwrap_or(Instant::now()))
-                        {
-                            clients.remove(&c);
-                            link.close(f);
-                        }
-                        let f = link.open_route(&socket, client);
-                        clients.insert(client, f);
-                        f
-                    }
-                };
-                if !link.udp() && !unsupported_logged {
-                    crate::debug!("the guest agent does not relay UDP (yet); dropping datagrams");
-                    unsupported_logged = true;
-                }
-                let msg = HostMessage::Udp {
-                    flow,
-                    target: *target.locked(),
-                    data: buf[..n].to_vec(),
-                };
-                if let Err(e) = link.send(&msg) {
-                    crate::debug!("dropping a UDP datagram from {client}: {e}");
-                }
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                ) => {}
+    let name = socket.local_addr().map_or(String::new(), |a| a.to_string());
+    loop {
+        let timeout = next_expire.map_or(PollTimeout::NONE, |t| {
+            poll_timeout(t.saturating_duration_since(Instant::now()))
+        });
+        let mut fds = [
+            PollFd::new(socket.as_fd(), PollFlags::POLLIN),
+            PollFd::new(stop.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, timeout) {
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
             Err(e) => {
-                // E.g. ECONNREFUSED left by a reply to a client that is gone.
-                crate::debug!(
-                    "UDP {}: {e}",
-                    socket.local_addr().map_or(String::new(), |a| a.to_string())
-                );
+                crate::warn!("UDP forward {name} stops: poll failed: {e}");
+                break;
+            }
+        }
+        let woken = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+        if woken(&fds[1]) {
+            break;
+        }
+        // Readable, or an error to collect (ECONNREFUSED left by a reply to
+        // a client that is gone): recv takes either.
+        if woken(&fds[0]) {
+            match socket.recv_from(&mut buf) {
+                Ok((n, client)) => {
+                    let flow = match clients.get(&client) {
+                        Some(f) if link.touch(*f) => *f,
+                        _ => {
+                            if clients.len() >= link.max_flows {
+                                // Flows the guest closed make room first.
+                                clients.retain(|_, f| link.last(*f).is_some());
+                            }
+                            if clients.len() >= link.max_flows
+                                && let Some((&c, &f)) = clients
+                                    .iter()
+                                    .min_by_key(|(_, f)| link.last(**f).unwrap_or(Instant::now()))
+                            {
+                                clients.remove(&c);
+                                link.close(f);
+                            }
+                            let f = link.open_route(&socket, client);
+                            clients.insert(client, f);
+                            next_expire.get_or_insert(Instant::now() + link.idle);
+                            f
+                        }
+                    };
+                    if !link.udp() && !unsupported_logged {
+                        crate::debug!(
+                            "the guest agent does not relay UDP (yet); dropping datagrams"
+                        );
+                        unsupported_logged = true;
+                    }
+                    let msg = HostMessage::Udp {
+                        flow,
+                        target: *target.locked(),
+                        data: buf[..n].to_vec(),
+                    };
+                    if let Err(e) = link.send(&msg) {
+                        crate::debug!("dropping a UDP datagram from {client}: {e}");
+                    }
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
+                Err(e) => crate::debug!("UDP {name}: {e}"),
             }
         }
         let now = Instant::now();
-        if now >= next_expire {
-            next_expire = now + EXPIRE_EVERY;
+        if next_expire.is_some_and(|t| now >= t) {
+            next_expire = None;
             clients.retain(|_, f| match link.last(*f) {
                 // Closed by the guest.
                 None => false,
@@ -302,7 +341,11 @@ fn relay(socket: Arc<UdpSocket>, link: &GuestLink, target: &Mutex<SocketAddr>, s
                     link.close(*f);
                     false
                 }
-                Some(_) => true,
+                Some(last) => {
+                    let t = last + link.idle;
+                    next_expire = Some(next_expire.map_or(t, |n| n.min(t)));
+                    true
+                }
             });
         }
     }
@@ -483,6 +526,82 @@ mod tests {
         }
         closed.sort();
         assert_eq!(closed, [flows[0], f3]);
+    }
+
+    #[test]
+    fn a_flow_the_guest_closed_makes_room_before_a_live_one() {
+        let link = Arc::new(GuestLink::with_limits(Duration::from_secs(60), 2));
+        let (a, s) = UnixStream::pair().unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut guest = Guest {
+            s,
+            lines: LineBuffer::new(),
+            queue: VecDeque::new(),
+        };
+        link.attach(a);
+        let fwd = UdpForward::start(
+            link.clone(),
+            "127.0.0.1:0".parse().unwrap(),
+            "127.0.0.1:9".parse().unwrap(),
+        )
+        .unwrap();
+        let clients: Vec<UdpSocket> = (0..3)
+            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let mut flows = Vec::new();
+        for c in &clients[..2] {
+            c.send_to(b"x", fwd.host()).unwrap();
+            flows.push(guest.datagram().0);
+        }
+        // The newer flow is closed by the guest: the third client takes
+        // its place, the older live flow stays.
+        link.closed_by_guest(flows[1]);
+        clients[2].send_to(b"z", fwd.host()).unwrap();
+        let (f3, _, data) = guest.datagram();
+        assert_eq!(data, b"z");
+        clients[0].send_to(b"y", fwd.host()).unwrap();
+        assert_eq!(
+            guest.datagram(),
+            (flows[0], "127.0.0.1:9".parse().unwrap(), b"y".to_vec())
+        );
+        assert_eq!(link.flows(), 2);
+        assert_ne!(f3, flows[1]);
+    }
+
+    #[test]
+    fn an_idle_forward_stops_at_once() {
+        let link = Arc::new(GuestLink::default());
+        let fwd = UdpForward::start(
+            link,
+            "127.0.0.1:0".parse().unwrap(),
+            "127.0.0.1:9".parse().unwrap(),
+        )
+        .unwrap();
+        let host = fwd.host();
+        // No flow, so no timer: only the waker ends its poll.
+        std::thread::sleep(Duration::from_millis(20));
+        let start = Instant::now();
+        fwd.stop();
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+        UdpSocket::bind(host).expect("the host socket is closed");
+    }
+
+    #[test]
+    fn poll_timeouts_round_up() {
+        assert_eq!(poll_timeout(Duration::ZERO), PollTimeout::ZERO);
+        assert_eq!(
+            poll_timeout(Duration::from_micros(1)),
+            PollTimeout::from(1u8)
+        );
+        assert_eq!(
+            poll_timeout(Duration::from_micros(1500)),
+            PollTimeout::from(2u8)
+        );
+        assert_eq!(poll_timeout(Duration::MAX), PollTimeout::MAX);
     }
 
     #[test]
