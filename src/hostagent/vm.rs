@@ -171,7 +171,6 @@ impl Vm {
     /// `on_exit` runs (in another thread) when QEMU has exited.
     pub fn start_qemu(&mut self, on_exit: impl FnOnce() + Send + 'static) -> anyhow::Result<Qemu> {
         use std::os::fd::AsRawFd;
-        use std::os::unix::process::CommandExt;
         for f in [
             files::QMP_SOCK,
             files::SERIAL_SOCK,
@@ -206,16 +205,7 @@ impl Vm {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        unsafe {
-            c.pre_exec(move || {
-                // Keep the locked descriptor across exec, and undo the signal
-                // mask the host agent set for its sigwait thread.
-                let flags = nix::libc::fcntl(fd, nix::libc::F_GETFD);
-                nix::libc::fcntl(fd, nix::libc::F_SETFD, flags & !nix::libc::FD_CLOEXEC);
-                let _ = nix::sys::signal::SigSet::all().thread_unblock();
-                Ok(())
-            });
-        }
+        inherit_unmasked(&mut c, fd);
         let mut child = c
             .spawn()
             .with_context(|| format!("cannot start {}", self.binary.display()))?;
@@ -302,6 +292,33 @@ impl Vm {
             }
         }
         let _ = (&self.config, self.port);
+    }
+}
+
+/// Makes `c`'s child keep `fd` open across exec and start with no signal
+/// blocked (the host agent blocks the termination signals for its sigwait
+/// thread, and a mask survives exec; std's spawn resets it too, this does
+/// not rely on that). `fd` must stay open until `c` is spawned.
+fn inherit_unmasked(c: &mut Command, fd: std::os::fd::RawFd) {
+    use std::os::unix::process::CommandExt;
+    let child_setup = move || -> std::io::Result<()> {
+        use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+        // SAFETY: `fd` is open in the child: fork copied the parent's
+        // descriptor table, where the caller keeps it open until `c` is
+        // spawned (start_qemu's `held`).
+        let locked = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let flags = FdFlag::from_bits_truncate(fcntl(locked, FcntlArg::F_GETFD)?);
+        fcntl(locked, FcntlArg::F_SETFD(flags - FdFlag::FD_CLOEXEC))?;
+        nix::sys::signal::SigSet::all().thread_unblock()?;
+        Ok(())
+    };
+    // SAFETY: the closure runs in the forked child, where only
+    // async-signal-safe calls are sound (another thread may have held a
+    // lock, the allocator's say, when it forked): it makes two fcntl(2)
+    // calls and one pthread_sigmask(3), and allocates nothing (an error
+    // is an errno value).
+    unsafe {
+        c.pre_exec(child_setup);
     }
 }
 
@@ -394,6 +411,36 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let q = Qemu::watch(child, move || tx.send(()).unwrap()).unwrap();
         (q, rx)
+    }
+
+    #[test]
+    fn the_child_keeps_the_descriptor_and_has_no_signal_blocked() {
+        use nix::sys::signal::{SigSet, Signal};
+        use std::os::fd::AsRawFd;
+        let f = tempfile::tempfile().unwrap();
+        let fd = f.as_raw_fd();
+        let mut blocked = SigSet::empty();
+        blocked.add(Signal::SIGINT);
+        blocked.thread_block().unwrap();
+        let run = |setup: bool| {
+            let mut c = Command::new("sh");
+            c.args([
+                "-c",
+                &format!(
+                    "test -e /proc/$$/fd/{fd} && echo open; exec grep '^SigBlk' /proc/self/status"
+                ),
+            ]);
+            if setup {
+                inherit_unmasked(&mut c, fd);
+            }
+            String::from_utf8(c.output().unwrap().stdout).unwrap()
+        };
+        let (plain, set_up) = (run(false), run(true));
+        blocked.thread_unblock().unwrap();
+        // The lock's descriptor is close-on-exec like every other one...
+        assert!(!plain.contains("open"), "{plain}");
+        // ...except in QEMU, which starts with the host agent's mask undone.
+        assert_eq!(set_up, "open\nSigBlk:\t0000000000000000\n");
     }
 
     #[test]
