@@ -8,8 +8,11 @@
 //!   ControlMaster with `ssh -O forward|cancel`;
 //! - [`udp`]: UDP forwards (an SSH local forward cannot carry UDP), relayed
 //!   through the guest agent; this module decides which UDP listener gets
-//!   which relay.
+//!   which relay;
+//! - [`link`]: the one writer to the guest agent, shared by its connection
+//!   and the UDP relays, and the routes of UDP replies.
 
+pub mod link;
 pub mod rules;
 pub mod tcp;
 pub mod udp;
@@ -24,9 +27,10 @@ use crate::ssh::SshTarget;
 
 use super::events::{EventWriter, ForwardProtocol, PortForwardEvent};
 use crate::sync::MutexExt;
+pub use link::GuestLink;
 pub use rules::{Decision, HostAddr, Rule, decide, guest_target, rules};
 use tcp::Active;
-pub use udp::{GuestLink, UdpForward};
+pub use udp::UdpForward;
 
 /// One UDP forward and the guest listeners it serves.
 struct UdpActive {

@@ -1,25 +1,19 @@
 //! UDP forwarding through the guest agent (protocol feature `udp`; an SSH
-//! local forward carries TCP only).
-//!
-//! [`GuestLink`] is the one writer to `ga.sock`: the guest agent connection
-//! (hello, time sync) and every UDP forward send through it, one whole line
-//! at a time under its lock. It also routes the guest's replies (by flow
-//! number) to the client they belong to.
+//! local forward carries TCP only), over the [`GuestLink`].
 //!
 //! A [`UdpForward`] binds the host address of one forwarded guest UDP
 //! listener; its thread receives the clients' datagrams, makes each client
 //! address a flow, and sends the datagrams to the guest. Flows idle for
-//! [`UDP_IDLE`] are closed; at most [`MAX_UDP_FLOWS`] per forward (the least
+//! [`UDP_IDLE`](crate::guestagent::protocol::UDP_IDLE) are closed; at most [`MAX_UDP_FLOWS`](crate::guestagent::protocol::MAX_UDP_FLOWS) per forward (the least
 //! recently used one is closed first). Stopping a forward closes its socket
 //! and its flows. The thread blocks in poll(2) (see [`relay`]): no timer
 //! runs while no flow is open.
 
 use std::collections::HashMap;
-use std::io::{ErrorKind, Write};
-use std::net::{Shutdown, SocketAddr, UdpSocket};
+use std::io::ErrorKind;
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -27,151 +21,9 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use crate::guestagent::protocol::{self, HostMessage, MAX_UDP_FLOWS, UDP_IDLE};
+use super::link::GuestLink;
+use crate::guestagent::protocol::HostMessage;
 use crate::sync::MutexExt;
-
-/// Where the guest's datagrams of one flow go.
-struct Route {
-    socket: Arc<UdpSocket>,
-    client: SocketAddr,
-    last: Instant,
-}
-
-/// The connection to the guest agent as the senders see it.
-pub struct GuestLink {
-    writer: Mutex<Option<UnixStream>>,
-    udp: AtomicBool,
-    routes: Mutex<HashMap<u64, Route>>,
-    next_flow: AtomicU64,
-    idle: Duration,
-    max_flows: usize,
-}
-
-impl Default for GuestLink {
-    fn default() -> Self {
-        GuestLink::with_limits(UDP_IDLE, MAX_UDP_FLOWS)
-    }
-}
-
-impl GuestLink {
-    /// A link whose flows expire after `idle`, at most `max_flows` per
-    /// forward (tests use small limits).
-    pub fn with_limits(idle: Duration, max_flows: usize) -> GuestLink {
-        GuestLink {
-            writer: Mutex::new(None),
-            udp: AtomicBool::new(false),
-            routes: Mutex::new(HashMap::new()),
-            next_flow: AtomicU64::new(1),
-            idle,
-            max_flows: max_flows.max(1),
-        }
-    }
-
-    /// A new connection to the guest agent: messages go to `stream` (a
-    /// clone of the one the connection reads).
-    pub fn attach(&self, stream: UnixStream) {
-        *self.writer.locked() = Some(stream);
-    }
-
-    /// The connection ended: messages are dropped until the next one.
-    pub fn detach(&self) {
-        *self.writer.locked() = None;
-        self.udp.store(false, Ordering::Relaxed);
-    }
-
-    /// Shuts the connection down, so the reader's blocked read returns,
-    /// and drops it: messages are dropped until the next `attach`.
-    pub fn hang_up(&self) {
-        if let Some(s) = self.writer.locked().take() {
-            let _ = s.shutdown(Shutdown::Both);
-        }
-    }
-
-    /// Writes one message. A failed write may have left half a line: the
-    /// connection is shut down, the reader notices and reconnects.
-    pub fn send(&self, msg: &HostMessage) -> std::io::Result<()> {
-        let mut w = self.writer.locked();
-        let Some(stream) = w.as_mut() else {
-            return Err(std::io::Error::new(
-                ErrorKind::NotConnected,
-                "no connection to the guest agent",
-            ));
-        };
-        let result = stream.write_all(&protocol::encode(msg));
-        if result.is_err() {
-            let _ = stream.shutdown(Shutdown::Both);
-            *w = None;
-        }
-        result
-    }
-
-    /// Whether the guest agent relays UDP (its hello listed the feature).
-    pub fn udp(&self) -> bool {
-        self.udp.load(Ordering::Relaxed)
-    }
-
-    pub fn set_udp(&self, on: bool) {
-        self.udp.store(on, Ordering::Relaxed);
-    }
-
-    /// A datagram from the guest for flow `flow`: to its client.
-    pub fn deliver(&self, flow: u64, data: &[u8]) {
-        let mut routes = self.routes.locked();
-        let Some(r) = routes.get_mut(&flow) else {
-            crate::debug!("dropping a UDP datagram of the closed flow {flow}");
-            return;
-        };
-        r.last = Instant::now();
-        if let Err(e) = r.socket.send_to(data, r.client) {
-            crate::debug!("cannot send a UDP datagram to {}: {e}", r.client);
-        }
-    }
-
-    /// The guest closed flow `flow`.
-    pub fn closed_by_guest(&self, flow: u64) {
-        self.routes.locked().remove(&flow);
-    }
-
-    /// Open flows (all forwards).
-    pub fn flows(&self) -> usize {
-        self.routes.locked().len()
-    }
-
-    fn open_route(&self, socket: &Arc<UdpSocket>, client: SocketAddr) -> u64 {
-        let flow = self.next_flow.fetch_add(1, Ordering::Relaxed);
-        self.routes.locked().insert(
-            flow,
-            Route {
-                socket: socket.clone(),
-                client,
-                last: Instant::now(),
-            },
-        );
-        flow
-    }
-
-    /// Marks traffic on `flow`; false if the flow is closed.
-    fn touch(&self, flow: u64) -> bool {
-        match self.routes.locked().get_mut(&flow) {
-            Some(r) => {
-                r.last = Instant::now();
-                true
-            }
-            None => false,
-        }
-    }
-
-    fn last(&self, flow: u64) -> Option<Instant> {
-        self.routes.locked().get(&flow).map(|r| r.last)
-    }
-
-    /// Closes `flow` on this side and tells the guest.
-    fn close(&self, flow: u64) {
-        if self.routes.locked().remove(&flow).is_some() {
-            let _ = self.send(&HostMessage::UdpClose { flow });
-        }
-    }
-}
 
 /// One forwarded guest UDP listener: a host socket and its thread.
 pub struct UdpForward {
@@ -357,7 +209,7 @@ fn relay(socket: Arc<UdpSocket>, link: &GuestLink, target: &Mutex<SocketAddr>, s
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::guestagent::protocol::LineBuffer;
+    use crate::guestagent::protocol::{self, LineBuffer};
     use std::collections::VecDeque;
     use std::io::Read;
 
@@ -392,26 +244,6 @@ mod tests {
             }
         }
     }
-
-    #[test]
-    fn sends_without_a_connection_fail_and_a_broken_one_is_dropped() {
-        let link = GuestLink::default();
-        let close = |flow| HostMessage::UdpClose { flow };
-        assert_eq!(
-            link.send(&close(1)).unwrap_err().kind(),
-            ErrorKind::NotConnected
-        );
-        let (a, b) = UnixStream::pair().unwrap();
-        link.attach(a);
-        link.send(&close(1)).unwrap();
-        drop(b);
-        assert!(link.send(&close(2)).is_err());
-        assert_eq!(
-            link.send(&close(3)).unwrap_err().kind(),
-            ErrorKind::NotConnected
-        );
-    }
-
     #[test]
     fn a_forward_makes_each_client_a_flow_and_expires_them() {
         let link = Arc::new(GuestLink::with_limits(Duration::from_millis(300), 8));
