@@ -84,7 +84,7 @@ pub fn is_dynamically_linked(path: &Path) -> bool {
 }
 
 /// Set once the agent answered; waited on by the start-up routine.
-pub type Alive = super::latch::Latch;
+pub type Alive = Latch;
 
 /// The thread that talks to the guest agent.
 pub struct Connection {
