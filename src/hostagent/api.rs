@@ -7,6 +7,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::sync::MutexExt;
+
 /// What `/v1/info` reports.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -81,7 +83,7 @@ fn handle(conn: UnixStream, info: &Mutex<Info>) -> std::io::Result<()> {
                     "Allow: GET\r\n",
                 );
             }
-            let body = serde_json::to_string(&*info.lock().unwrap()).expect("info serializes");
+            let body = serde_json::to_string(&*info.locked()).expect("info serializes");
             respond(&conn, 200, "OK", "application/json", &body, "")
         }
         "/v1/screenshot" => respond(
@@ -144,7 +146,7 @@ mod tests {
             get_info(&p, Duration::from_secs(5)).unwrap().ssh_local_port,
             60022
         );
-        info.lock().unwrap().ssh_local_port = 1;
+        info.locked().ssh_local_port = 1;
         assert_eq!(
             get_info(&p, Duration::from_secs(5)).unwrap().ssh_local_port,
             1

@@ -52,6 +52,110 @@ fn is_zero(p: &u16) -> bool {
     *p == 0
 }
 
+/// The events the host agent emits, built in one place so every call site
+/// writes the same shape (reference §4.3).
+impl Status {
+    /// QEMU has started and the guest boots: the first event, which tells
+    /// `limactl start` the SSH port.
+    pub fn booting(ssh_local_port: u16) -> Status {
+        Status {
+            ssh_local_port,
+            ..Default::default()
+        }
+    }
+
+    /// Every requirement is satisfied.
+    pub fn ready(ssh_local_port: u16) -> Status {
+        Status {
+            running: true,
+            ssh_local_port,
+            ..Default::default()
+        }
+    }
+
+    /// Running, but some requirements failed (`errors` says which).
+    pub fn degraded(ssh_local_port: u16, errors: Vec<String>) -> Status {
+        Status {
+            running: true,
+            degraded: true,
+            errors,
+            ssh_local_port,
+            ..Default::default()
+        }
+    }
+
+    /// The start-up routine's outcome: ready without errors, else degraded.
+    pub fn running(ssh_local_port: u16, errors: Vec<String>) -> Status {
+        if errors.is_empty() {
+            Status::ready(ssh_local_port)
+        } else {
+            Status::degraded(ssh_local_port, errors)
+        }
+    }
+
+    /// The host agent's last event; `errors` tells a failure from a clean
+    /// stop.
+    pub fn exiting(errors: Vec<String>) -> Status {
+        Status {
+            exiting: true,
+            errors,
+            ..Default::default()
+        }
+    }
+}
+
+/// The `protocol` of a port-forward event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardProtocol {
+    Tcp,
+    Udp,
+    /// A `guestSocket` forward.
+    Unix,
+}
+
+impl ForwardProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForwardProtocol::Tcp => "tcp",
+            ForwardProtocol::Udp => "udp",
+            ForwardProtocol::Unix => "unix",
+        }
+    }
+}
+
+/// Lima's port-forward event types.
+impl PortForwardEvent {
+    fn new(kind: &str, protocol: ForwardProtocol, guest: String, host: String) -> Self {
+        PortForwardEvent {
+            kind: kind.into(),
+            protocol: protocol.as_str().into(),
+            guest_addr: guest,
+            host_addr: host,
+            error: String::new(),
+        }
+    }
+
+    pub fn forwarding(protocol: ForwardProtocol, guest: String, host: String) -> Self {
+        Self::new("forwarding", protocol, guest, host)
+    }
+
+    /// No rule forwards the listener (no host address).
+    pub fn not_forwarding(protocol: ForwardProtocol, guest: String) -> Self {
+        Self::new("not-forwarding", protocol, guest, String::new())
+    }
+
+    pub fn stopping(protocol: ForwardProtocol, guest: String, host: String) -> Self {
+        Self::new("stopping", protocol, guest, host)
+    }
+
+    pub fn failed(protocol: ForwardProtocol, guest: String, host: String, error: String) -> Self {
+        PortForwardEvent {
+            error,
+            ..Self::new("failed", protocol, guest, host)
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// RFC 3339 with nanoseconds, as Go's `time.Time` marshals.
@@ -106,6 +210,11 @@ impl EventWriter {
         let mut s = self.current.clone();
         f(&mut s);
         self.emit(s)
+    }
+
+    /// A port-forward event: the current status carrying `ev`.
+    pub fn emit_port_forward(&mut self, ev: PortForwardEvent) -> std::io::Result<()> {
+        self.emit_with(|s| s.port_forward = Some(ev))
     }
 
     pub fn current(&self) -> &Status {
@@ -180,6 +289,108 @@ mod tests {
         );
     }
 
+    /// The bytes each constructor writes are Lima's (reference §4.3):
+    /// what `limactl start` and the reconciler read must not drift.
+    #[test]
+    fn constructors_serialize_like_lima() {
+        let json = |s: Status| {
+            serde_json::to_string(&Event {
+                time: "t".into(),
+                status: s,
+            })
+            .unwrap()
+        };
+        let errs = || vec!["e1".to_string(), "e\"2".to_string()];
+        assert_eq!(
+            json(Status::booting(60022)),
+            r#"{"time":"t","status":{"sshLocalPort":60022}}"#
+        );
+        assert_eq!(
+            json(Status::ready(60022)),
+            r#"{"time":"t","status":{"running":true,"sshLocalPort":60022}}"#
+        );
+        assert_eq!(
+            json(Status::degraded(60022, errs())),
+            r#"{"time":"t","status":{"running":true,"degraded":true,"errors":["e1","e\"2"],"sshLocalPort":60022}}"#
+        );
+        assert_eq!(
+            json(Status::running(60022, vec![])),
+            json(Status::ready(60022))
+        );
+        assert_eq!(
+            json(Status::running(60022, errs())),
+            json(Status::degraded(60022, errs()))
+        );
+        assert_eq!(
+            json(Status::exiting(vec![])),
+            r#"{"time":"t","status":{"exiting":true}}"#
+        );
+        assert_eq!(
+            json(Status::exiting(errs())),
+            r#"{"time":"t","status":{"exiting":true,"errors":["e1","e\"2"]}}"#
+        );
+
+        use ForwardProtocol::{Tcp, Udp, Unix};
+        let pf = |ev: PortForwardEvent| {
+            json(Status {
+                port_forward: Some(ev),
+                ..Status::ready(60022)
+            })
+        };
+        let guest = || "127.0.0.1:8080".to_string();
+        assert_eq!(
+            pf(PortForwardEvent::forwarding(
+                Tcp,
+                guest(),
+                "127.0.0.1:18080".into()
+            )),
+            r#"{"time":"t","status":{"running":true,"sshLocalPort":60022,"portForward":{"type":"forwarding","protocol":"tcp","guestAddr":"127.0.0.1:8080","hostAddr":"127.0.0.1:18080"}}}"#
+        );
+        assert_eq!(
+            pf(PortForwardEvent::not_forwarding(Udp, guest())),
+            r#"{"time":"t","status":{"running":true,"sshLocalPort":60022,"portForward":{"type":"not-forwarding","protocol":"udp","guestAddr":"127.0.0.1:8080","hostAddr":""}}}"#
+        );
+        assert_eq!(
+            pf(PortForwardEvent::stopping(
+                Unix,
+                "/run/docker.sock".into(),
+                "/lh/vm/sock/docker.sock".into()
+            )),
+            r#"{"time":"t","status":{"running":true,"sshLocalPort":60022,"portForward":{"type":"stopping","protocol":"unix","guestAddr":"/run/docker.sock","hostAddr":"/lh/vm/sock/docker.sock"}}}"#
+        );
+        assert_eq!(
+            pf(PortForwardEvent::failed(
+                Tcp,
+                guest(),
+                "127.0.0.1:80".into(),
+                "bind: denied".into()
+            )),
+            r#"{"time":"t","status":{"running":true,"sshLocalPort":60022,"portForward":{"type":"failed","protocol":"tcp","guestAddr":"127.0.0.1:8080","hostAddr":"127.0.0.1:80","error":"bind: denied"}}}"#
+        );
+    }
+
+    #[test]
+    fn port_forward_events_carry_the_current_status() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("ha.stdout.log");
+        let mut w = EventWriter::open(&p).unwrap();
+        w.emit(Status::ready(60022)).unwrap();
+        let ev = PortForwardEvent::forwarding(
+            ForwardProtocol::Tcp,
+            "127.0.0.1:8080".into(),
+            "127.0.0.1:8080".into(),
+        );
+        w.emit_port_forward(ev.clone()).unwrap();
+        let evs = read_all(&p).unwrap();
+        assert_eq!(
+            evs[1].status,
+            Status {
+                port_forward: Some(ev),
+                ..Status::ready(60022)
+            }
+        );
+    }
+
     #[test]
     fn reader_follows_appends_and_partial_lines() {
         let d = tempfile::tempdir().unwrap();
@@ -187,11 +398,7 @@ mod tests {
         let mut r = EventReader::from_start(&p);
         assert!(r.poll().unwrap().is_empty());
         let mut w = EventWriter::open(&p).unwrap();
-        w.emit(Status {
-            ssh_local_port: 1234,
-            ..Default::default()
-        })
-        .unwrap();
+        w.emit(Status::booting(1234)).unwrap();
         let evs = r.poll().unwrap();
         assert_eq!(evs.len(), 1);
         assert_eq!(evs[0].status.ssh_local_port, 1234);

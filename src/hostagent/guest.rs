@@ -9,15 +9,17 @@
 use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::guestagent::daemon::unix_nanos;
 use crate::guestagent::protocol::{self, GuestMessage, HostMessage, LineBuffer};
+use crate::sync::MutexExt;
 
+use super::latch::Latch;
 use super::portfwd::Forwarder;
-use super::udpfwd::GuestLink;
+use super::portfwd::GuestLink;
 
 /// Environment variable naming the guest agent binary to ship.
 pub const GUESTAGENT_ENV: &str = "LIMA_GUESTAGENT";
@@ -82,43 +84,56 @@ pub fn is_dynamically_linked(path: &Path) -> bool {
 }
 
 /// Set once the agent answered; waited on by the start-up routine.
-#[derive(Default)]
-pub struct Alive {
-    seen: Mutex<bool>,
-    cv: Condvar,
+pub type Alive = Latch;
+
+/// The thread that talks to the guest agent.
+pub struct Connection {
+    thread: JoinHandle<()>,
+    link: Arc<GuestLink>,
+    stop: Arc<Latch>,
 }
 
-impl Alive {
-    fn set(&self) {
-        *self.seen.lock().unwrap() = true;
-        self.cv.notify_all();
-    }
-
-    /// Waits up to `timeout`; true when the agent has answered.
-    pub fn wait(&self, timeout: Duration) -> bool {
-        let g = self.seen.lock().unwrap();
-        let (g, _) = self
-            .cv
-            .wait_timeout_while(g, timeout, |seen| !*seen)
-            .unwrap();
-        *g
+impl Connection {
+    /// Sets `stop` and waits for the thread, waking it where it blocks: its
+    /// reconnect pause waits on the latch, and its read of ga.sock ends when
+    /// the link hangs the socket up. The thread checks `stop` after each
+    /// attach, so a stop that found nothing attached yet is seen too.
+    pub fn stop(self) -> std::thread::Result<()> {
+        self.stop.set();
+        self.link.hang_up();
+        self.thread.join()
     }
 }
 
-/// Talks to the guest agent until `stop` is set, reconnecting as needed.
-pub fn run(
+/// Talks to the guest agent in a thread until [`Connection::stop`] (or
+/// `stop` set and the link hung up), reconnecting as needed.
+pub fn spawn(
     ga_sock: PathBuf,
     forwarder: Arc<Mutex<Forwarder>>,
     alive: Arc<Alive>,
-    stop: Arc<AtomicBool>,
+    stop: Arc<Latch>,
+) -> Connection {
+    let link = forwarder.locked().link();
+    let thread = {
+        let (link, stop) = (link.clone(), stop.clone());
+        std::thread::spawn(move || run(&ga_sock, &forwarder, &alive, &link, &stop))
+    };
+    Connection { thread, link, stop }
+}
+
+fn run(
+    ga_sock: &Path,
+    forwarder: &Arc<Mutex<Forwarder>>,
+    alive: &Arc<Alive>,
+    link: &GuestLink,
+    stop: &Latch,
 ) {
-    let link = forwarder.lock().unwrap().link();
     let mut next_id = 1u64;
     let mut logged_alive = false;
     let mut version_warned = false;
     let mut last_err = String::new();
-    while !stop.load(Ordering::Relaxed) {
-        let stream = match UnixStream::connect(&ga_sock) {
+    while !stop.is_set() {
+        let stream = match UnixStream::connect(ga_sock) {
             Ok(s) => s,
             Err(e) => {
                 let msg = format!("cannot connect to {}: {e}", ga_sock.display());
@@ -126,7 +141,8 @@ pub fn run(
                     crate::debug!("{msg}");
                     last_err = msg;
                 }
-                std::thread::sleep(RECONNECT);
+                // No blocking wait for QEMU's socket to accept: retry.
+                stop.wait(RECONNECT);
                 continue;
             }
         };
@@ -134,21 +150,21 @@ pub fn run(
         crate::debug!("connected to the guest agent port {}", ga_sock.display());
         let mut conn = Conn {
             stream,
-            link: &link,
+            link,
             next_id: &mut next_id,
-            forwarder: &forwarder,
-            alive: &alive,
+            forwarder,
+            alive,
             logged_alive: &mut logged_alive,
             version_warned: &mut version_warned,
         };
-        let result = conn.serve(&stop);
+        let result = conn.serve(stop);
         link.detach();
-        if let Err(e) = result {
+        if let Err(e) = result
+            && !stop.is_set()
+        {
             crate::debug!("guest agent connection ended: {e}");
         }
-        if !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(RECONNECT);
-        }
+        stop.wait(RECONNECT);
     }
 }
 
@@ -172,14 +188,16 @@ impl Conn<'_> {
         *self.next_id
     }
 
-    fn serve(&mut self, stop: &AtomicBool) -> std::io::Result<()> {
-        self.stream
-            .set_read_timeout(Some(Duration::from_millis(200)))?;
+    fn serve(&mut self, stop: &Latch) -> std::io::Result<()> {
         // QEMU stops reading while the guest has not opened its port: a
         // full socket must not block this thread (shutdown joins it).
         self.stream
             .set_write_timeout(Some(Duration::from_secs(2)))?;
         self.link.attach(self.stream.try_clone()?);
+        // A stop before the attach had nothing to hang up.
+        if stop.is_set() {
+            return Ok(());
+        }
         let id = self.id();
         self.send(&HostMessage::Hello {
             version: protocol::VERSION,
@@ -191,7 +209,19 @@ impl Conn<'_> {
             (*self.logged_alive).then(|| Instant::now() + FIRST_TIME_SYNC);
         let mut lines = LineBuffer::new();
         let mut buf = vec![0u8; 64 * 1024];
-        while !stop.load(Ordering::Relaxed) {
+        while !stop.is_set() {
+            // The read blocks until the guest writes, the next timer is due
+            // (hello retry, time sync) or Connection::stop hangs up.
+            let due = if synced {
+                next_sync
+            } else {
+                Some(hello_at + HELLO_RETRY)
+            };
+            let timeout = due.map(|t| {
+                t.saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1))
+            });
+            self.stream.set_read_timeout(timeout)?;
             match self.stream.read(&mut buf) {
                 Ok(0) => return Err(std::io::Error::other("closed by QEMU")),
                 Ok(n) => {
@@ -269,12 +299,12 @@ impl Conn<'_> {
                 // Before the ports: UDP listeners need the feature.
                 self.link
                     .set_udp(features.iter().any(|f| f == protocol::FEATURE_UDP));
-                self.forwarder.lock().unwrap().sync(ports);
+                self.forwarder.locked().sync(ports);
                 true
             }
             GuestMessage::Ports { added, removed } => {
                 if *synced {
-                    self.forwarder.lock().unwrap().update(&added, &removed);
+                    self.forwarder.locked().update(&added, &removed);
                 }
                 false
             }
@@ -364,6 +394,33 @@ mod tests {
         assert!(!is_dynamically_linked(&s));
     }
 
+    /// Without ga.sock the thread pauses between attempts; a stop ends
+    /// the pause at once.
+    #[test]
+    fn a_stop_ends_the_reconnect_pause() {
+        let d = tempfile::tempdir().unwrap();
+        let events = Arc::new(Mutex::new(
+            super::super::events::EventWriter::open(&d.path().join("ha.stdout.log")).unwrap(),
+        ));
+        let fw = Arc::new(Mutex::new(Forwarder::new(
+            super::super::portfwd::rules(&[], 60022),
+            crate::ssh::SshTarget::for_tests(d.path()),
+            events,
+        )));
+        let stop = Arc::new(Latch::default());
+        let conn = spawn(
+            d.path().join("ga.sock"),
+            fw,
+            Arc::new(Alive::default()),
+            stop.clone(),
+        );
+        std::thread::sleep(Duration::from_millis(50));
+        let start = Instant::now();
+        conn.stop().unwrap();
+        assert!(start.elapsed() < RECONNECT / 2, "{:?}", start.elapsed());
+        assert!(stop.is_set());
+    }
+
     /// A fake guest on the other end of a socket pair: the host's hello is
     /// answered with the full state, changes reach the forwarder.
     #[test]
@@ -393,11 +450,7 @@ mod tests {
             events,
         )));
         let alive = Arc::new(Alive::default());
-        let stop = Arc::new(AtomicBool::new(false));
-        let t = {
-            let (fw, alive, stop) = (fw.clone(), alive.clone(), stop.clone());
-            std::thread::spawn(move || run(sock, fw, alive, stop))
-        };
+        let conn = spawn(sock, fw.clone(), alive.clone(), Arc::new(Latch::default()));
         let (mut guest, _) = l.accept().unwrap();
         let mut lines = LineBuffer::new();
         let mut buf = [0u8; 1024];
@@ -431,12 +484,19 @@ mod tests {
             }))
             .unwrap();
         let start = Instant::now();
-        while *fw.lock().unwrap().known() != std::collections::BTreeSet::from([q]) {
+        while *fw.locked().known() != std::collections::BTreeSet::from([q]) {
             assert!(start.elapsed() < Duration::from_secs(5));
             std::thread::sleep(Duration::from_millis(10));
         }
-        stop.store(true, Ordering::Relaxed);
-        t.join().unwrap();
+        // The guest keeps its end open and the next timer is seconds away:
+        // only the hang-up ends the blocked read this fast.
+        let start = Instant::now();
+        conn.stop().unwrap();
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
         // The ignored TCP port produced a not-forwarding event.
         let log = std::fs::read_to_string(d.path().join("ha.stdout.log")).unwrap();
         assert!(log.contains("\"type\":\"not-forwarding\""), "{log}");
@@ -502,11 +562,7 @@ mod tests {
             events,
         )));
         let alive = Arc::new(Alive::default());
-        let stop = Arc::new(AtomicBool::new(false));
-        let t = {
-            let (fw, alive, stop) = (fw.clone(), alive.clone(), stop.clone());
-            std::thread::spawn(move || run(sock, fw, alive, stop))
-        };
+        let conn = spawn(sock, fw.clone(), alive.clone(), Arc::new(Latch::default()));
 
         // The fake guest: answers hellos, relays datagrams, and sends what
         // the test hands it.
@@ -607,7 +663,7 @@ mod tests {
         let big = "x".repeat(60_000);
         let reply = ask(&c2, &big);
         assert!(reply == format!("{big}@{p2}"), "{} bytes", reply.len());
-        assert_eq!(fw.lock().unwrap().link().flows(), 2);
+        assert_eq!(fw.locked().link().flows(), 2);
 
         // The listener goes away: the host socket is closed, with an event.
         to_guest
@@ -625,9 +681,8 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         UdpSocket::bind(host).expect("the host port is still bound");
-        assert_eq!(fw.lock().unwrap().link().flows(), 0);
-        stop.store(true, Ordering::Relaxed);
-        t.join().unwrap();
+        assert_eq!(fw.locked().link().flows(), 0);
+        conn.stop().unwrap();
         drop(l);
         assert_eq!(g.join().unwrap(), 4);
     }

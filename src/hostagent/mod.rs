@@ -8,13 +8,13 @@ pub mod ansible;
 pub mod api;
 pub mod events;
 pub mod guest;
+pub mod latch;
 pub mod launch;
 pub mod logfollow;
 pub mod mounts;
 pub mod portfwd;
 pub mod requirements;
 pub mod routines;
-pub mod udpfwd;
 mod vm;
 
 use std::path::{Path, PathBuf};
@@ -28,15 +28,17 @@ use nix::sys::signal::{SigSet, Signal};
 use crate::spec::yaml::quote_name;
 use crate::store::paths::files;
 use crate::store::{self, Home, lock};
+use crate::sync::MutexExt;
 use events::{EventWriter, Status};
 
 /// How long the guest gets to power off after the ACPI power button.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// What ends the host agent's main loop.
+/// What wakes the host agent's main loop, each sent by the thread that
+/// blocks waiting for it: `sigwait`, QEMU's `waitid`, the start-up routine.
 enum Wake {
     Signal(Signal),
-    QemuExited(std::process::ExitStatus),
+    QemuExited,
     Ready(Vec<String>),
 }
 
@@ -98,11 +100,7 @@ pub fn run(home: &Home, name: &str, debug: bool) -> anyhow::Result<i32> {
         Ok(_) => vec!["the VM stopped unexpectedly (QEMU failed)".to_string()],
         Err(e) => vec![format!("{e:#}")],
     };
-    let _ = events.lock().unwrap().emit(Status {
-        exiting: true,
-        errors,
-        ..Default::default()
-    });
+    let _ = events.locked().emit(Status::exiting(errors));
     for f in [
         files::HA_SOCK,
         files::HA_PID,
@@ -155,11 +153,14 @@ fn run_locked(
     }));
     api::serve(&dir.join(files::HA_SOCK), info)?;
 
-    let mut qemu = vm.start_qemu()?;
-    events.lock().unwrap().emit(Status {
-        ssh_local_port: port,
-        ..Default::default()
-    })?;
+    let (tx, rx) = mpsc::channel::<Wake>();
+    let mut qemu = {
+        let tx = tx.clone();
+        vm.start_qemu(move || {
+            let _ = tx.send(Wake::QemuExited);
+        })?
+    };
+    events.locked().emit(Status::booting(port))?;
     let session = Arc::new(routines::Session::new(
         &config,
         vm.target().clone(),
@@ -167,7 +168,6 @@ fn run_locked(
         events.clone(),
     ));
 
-    let (tx, rx) = mpsc::channel::<Wake>();
     {
         let tx = tx.clone();
         std::thread::spawn(move || {
@@ -187,29 +187,19 @@ fn run_locked(
     }
 
     let exit = loop {
-        if let Some(status) = qemu.try_wait()? {
-            break Wake::QemuExited(status);
-        }
-        match rx.recv_timeout(Duration::from_millis(100)) {
+        match rx.recv() {
             Ok(Wake::Ready(errors)) => {
-                let degraded = !errors.is_empty();
                 for e in &errors {
                     crate::warn!("{e}");
                 }
-                events.lock().unwrap().emit(Status {
-                    running: true,
-                    degraded,
-                    errors,
-                    ssh_local_port: port,
-                    ..Default::default()
-                })?;
-                if !degraded {
+                let ready = errors.is_empty();
+                events.locked().emit(Status::running(port, errors))?;
+                if ready {
                     crate::info!("The instance {} is ready", quote_name(name));
                 }
             }
             Ok(w) => break w,
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => {}
+            Err(mpsc::RecvError) => unreachable!("this function holds a sender"),
         }
     };
 
@@ -223,18 +213,23 @@ fn run_locked(
             vm.shutdown(&mut qemu, SHUTDOWN_TIMEOUT);
             0
         }
-        Wake::QemuExited(status) => {
-            if status.success() {
+        Wake::QemuExited => match qemu.reap() {
+            Ok(status) if status.success() => {
                 crate::info!("QEMU has exited (the guest powered off)");
                 0
-            } else {
+            }
+            Ok(status) => {
                 crate::error!(
                     "Driver stopped due to error: QEMU exited with {status} (see {})",
                     dir.join(files::SERIAL_LOG).display()
                 );
                 1
             }
-        }
+            Err(e) => {
+                crate::error!("QEMU has exited, but its exit status cannot be read: {e}");
+                1
+            }
+        },
         Wake::Ready(_) => unreachable!("handled in the loop"),
     };
     vm.cleanup_host_side();

@@ -6,18 +6,18 @@
 //! [`Session`] holds what must be undone at shutdown.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::events::EventWriter;
 use super::guest::{self, Alive};
+use super::latch::Latch;
 use super::mounts::{self, Mounts};
 use super::portfwd::{self, Forwarder};
 use super::requirements::Requirements;
 use crate::spec::LimaYaml;
 use crate::ssh::SshTarget;
+use crate::sync::MutexExt;
 
 /// How long the guest agent has to answer once the optional requirements
 /// are done (Lima: 1 minute).
@@ -28,10 +28,10 @@ pub const GUEST_AGENT_NOT_RUNNING: &str =
 
 /// What runs alongside the guest and is torn down when it stops.
 pub struct Session {
-    stop: Arc<AtomicBool>,
+    stop: Arc<Latch>,
     mounts: Mutex<Mounts>,
     forwarder: Arc<Mutex<Forwarder>>,
-    guest_agent: Mutex<Option<JoinHandle<()>>>,
+    guest_agent: Mutex<Option<guest::Connection>>,
 }
 
 /// Everything the start-up routine needs.
@@ -58,7 +58,7 @@ impl Session {
             ssh_local_port,
         );
         Session {
-            stop: Arc::new(AtomicBool::new(false)),
+            stop: Arc::new(Latch::default()),
             mounts: Mutex::new(Mounts::default()),
             forwarder: Arc::new(Mutex::new(Forwarder::new(rules, target, events))),
             guest_agent: Mutex::new(None),
@@ -66,7 +66,7 @@ impl Session {
     }
 
     fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
+        self.stop.is_set()
     }
 
     /// Runs the routines in order; returns the errors (empty = ready).
@@ -102,9 +102,9 @@ impl Session {
             started.stop();
             return errors;
         }
-        self.mounts.lock().unwrap().adopt(started);
+        self.mounts.locked().adopt(started);
 
-        errors.extend(self.forwarder.lock().unwrap().start_static());
+        errors.extend(self.forwarder.locked().start_static());
 
         let alive = Arc::new(Alive::default());
         if !plain {
@@ -114,8 +114,7 @@ impl Session {
                 alive.clone(),
                 self.stop.clone(),
             );
-            *self.guest_agent.lock().unwrap() =
-                Some(std::thread::spawn(move || guest::run(sock, fw, a, stop)));
+            *self.guest_agent.locked() = Some(guest::spawn(sock, fw, a, stop));
         }
 
         r.optional(&mut errors);
@@ -139,11 +138,12 @@ impl Session {
     /// Stops the guest agent connection, reports the forwards as stopping
     /// and unmounts. The forwards themselves end with the ControlMaster.
     pub fn shutdown(&self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.guest_agent.lock().unwrap().take() {
-            let _ = t.join();
+        self.stop.set();
+        if let Some(c) = self.guest_agent.locked().take() {
+            // A panic in that thread was reported there.
+            let _ = c.stop();
         }
-        self.forwarder.lock().unwrap().stop_all();
-        self.mounts.lock().unwrap().stop();
+        self.forwarder.locked().stop_all();
+        self.mounts.locked().stop();
     }
 }

@@ -2,11 +2,13 @@
 //! disk locks), QEMU as a direct child holding `qemu.lock`, and shutdown.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use super::latch::Latch;
 use super::requirements::Requirements;
 use super::routines::Startup;
 use crate::spec::LimaYaml;
@@ -168,9 +170,9 @@ impl Vm {
 
     /// Starts QEMU as a direct child. It inherits `qemu.lock` (held), so the
     /// lock lives exactly as long as QEMU; this process drops its copy.
-    pub fn start_qemu(&mut self) -> anyhow::Result<Child> {
+    /// `on_exit` runs (in another thread) when QEMU has exited.
+    pub fn start_qemu(&mut self, on_exit: impl FnOnce() + Send + 'static) -> anyhow::Result<Qemu> {
         use std::os::fd::AsRawFd;
-        use std::os::unix::process::CommandExt;
         for f in [
             files::QMP_SOCK,
             files::SERIAL_SOCK,
@@ -205,16 +207,7 @@ impl Vm {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        unsafe {
-            c.pre_exec(move || {
-                // Keep the locked descriptor across exec, and undo the signal
-                // mask the host agent set for its sigwait thread.
-                let flags = nix::libc::fcntl(fd, nix::libc::F_GETFD);
-                nix::libc::fcntl(fd, nix::libc::F_SETFD, flags & !nix::libc::FD_CLOEXEC);
-                let _ = nix::sys::signal::SigSet::all().thread_unblock();
-                Ok(())
-            });
-        }
+        inherit_unmasked(&mut c, fd);
         let mut child = c
             .spawn()
             .with_context(|| format!("cannot start {}", self.binary.display()))?;
@@ -248,7 +241,7 @@ impl Vm {
                 });
             }
         }
-        Ok(child)
+        Qemu::watch(child, on_exit).context("cannot start the thread that waits for QEMU")
     }
 
     /// Undo what the running guest session set up (ControlMaster).
@@ -257,7 +250,7 @@ impl Vm {
     }
 
     /// ACPI power button through QMP; after `timeout`, `quit`; then SIGKILL.
-    pub fn shutdown(&self, qemu: &mut Child, timeout: Duration) {
+    pub fn shutdown(&self, qemu: &mut Qemu, timeout: Duration) {
         let qmp_path = self.dir.join(files::QMP_SOCK);
         let start = Instant::now();
         match crate::driver::qemu::qmp::Qmp::connect(&qmp_path, Duration::from_secs(5)) {
@@ -266,33 +259,28 @@ impl Vm {
                 if let Err(e) = qmp.system_powerdown() {
                     crate::warn!("QMP system_powerdown failed: {e}");
                 }
-                while start.elapsed() < timeout {
-                    if let Ok(Some(_)) = qemu.try_wait() {
-                        crate::info!(
-                            "QEMU has exited after {:.1}s",
-                            start.elapsed().as_secs_f64()
-                        );
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
+                if qemu.wait_exit(timeout.saturating_sub(start.elapsed())) {
+                    crate::info!(
+                        "QEMU has exited after {:.1}s",
+                        start.elapsed().as_secs_f64()
+                    );
+                    let _ = qemu.reap();
+                    return;
                 }
                 crate::warn!(
                     "The guest did not power off within {}s; sending QMP quit",
                     timeout.as_secs()
                 );
                 let _ = qmp.quit();
-                let t = Instant::now();
-                while t.elapsed() < Duration::from_secs(5) {
-                    if let Ok(Some(_)) = qemu.try_wait() {
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
+                if qemu.wait_exit(Duration::from_secs(5)) {
+                    let _ = qemu.reap();
+                    return;
                 }
             }
             Err(e) => crate::warn!("cannot connect to QMP ({e}); killing QEMU"),
         }
-        let _ = qemu.kill();
-        let _ = qemu.wait();
+        qemu.kill();
+        let _ = qemu.reap();
     }
 
     /// Releases disks and removes run-time files QEMU may have left.
@@ -306,6 +294,87 @@ impl Vm {
             }
         }
         let _ = (&self.config, self.port);
+    }
+}
+
+/// Makes `c`'s child keep `fd` open across exec and start with no signal
+/// blocked (the host agent blocks the termination signals for its sigwait
+/// thread, and a mask survives exec; std's spawn resets it too, this does
+/// not rely on that). `fd` must stay open until `c` is spawned.
+fn inherit_unmasked(c: &mut Command, fd: std::os::fd::RawFd) {
+    use std::os::unix::process::CommandExt;
+    let child_setup = move || -> std::io::Result<()> {
+        use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+        // SAFETY: `fd` is open in the child: fork copied the parent's
+        // descriptor table, where the caller keeps it open until `c` is
+        // spawned (start_qemu's `held`).
+        let locked = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let flags = FdFlag::from_bits_truncate(fcntl(locked, FcntlArg::F_GETFD)?);
+        fcntl(locked, FcntlArg::F_SETFD(flags - FdFlag::FD_CLOEXEC))?;
+        nix::sys::signal::SigSet::all().thread_unblock()?;
+        Ok(())
+    };
+    // SAFETY: the closure runs in the forked child, where only
+    // async-signal-safe calls are sound (another thread may have held a
+    // lock, the allocator's say, when it forked): it makes two fcntl(2)
+    // calls and one pthread_sigmask(3), and allocates nothing (an error
+    // is an errno value).
+    unsafe {
+        c.pre_exec(child_setup);
+    }
+}
+
+/// QEMU, the host agent's child, and a thread that blocks until it exits.
+///
+/// The thread waits with `waitid(WEXITED | WNOWAIT)`: it learns of the exit
+/// without reaping, so QEMU stays a zombie and its pid cannot be reused
+/// while this process may still signal it ([`Qemu::kill`]); [`Qemu::reap`]
+/// collects the status afterwards.
+pub struct Qemu {
+    child: Child,
+    exited: Arc<Latch>,
+}
+
+impl Qemu {
+    fn watch(child: Child, on_exit: impl FnOnce() + Send + 'static) -> std::io::Result<Qemu> {
+        use nix::sys::wait::{Id, WaitPidFlag, waitid};
+        let exited = Arc::new(Latch::default());
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let latch = exited.clone();
+        std::thread::Builder::new()
+            .name("qemu-wait".into())
+            .spawn(move || {
+                loop {
+                    match waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+                        Err(nix::errno::Errno::EINTR) => continue,
+                        Ok(_) => break,
+                        Err(e) => {
+                            // Cannot happen for our own child; reporting it
+                            // as an exit lets the main loop's reap tell.
+                            crate::warn!("cannot wait for QEMU (pid {pid}): {e}");
+                            break;
+                        }
+                    }
+                }
+                latch.set();
+                on_exit();
+            })?;
+        Ok(Qemu { child, exited })
+    }
+
+    /// Waits up to `timeout` for QEMU to exit; true when it has.
+    pub fn wait_exit(&self, timeout: Duration) -> bool {
+        self.exited.wait(timeout)
+    }
+
+    /// QEMU's exit status, reaping it (blocks until it exits).
+    pub fn reap(&mut self) -> std::io::Result<ExitStatus> {
+        self.child.wait()
+    }
+
+    /// SIGKILL (harmless once it has exited: the zombie keeps its pid).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
     }
 }
 
@@ -331,5 +400,70 @@ fn guest_agent_binary() -> Option<PathBuf> {
             );
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    fn watched(script: &str) -> (Qemu, std::sync::mpsc::Receiver<()>) {
+        let child = Command::new("sh").args(["-c", script]).spawn().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let q = Qemu::watch(child, move || tx.send(()).unwrap()).unwrap();
+        (q, rx)
+    }
+
+    #[test]
+    fn the_child_keeps_the_descriptor_and_has_no_signal_blocked() {
+        use nix::sys::signal::{SigSet, Signal};
+        use std::os::fd::AsRawFd;
+        let f = tempfile::tempfile().unwrap();
+        let fd = f.as_raw_fd();
+        let mut blocked = SigSet::empty();
+        blocked.add(Signal::SIGINT);
+        blocked.thread_block().unwrap();
+        let run = |setup: bool| {
+            let mut c = Command::new("sh");
+            c.args([
+                "-c",
+                &format!(
+                    "test -e /proc/$$/fd/{fd} && echo open; exec grep '^SigBlk' /proc/self/status"
+                ),
+            ]);
+            if setup {
+                inherit_unmasked(&mut c, fd);
+            }
+            String::from_utf8(c.output().unwrap().stdout).unwrap()
+        };
+        let (plain, set_up) = (run(false), run(true));
+        blocked.thread_unblock().unwrap();
+        // The lock's descriptor is close-on-exec like every other one...
+        assert!(!plain.contains("open"), "{plain}");
+        // ...except in QEMU, which starts with the host agent's mask undone.
+        assert_eq!(set_up, "open\nSigBlk:\t0000000000000000\n");
+    }
+
+    #[test]
+    fn an_exit_is_reported_and_the_status_is_still_there_to_reap() {
+        let (mut q, rx) = watched("sleep 0.2; exit 3");
+        assert!(!q.wait_exit(Duration::ZERO));
+        rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(q.wait_exit(Duration::ZERO));
+        // WNOWAIT left the zombie: the status is reaped here.
+        assert_eq!(q.reap().unwrap().code(), Some(3));
+    }
+
+    #[test]
+    fn a_killed_child_wakes_the_waiter() {
+        let (mut q, rx) = watched("exec sleep 60");
+        assert!(!q.wait_exit(Duration::from_millis(50)));
+        q.kill();
+        assert!(q.wait_exit(Duration::from_secs(10)));
+        rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        // A second kill hits the zombie, not another process.
+        q.kill();
+        assert_eq!(q.reap().unwrap().signal(), Some(9));
     }
 }

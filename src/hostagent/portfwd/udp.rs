@@ -1,174 +1,36 @@
 //! UDP forwarding through the guest agent (protocol feature `udp`; an SSH
-//! local forward carries TCP only).
-//!
-//! [`GuestLink`] is the one writer to `ga.sock`: the guest agent connection
-//! (hello, time sync) and every UDP forward send through it, one whole line
-//! at a time under its lock. It also routes the guest's replies (by flow
-//! number) to the client they belong to.
+//! local forward carries TCP only), over the [`GuestLink`].
 //!
 //! A [`UdpForward`] binds the host address of one forwarded guest UDP
 //! listener; its thread receives the clients' datagrams, makes each client
 //! address a flow, and sends the datagrams to the guest. Flows idle for
-//! [`UDP_IDLE`] are closed; at most [`MAX_UDP_FLOWS`] per forward (the least
+//! [`UDP_IDLE`](crate::guestagent::protocol::UDP_IDLE) are closed; at most [`MAX_UDP_FLOWS`](crate::guestagent::protocol::MAX_UDP_FLOWS) per forward (the least
 //! recently used one is closed first). Stopping a forward closes its socket
-//! and its flows.
+//! and its flows. The thread blocks in poll(2) (see [`relay`]): no timer
+//! runs while no flow is open.
 
 use std::collections::HashMap;
-use std::io::{ErrorKind, Write};
-use std::net::{Shutdown, SocketAddr, UdpSocket};
+use std::io::ErrorKind;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::guestagent::protocol::{self, HostMessage, MAX_UDP_FLOWS, UDP_IDLE};
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-/// How often a forward's thread looks at its stop flag.
-const STOP_POLL: Duration = Duration::from_millis(100);
-/// How often a forward looks for idle flows.
-const EXPIRE_EVERY: Duration = Duration::from_secs(1);
-
-/// Where the guest's datagrams of one flow go.
-struct Route {
-    socket: Arc<UdpSocket>,
-    client: SocketAddr,
-    last: Instant,
-}
-
-/// The connection to the guest agent as the senders see it.
-pub struct GuestLink {
-    writer: Mutex<Option<UnixStream>>,
-    udp: AtomicBool,
-    routes: Mutex<HashMap<u64, Route>>,
-    next_flow: AtomicU64,
-    idle: Duration,
-    max_flows: usize,
-}
-
-impl Default for GuestLink {
-    fn default() -> Self {
-        GuestLink::with_limits(UDP_IDLE, MAX_UDP_FLOWS)
-    }
-}
-
-impl GuestLink {
-    /// A link whose flows expire after `idle`, at most `max_flows` per
-    /// forward (tests use small limits).
-    pub fn with_limits(idle: Duration, max_flows: usize) -> GuestLink {
-        GuestLink {
-            writer: Mutex::new(None),
-            udp: AtomicBool::new(false),
-            routes: Mutex::new(HashMap::new()),
-            next_flow: AtomicU64::new(1),
-            idle,
-            max_flows: max_flows.max(1),
-        }
-    }
-
-    /// A new connection to the guest agent: messages go to `stream` (a
-    /// clone of the one the connection reads).
-    pub fn attach(&self, stream: UnixStream) {
-        *self.writer.lock().unwrap() = Some(stream);
-    }
-
-    /// The connection ended: messages are dropped until the next one.
-    pub fn detach(&self) {
-        *self.writer.lock().unwrap() = None;
-        self.udp.store(false, Ordering::Relaxed);
-    }
-
-    /// Writes one message. A failed write may have left half a line: the
-    /// connection is shut down, the reader notices and reconnects.
-    pub fn send(&self, msg: &HostMessage) -> std::io::Result<()> {
-        let mut w = self.writer.lock().unwrap();
-        let Some(stream) = w.as_mut() else {
-            return Err(std::io::Error::new(
-                ErrorKind::NotConnected,
-                "no connection to the guest agent",
-            ));
-        };
-        let result = stream.write_all(&protocol::encode(msg));
-        if result.is_err() {
-            let _ = stream.shutdown(Shutdown::Both);
-            *w = None;
-        }
-        result
-    }
-
-    /// Whether the guest agent relays UDP (its hello listed the feature).
-    pub fn udp(&self) -> bool {
-        self.udp.load(Ordering::Relaxed)
-    }
-
-    pub fn set_udp(&self, on: bool) {
-        self.udp.store(on, Ordering::Relaxed);
-    }
-
-    /// A datagram from the guest for flow `flow`: to its client.
-    pub fn deliver(&self, flow: u64, data: &[u8]) {
-        let mut routes = self.routes.lock().unwrap();
-        let Some(r) = routes.get_mut(&flow) else {
-            crate::debug!("dropping a UDP datagram of the closed flow {flow}");
-            return;
-        };
-        r.last = Instant::now();
-        if let Err(e) = r.socket.send_to(data, r.client) {
-            crate::debug!("cannot send a UDP datagram to {}: {e}", r.client);
-        }
-    }
-
-    /// The guest closed flow `flow`.
-    pub fn closed_by_guest(&self, flow: u64) {
-        self.routes.lock().unwrap().remove(&flow);
-    }
-
-    /// Open flows (all forwards).
-    pub fn flows(&self) -> usize {
-        self.routes.lock().unwrap().len()
-    }
-
-    fn open_route(&self, socket: &Arc<UdpSocket>, client: SocketAddr) -> u64 {
-        let flow = self.next_flow.fetch_add(1, Ordering::Relaxed);
-        self.routes.lock().unwrap().insert(
-            flow,
-            Route {
-                socket: socket.clone(),
-                client,
-                last: Instant::now(),
-            },
-        );
-        flow
-    }
-
-    /// Marks traffic on `flow`; false if the flow is closed.
-    fn touch(&self, flow: u64) -> bool {
-        match self.routes.lock().unwrap().get_mut(&flow) {
-            Some(r) => {
-                r.last = Instant::now();
-                true
-            }
-            None => false,
-        }
-    }
-
-    fn last(&self, flow: u64) -> Option<Instant> {
-        self.routes.lock().unwrap().get(&flow).map(|r| r.last)
-    }
-
-    /// Closes `flow` on this side and tells the guest.
-    fn close(&self, flow: u64) {
-        if self.routes.lock().unwrap().remove(&flow).is_some() {
-            let _ = self.send(&HostMessage::UdpClose { flow });
-        }
-    }
-}
+use super::link::GuestLink;
+use crate::guestagent::protocol::HostMessage;
+use crate::sync::MutexExt;
 
 /// One forwarded guest UDP listener: a host socket and its thread.
 pub struct UdpForward {
     host: SocketAddr,
     target: Arc<Mutex<SocketAddr>>,
-    stop: Arc<AtomicBool>,
+    /// Dropping it stops the thread (see [`relay`]).
+    waker: Option<UnixStream>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -180,20 +42,24 @@ impl UdpForward {
         target: SocketAddr,
     ) -> std::io::Result<UdpForward> {
         let socket = UdpSocket::bind(host)?;
-        socket.set_read_timeout(Some(STOP_POLL))?;
+        // The thread reads only when poll(2) says so, and a readable UDP
+        // socket can still have nothing to read (a datagram with a bad
+        // checksum is dropped at recv): a blocking recv would hang there.
+        // Replies are sent on it too, and dropped when its buffer is full.
+        socket.set_nonblocking(true)?;
         let host = socket.local_addr()?;
         let target = Arc::new(Mutex::new(target));
-        let stop = Arc::new(AtomicBool::new(false));
+        let (waker, woken) = UnixStream::pair()?;
         let thread = {
-            let (target, stop) = (target.clone(), stop.clone());
+            let target = target.clone();
             std::thread::Builder::new()
                 .name(format!("udp {host}"))
-                .spawn(move || relay(Arc::new(socket), &link, &target, &stop))?
+                .spawn(move || relay(Arc::new(socket), &link, &target, &woken))?
         };
         Ok(UdpForward {
             host,
             target,
-            stop,
+            waker: Some(waker),
             thread: Some(thread),
         })
     }
@@ -204,13 +70,13 @@ impl UdpForward {
     }
 
     pub fn target(&self) -> SocketAddr {
-        *self.target.lock().unwrap()
+        *self.target.locked()
     }
 
     /// Sends later datagrams to another guest address (the listener they
     /// went to is gone, another one with the same host address is not).
     pub fn retarget(&self, target: SocketAddr) {
-        *self.target.lock().unwrap() = target;
+        *self.target.locked() = target;
     }
 
     /// Closes the host socket and the flows; returns once it is closed.
@@ -219,7 +85,7 @@ impl UdpForward {
     }
 
     fn halt(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        drop(self.waker.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -232,60 +98,94 @@ impl Drop for UdpForward {
     }
 }
 
-/// The thread of one forward.
-fn relay(socket: Arc<UdpSocket>, link: &GuestLink, target: &Mutex<SocketAddr>, stop: &AtomicBool) {
+/// `timeout` for poll(2), rounded up to its milliseconds: rounding down
+/// would wake just before a deadline and spin until it.
+fn poll_timeout(timeout: Duration) -> PollTimeout {
+    PollTimeout::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX)
+}
+
+/// The thread of one forward. It blocks in poll(2) on the host socket and
+/// on `stop`, one end of a socket pair whose other end [`UdpForward`]
+/// drops to stop it: closing an end always wakes the other (POLLHUP), with
+/// nothing to send that could be lost or taken for a client's datagram,
+/// and the same poll's timeout is the next flow expiry. (Shutting the UDP
+/// socket down would wake a blocked recv on Linux only, as a side effect.)
+fn relay(socket: Arc<UdpSocket>, link: &GuestLink, target: &Mutex<SocketAddr>, stop: &UnixStream) {
     let mut clients: HashMap<SocketAddr, u64> = HashMap::new();
     let mut buf = vec![0u8; 64 * 1024];
-    let mut next_expire = Instant::now() + EXPIRE_EVERY;
+    // When the stalest flow may be idle: a lower bound, since traffic only
+    // moves a flow's expiry later. None without flows.
+    let mut next_expire: Option<Instant> = None;
     let mut unsupported_logged = false;
-    while !stop.load(Ordering::Relaxed) {
-        match socket.recv_from(&mut buf) {
-            Ok((n, client)) => {
-                let flow = match clients.get(&client) {
-                    Some(f) if link.touch(*f) => *f,
-                    _ => {
-                        if clients.len() >= link.max_flows
-                            && let Some((&c, &f)) = clients
-                                .iter()
-                                .min_by_key(|(_, f)| link.last(**f).unwrap_or(Instant::now()))
-                        {
-                            clients.remove(&c);
-                            link.close(f);
-                        }
-                        let f = link.open_route(&socket, client);
-                        clients.insert(client, f);
-                        f
-                    }
-                };
-                if !link.udp() && !unsupported_logged {
-                    crate::debug!("the guest agent does not relay UDP (yet); dropping datagrams");
-                    unsupported_logged = true;
-                }
-                let msg = HostMessage::Udp {
-                    flow,
-                    target: *target.lock().unwrap(),
-                    data: buf[..n].to_vec(),
-                };
-                if let Err(e) = link.send(&msg) {
-                    crate::debug!("dropping a UDP datagram from {client}: {e}");
-                }
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                ) => {}
+    let name = socket.local_addr().map_or(String::new(), |a| a.to_string());
+    loop {
+        let timeout = next_expire.map_or(PollTimeout::NONE, |t| {
+            poll_timeout(t.saturating_duration_since(Instant::now()))
+        });
+        let mut fds = [
+            PollFd::new(socket.as_fd(), PollFlags::POLLIN),
+            PollFd::new(stop.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, timeout) {
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
             Err(e) => {
-                // E.g. ECONNREFUSED left by a reply to a client that is gone.
-                crate::debug!(
-                    "UDP {}: {e}",
-                    socket.local_addr().map_or(String::new(), |a| a.to_string())
-                );
+                crate::warn!("UDP forward {name} stops: poll failed: {e}");
+                break;
+            }
+        }
+        let woken = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+        if woken(&fds[1]) {
+            break;
+        }
+        // Readable, or an error to collect (ECONNREFUSED left by a reply to
+        // a client that is gone): recv takes either.
+        if woken(&fds[0]) {
+            match socket.recv_from(&mut buf) {
+                Ok((n, client)) => {
+                    let flow = match clients.get(&client) {
+                        Some(f) if link.touch(*f) => *f,
+                        _ => {
+                            if clients.len() >= link.max_flows {
+                                // Flows the guest closed make room first.
+                                clients.retain(|_, f| link.last(*f).is_some());
+                            }
+                            if clients.len() >= link.max_flows
+                                && let Some((&c, &f)) = clients
+                                    .iter()
+                                    .min_by_key(|(_, f)| link.last(**f).unwrap_or(Instant::now()))
+                            {
+                                clients.remove(&c);
+                                link.close(f);
+                            }
+                            let f = link.open_route(&socket, client);
+                            clients.insert(client, f);
+                            next_expire.get_or_insert(Instant::now() + link.idle);
+                            f
+                        }
+                    };
+                    if !link.udp() && !unsupported_logged {
+                        crate::debug!(
+                            "the guest agent does not relay UDP (yet); dropping datagrams"
+                        );
+                        unsupported_logged = true;
+                    }
+                    let msg = HostMessage::Udp {
+                        flow,
+                        target: *target.locked(),
+                        data: buf[..n].to_vec(),
+                    };
+                    if let Err(e) = link.send(&msg) {
+                        crate::debug!("dropping a UDP datagram from {client}: {e}");
+                    }
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
+                Err(e) => crate::debug!("UDP {name}: {e}"),
             }
         }
         let now = Instant::now();
-        if now >= next_expire {
-            next_expire = now + EXPIRE_EVERY;
+        if next_expire.is_some_and(|t| now >= t) {
+            next_expire = None;
             clients.retain(|_, f| match link.last(*f) {
                 // Closed by the guest.
                 None => false,
@@ -293,7 +193,11 @@ fn relay(socket: Arc<UdpSocket>, link: &GuestLink, target: &Mutex<SocketAddr>, s
                     link.close(*f);
                     false
                 }
-                Some(_) => true,
+                Some(last) => {
+                    let t = last + link.idle;
+                    next_expire = Some(next_expire.map_or(t, |n| n.min(t)));
+                    true
+                }
             });
         }
     }
@@ -305,7 +209,7 @@ fn relay(socket: Arc<UdpSocket>, link: &GuestLink, target: &Mutex<SocketAddr>, s
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::guestagent::protocol::LineBuffer;
+    use crate::guestagent::protocol::{self, LineBuffer};
     use std::collections::VecDeque;
     use std::io::Read;
 
@@ -340,26 +244,6 @@ mod tests {
             }
         }
     }
-
-    #[test]
-    fn sends_without_a_connection_fail_and_a_broken_one_is_dropped() {
-        let link = GuestLink::default();
-        let close = |flow| HostMessage::UdpClose { flow };
-        assert_eq!(
-            link.send(&close(1)).unwrap_err().kind(),
-            ErrorKind::NotConnected
-        );
-        let (a, b) = UnixStream::pair().unwrap();
-        link.attach(a);
-        link.send(&close(1)).unwrap();
-        drop(b);
-        assert!(link.send(&close(2)).is_err());
-        assert_eq!(
-            link.send(&close(3)).unwrap_err().kind(),
-            ErrorKind::NotConnected
-        );
-    }
-
     #[test]
     fn a_forward_makes_each_client_a_flow_and_expires_them() {
         let link = Arc::new(GuestLink::with_limits(Duration::from_millis(300), 8));
@@ -474,6 +358,82 @@ mod tests {
         }
         closed.sort();
         assert_eq!(closed, [flows[0], f3]);
+    }
+
+    #[test]
+    fn a_flow_the_guest_closed_makes_room_before_a_live_one() {
+        let link = Arc::new(GuestLink::with_limits(Duration::from_secs(60), 2));
+        let (a, s) = UnixStream::pair().unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut guest = Guest {
+            s,
+            lines: LineBuffer::new(),
+            queue: VecDeque::new(),
+        };
+        link.attach(a);
+        let fwd = UdpForward::start(
+            link.clone(),
+            "127.0.0.1:0".parse().unwrap(),
+            "127.0.0.1:9".parse().unwrap(),
+        )
+        .unwrap();
+        let clients: Vec<UdpSocket> = (0..3)
+            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let mut flows = Vec::new();
+        for c in &clients[..2] {
+            c.send_to(b"x", fwd.host()).unwrap();
+            flows.push(guest.datagram().0);
+        }
+        // The newer flow is closed by the guest: the third client takes
+        // its place, the older live flow stays.
+        link.closed_by_guest(flows[1]);
+        clients[2].send_to(b"z", fwd.host()).unwrap();
+        let (f3, _, data) = guest.datagram();
+        assert_eq!(data, b"z");
+        clients[0].send_to(b"y", fwd.host()).unwrap();
+        assert_eq!(
+            guest.datagram(),
+            (flows[0], "127.0.0.1:9".parse().unwrap(), b"y".to_vec())
+        );
+        assert_eq!(link.flows(), 2);
+        assert_ne!(f3, flows[1]);
+    }
+
+    #[test]
+    fn an_idle_forward_stops_at_once() {
+        let link = Arc::new(GuestLink::default());
+        let fwd = UdpForward::start(
+            link,
+            "127.0.0.1:0".parse().unwrap(),
+            "127.0.0.1:9".parse().unwrap(),
+        )
+        .unwrap();
+        let host = fwd.host();
+        // No flow, so no timer: only the waker ends its poll.
+        std::thread::sleep(Duration::from_millis(20));
+        let start = Instant::now();
+        fwd.stop();
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+        UdpSocket::bind(host).expect("the host socket is closed");
+    }
+
+    #[test]
+    fn poll_timeouts_round_up() {
+        assert_eq!(poll_timeout(Duration::ZERO), PollTimeout::ZERO);
+        assert_eq!(
+            poll_timeout(Duration::from_micros(1)),
+            PollTimeout::from(1u8)
+        );
+        assert_eq!(
+            poll_timeout(Duration::from_micros(1500)),
+            PollTimeout::from(2u8)
+        );
+        assert_eq!(poll_timeout(Duration::MAX), PollTimeout::MAX);
     }
 
     #[test]
