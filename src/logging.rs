@@ -138,6 +138,18 @@ pub fn instance_span(name: &str) -> tracing::Span {
     tracing::info_span!("instance", instance = name)
 }
 
+/// `std::thread::spawn` keeping the caller's span (spans are per thread):
+/// the host agent's threads log with `instance=NAME` like its main thread.
+pub fn spawn_in_span<F, T>(f: F) -> std::thread::JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let span = tracing::Span::current();
+    let dispatch = tracing::dispatcher::get_default(Clone::clone);
+    std::thread::spawn(move || tracing::dispatcher::with_default(&dispatch, || span.in_scope(f)))
+}
+
 /// logrus' quoting rule: bare when every character is "safe", else Go-quoted.
 fn logfmt_value(s: &str) -> String {
     let safe = !s.is_empty()
@@ -503,6 +515,20 @@ mod tests {
                 "{T} level=info msg=\"Attempting to download the image\" arch=x86_64 digest=\"\" location=\"/a b\"\n\
                  {T} level=warning msg=\"[hostagent] slow\"\n"
             )
+        );
+    }
+
+    #[test]
+    fn threads_spawned_in_a_span_log_in_it() {
+        let out = capture(Level::Info, false, || {
+            let _g = instance_span("web").entered();
+            spawn_in_span(|| crate::info!("from a thread"))
+                .join()
+                .unwrap();
+        });
+        assert_eq!(
+            out,
+            format!("{T} level=info msg=\"from a thread\" instance=web\n")
         );
     }
 

@@ -29,10 +29,10 @@ pub fn serve(path: &Path, info: Arc<Mutex<Info>>) -> std::io::Result<()> {
     let listener = UnixListener::bind(path)?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    std::thread::spawn(move || {
+    crate::logging::spawn_in_span(move || {
         for conn in listener.incoming().flatten() {
             let info = info.clone();
-            std::thread::spawn(move || {
+            crate::logging::spawn_in_span(move || {
                 let _ = handle(conn, &info);
             });
         }

@@ -116,7 +116,7 @@ pub fn spawn(
     let link = forwarder.locked().link();
     let thread = {
         let (link, stop) = (link.clone(), stop.clone());
-        std::thread::spawn(move || run(&ga_sock, &forwarder, &alive, &link, &stop))
+        crate::logging::spawn_in_span(move || run(&ga_sock, &forwarder, &alive, &link, &stop))
     };
     Connection { thread, link, stop }
 }

@@ -69,6 +69,8 @@ fn block_signals() -> SigSet {
 
 /// `limactl hostagent NAME`.
 pub fn run(home: &Home, name: &str, debug: bool) -> anyhow::Result<i32> {
+    // Every line of this process (and of its threads) names its instance.
+    let _span = crate::logging::instance_span(name).entered();
     let dir = home.instance_dir(name);
     if !dir.join(files::LIMA_YAML).exists() {
         bail!("instance {} does not exist", quote_name(name));
@@ -170,7 +172,7 @@ fn run_locked(
 
     {
         let tx = tx.clone();
-        std::thread::spawn(move || {
+        crate::logging::spawn_in_span(move || {
             if let Ok(sig) = sigset.wait() {
                 let _ = tx.send(Wake::Signal(sig));
             }
@@ -180,7 +182,7 @@ fn run_locked(
         let tx = tx.clone();
         let startup = vm.startup();
         let session = session.clone();
-        std::thread::spawn(move || {
+        crate::logging::spawn_in_span(move || {
             let errors = session.start(&startup);
             let _ = tx.send(Wake::Ready(errors));
         });

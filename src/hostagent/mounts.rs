@@ -253,7 +253,7 @@ impl Mounts {
         };
         if let Some(err) = child.stderr.take() {
             let mp = m.mount_point.clone();
-            std::thread::spawn(move || {
+            crate::logging::spawn_in_span(move || {
                 for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
                     crate::warn!("sshfs {mp:?}: {line}");
                 }

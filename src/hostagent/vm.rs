@@ -229,7 +229,7 @@ impl Vm {
             ),
         ] {
             if let Some(s) = stream {
-                std::thread::spawn(move || {
+                crate::logging::spawn_in_span(move || {
                     use std::io::BufRead;
                     for line in std::io::BufReader::new(s).lines().map_while(Result::ok) {
                         if tag == "stderr" {
