@@ -17,7 +17,7 @@ pub mod requirements;
 pub mod routines;
 mod vm;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -241,9 +241,4 @@ fn run_locked(
 /// Milliseconds since `start`, for log lines.
 pub fn elapsed(start: Instant) -> String {
     format!("{:.1}s", start.elapsed().as_secs_f64())
-}
-
-/// Where QEMU's console output goes (for error messages).
-pub fn serial_log(dir: &Path) -> PathBuf {
-    dir.join(files::SERIAL_LOG)
 }

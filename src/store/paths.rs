@@ -62,10 +62,6 @@ impl Home {
     pub fn disk_dir(&self, name: &str) -> PathBuf {
         self.disk_root().join(name)
     }
-
-    pub fn templates_dir(&self) -> PathBuf {
-        self.root.join(TEMPLATES_DIR)
-    }
 }
 
 /// The download cache root: `$XDG_CACHE_HOME/lima` or `~/.cache/lima`.

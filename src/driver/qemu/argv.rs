@@ -148,7 +148,8 @@ pub fn build_with_warnings(a: &QemuArgs) -> (Vec<String>, Vec<String>) {
     b.push([
         "-netdev".into(),
         format!(
-            "user,id=net0,net=192.168.5.0/24,dhcpstart=192.168.5.15,hostfwd=tcp:127.0.0.1:{}-:22",
+            "user,id=net0,net={},dhcpstart=192.168.5.15,hostfwd=tcp:127.0.0.1:{}-:22",
+            crate::cidata::SLIRP_NETWORK,
             a.ssh_local_port
         ),
     ]);

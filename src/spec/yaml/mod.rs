@@ -12,7 +12,6 @@
 mod emit;
 mod parse;
 
-use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -350,14 +349,6 @@ pub fn go_quote(s: &str) -> String {
     }
     out.push('"');
     out
-}
-
-/// Borrow-or-own helper for callers that render optional file names.
-pub fn display_file(file: Option<&str>) -> Cow<'_, str> {
-    match file {
-        Some(f) => Cow::Borrowed(f),
-        None => Cow::Borrowed("<stdin>"),
-    }
 }
 
 #[cfg(test)]
