@@ -15,10 +15,10 @@
 //! `LIMA_HOME`) and owns no VM: killing it stops nothing, and a new daemon
 //! simply observes the running host agents (adoption).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
@@ -34,6 +34,7 @@ use super::{ExecOptions, PlanOptions, journal};
 use crate::spec::yaml::quote_name;
 use crate::store::paths::files;
 use crate::store::{self, Home, Status};
+use crate::sync::MutexExt;
 
 /// Where the daemon keeps its lock and pid.
 pub const DAEMON_DIR: &str = "_daemon";
@@ -59,11 +60,18 @@ pub struct DaemonOptions {
     pub backoff_cap: Duration,
 }
 
+/// How long a host agent may outlive its QEMU before the daemon acts: after
+/// a guest powers itself off, its host agent cleans up and exits with an
+/// event saying how the run ended, which decides what `runStrategy` wants.
+const SETTLE: Duration = Duration::from_secs(15);
+
 struct Daemon {
     ctx: Ctx,
     sources: Sources,
     opts: DaemonOptions,
     queue: Queue,
+    /// Since when each instance's host agent has been seen without its QEMU.
+    orphaned_agents: Mutex<HashMap<String, Instant>>,
 }
 
 /// Takes the one-per-`LIMA_HOME` daemon lock.
@@ -116,6 +124,7 @@ pub fn run(home: &Home, opts: DaemonOptions) -> anyhow::Result<()> {
         sources: Sources(sources),
         opts,
         queue: Queue::new(),
+        orphaned_agents: Mutex::new(HashMap::new()),
     });
     crate::info!(
         "Watching {} (resync every {}s, {} workers{})",
@@ -304,6 +313,9 @@ impl Daemon {
         source
             .check_owner(name, observed.owner.as_deref())
             .map_err(not_applied)?;
+        if let Some(wait) = self.settling(name, &observed) {
+            return Ok(Requeue::After(wait));
+        }
         let desired = ops::apply::with_power(desired, &observed);
         if let Some(wait) = self.crash_backoff(&observed, desired.power) {
             return Ok(Requeue::After(wait));
@@ -347,6 +359,19 @@ impl Daemon {
             requeue = requeue.min(Requeue::After(HEALTHY_AFTER / 2));
         }
         Ok(requeue)
+    }
+
+    /// A host agent alive without its QEMU is, for a while, one finishing
+    /// its run: acting now would take a clean guest poweroff for a crash.
+    /// Returns how soon to look again while it settles.
+    fn settling(&self, name: &str, observed: &store::Instance) -> Option<Duration> {
+        let mut orphaned = self.orphaned_agents.locked();
+        if !observed.liveness.host_agent || observed.liveness.qemu {
+            orphaned.remove(name);
+            return None;
+        }
+        let since = *orphaned.entry(name.to_string()).or_insert_with(Instant::now);
+        (since.elapsed() < SETTLE).then_some(Duration::from_secs(1))
     }
 
     /// Crash-loop protection: a failed run (QEMU gone under a live host
