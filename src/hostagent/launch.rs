@@ -74,6 +74,15 @@ fn diagnostics(dir: &Path) -> String {
             dir.join(files::SERIAL_LOG).display()
         ));
     }
+    // A full disk silences the host agent's own logs: say it here.
+    if let Ok(st) = nix::sys::statvfs::statvfs(dir)
+        && st.blocks_available().saturating_mul(st.fragment_size()) < 1 << 20
+    {
+        s.push_str(&format!(
+            "\nthe filesystem of {} is full (No space left on device): free some space and start again",
+            dir.display()
+        ));
+    }
     s
 }
 

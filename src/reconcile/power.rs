@@ -112,7 +112,7 @@ mod tests {
             Some(PowerState::Running)
         );
         let d = tempfile::tempdir().unwrap();
-        let mut o = crate::reconcile::plan::tests::observed(
+        let mut o = crate::reconcile::plan::model::observed(
             crate::store::Status::Stopped,
             Some(Default::default()),
             Some(1),

@@ -313,7 +313,7 @@ pub fn current(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::plan::tests::{config, observed};
+    use crate::reconcile::plan::model::{config, observed};
 
     fn ev(running: bool, degraded: bool) -> events::Event {
         events::Event {

@@ -11,10 +11,12 @@
 //! stopped, configuration as applied", `restart` is [`RestartPolicy::Always`],
 //! `delete -f` is [`PlanOptions::force_stop`]; nobody edits a plan.
 
+#[cfg(any(test, fuzzing))]
+pub mod model;
 mod reason;
 pub mod render;
 #[cfg(test)]
-pub(crate) mod tests;
+mod tests;
 
 use std::sync::Arc;
 

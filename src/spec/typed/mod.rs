@@ -513,7 +513,7 @@ pub struct User {
     pub passwordless_sudo: bool,
 }
 
-#[cfg(test)]
+#[cfg(any(test, fuzzing))]
 impl Spec {
     /// The spec of `json` (a lima.yaml as JSON), filled as instance `test`
     /// in `/lima` on [`HostInfo::for_tests`](crate::spec::host::HostInfo::for_tests)
