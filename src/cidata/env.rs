@@ -2,13 +2,20 @@
 
 use std::collections::BTreeMap;
 
-use super::{CidataError, Facts, SLIRP_GATEWAY};
+use super::{CidataError, Facts, SLIRP_GATEWAY, check_line};
 
 /// `LIMA_CIDATA_*` lines in Lima's order. Values are not quoted: `boot.sh`
-/// exports each line as a whole.
-pub(crate) fn lima_env(f: &Facts) -> String {
+/// exports each line as a whole, so a value with a control character (a
+/// newline would add a line of its own) is refused, naming the variable.
+pub(crate) fn lima_env(f: &Facts) -> Result<String, CidataError> {
     let mut out = String::new();
+    let mut refused = None;
     let mut kv = |k: &str, v: &str| {
+        if refused.is_none()
+            && let Err(e) = check_line("lima.env", &format!("LIMA_CIDATA_{k}"), v, false)
+        {
+            refused = Some(e);
+        }
         out.push_str("LIMA_CIDATA_");
         out.push_str(k);
         out.push('=');
@@ -94,7 +101,10 @@ pub(crate) fn lima_env(f: &Facts) -> String {
     kv("PLAIN", flag(f.plain));
     kv("NO_CLOUD_INIT", "");
     kv("PASSWORDLESS_SUDO", flag(f.passwordless_sudo));
-    out
+    match refused {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
 }
 
 /// `PARAM_<key>=<value>`, sorted by key.
@@ -118,8 +128,9 @@ pub(crate) fn etc_environment(env: &BTreeMap<String, String>) -> Result<String, 
     Ok(out)
 }
 
-/// A line-based `KEY=value` file cannot hold a newline, and a key must be a name.
-fn check_env_pair(what: &'static str, k: &str, v: &str) -> Result<(), CidataError> {
+/// A line-based `KEY=value` file cannot hold a newline (nor another control
+/// character but a tab), and a key must be a name.
+pub(crate) fn check_env_pair(what: &'static str, k: &str, v: &str) -> Result<(), CidataError> {
     let name_ok = k
         .chars()
         .next()
@@ -132,14 +143,7 @@ fn check_env_pair(what: &'static str, k: &str, v: &str) -> Result<(), CidataErro
             message: "a variable name may hold only letters, digits and `_`, and must not start with a digit".into(),
         });
     }
-    if v.contains(['\n', '\r', '\0']) {
-        return Err(CidataError::InvalidValue {
-            what,
-            key: k.to_string(),
-            message: "the value must not contain a newline or NUL".into(),
-        });
-    }
-    Ok(())
+    check_line(what, k, v, true)
 }
 
 const PROXY_VARS: [&str; 4] = ["ftp_proxy", "http_proxy", "https_proxy", "no_proxy"];

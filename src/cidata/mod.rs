@@ -160,6 +160,33 @@ pub enum CidataError {
     },
 }
 
+/// Refuses a value that would not stay on its line: a control character in a
+/// line of `lima.env`, `param.env`, `etc_environment` or a boot script (a tab
+/// passes when `allow_tab`), or in an fstab field (never a tab: it separates
+/// fields). Validation rejects these already; this catches a value that
+/// arrives unvalidated (e.g. a proxy variable of the limactl process).
+pub(crate) fn check_line(
+    what: &'static str,
+    key: &str,
+    value: &str,
+    allow_tab: bool,
+) -> Result<(), CidataError> {
+    match value
+        .char_indices()
+        .find(|&(_, c)| c.is_control() && !(allow_tab && c == '\t'))
+    {
+        None => Ok(()),
+        Some((i, c)) => Err(CidataError::InvalidValue {
+            what,
+            key: key.to_string(),
+            message: format!(
+                "the value holds the control character U+{:04X} at byte {i}, which would break the line it is written into; fix the value (`limactl validate` names the field)",
+                c as u32
+            ),
+        }),
+    }
+}
+
 /// A mount as cidata describes it.
 #[derive(Clone, Debug)]
 pub(crate) struct MountFact {
@@ -395,7 +422,7 @@ fn facts(input: &CidataInput) -> Result<Facts, CidataError> {
     }
 
     let user = &c.user;
-    let comment: String = user.comment.chars().filter(|c| !c.is_control()).collect();
+    let comment = user.comment.clone();
     Ok(Facts {
         debug: input.debug,
         iid: input.iid.to_string(),
@@ -459,6 +486,12 @@ pub fn generate(input: &CidataInput) -> Result<Cidata, CidataError> {
         input.host_env,
     );
 
+    // lima.env first: it names the variable of a value that cannot be written.
+    let lima_env = env::lima_env(&f)?;
+    let param_env = env::param_env(&f.param)?;
+    let etc_environment = env::etc_environment(&env)?;
+    let user_data = userdata::user_data(&f, true)?;
+
     let mut files = Vec::new();
     let mut add = |path: &str, data: Vec<u8>, mode: u32| {
         files.push(CidataFile {
@@ -467,28 +500,16 @@ pub fn generate(input: &CidataInput) -> Result<Cidata, CidataError> {
             mode,
         })
     };
-    add(
-        names::USER_DATA,
-        userdata::user_data(&f, true).into_bytes(),
-        0o644,
-    );
+    add(names::USER_DATA, user_data.into_bytes(), 0o644);
     add(names::META_DATA, network::meta_data(&f).into_bytes(), 0o644);
     add(
         names::NETWORK_CONFIG,
         network::network_config(&f).into_bytes(),
         0o644,
     );
-    add(names::LIMA_ENV, env::lima_env(&f).into_bytes(), 0o644);
-    add(
-        names::PARAM_ENV,
-        env::param_env(&f.param)?.into_bytes(),
-        0o644,
-    );
-    add(
-        names::ETC_ENVIRONMENT,
-        env::etc_environment(&env)?.into_bytes(),
-        0o644,
-    );
+    add(names::LIMA_ENV, lima_env.into_bytes(), 0o644);
+    add(names::PARAM_ENV, param_env.into_bytes(), 0o644);
+    add(names::ETC_ENVIRONMENT, etc_environment.into_bytes(), 0o644);
     for (path, text) in scripts::GUEST_SCRIPTS {
         add(path, text.as_bytes().to_vec(), 0o755);
     }
@@ -513,7 +534,7 @@ pub fn generate(input: &CidataInput) -> Result<Cidata, CidataError> {
     check_names(&files)?;
     Ok(Cidata {
         files,
-        cloud_config: userdata::user_data(&f, false),
+        cloud_config: userdata::user_data(&f, false)?,
     })
 }
 

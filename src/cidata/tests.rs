@@ -680,3 +680,154 @@ fn boot_commands_run_in_sequence() {
         format!("bash:yes:{}\nno-shebang\nthird\n", out.display())
     );
 }
+
+/// Issue 13 row 5, defence in depth: a value with a control character that
+/// reaches the writers without validation is refused with an error naming
+/// the variable (or fstab/user-data field); nothing is generated.
+#[test]
+fn unvalidated_control_characters_are_refused_by_the_writers() {
+    use crate::spec::typed::{Network, NetworkAttachment, Provision};
+    const EVIL: &str = "\nPATH=/tmp/evil";
+    type Set = fn(&mut Spec);
+    let cases: &[(&str, &str, Set)] = &[
+        ("lima.env", "LIMA_CIDATA_MOUNTS_1_MOUNTPOINT", |s| {
+            s.mounts[1].mount_point.push_str(EVIL)
+        }),
+        ("lima.env", "LIMA_CIDATA_HOSTHOME_MOUNTPOINT", |s| {
+            s.mounts[0].mount_point.push_str(EVIL)
+        }),
+        ("lima.env", "LIMA_CIDATA_HOME", |s| {
+            s.user.home.push_str(EVIL)
+        }),
+        ("lima.env", "LIMA_CIDATA_SHELL", |s| s.user.shell.push('\0')),
+        ("lima.env", "LIMA_CIDATA_COMMENT", |s| {
+            s.user.comment.push('\r')
+        }),
+        ("lima.env", "LIMA_CIDATA_USER", |s| {
+            s.user.name.push_str(EVIL)
+        }),
+        ("lima.env", "LIMA_CIDATA_DISK_1_FSTYPE", |s| {
+            s.additional_disks[1].fs_type.push_str(EVIL)
+        }),
+        ("lima.env", "LIMA_CIDATA_DISK_1_FSARGS", |s| {
+            s.additional_disks[1].fs_args.push(EVIL.into())
+        }),
+        ("lima.env", "LIMA_CIDATA_DATAFILE_00000003_PATH", |s| {
+            if let Provision::Data(d) = &mut s.provision[3] {
+                d.path.push_str(EVIL)
+            }
+        }),
+        ("lima.env", "LIMA_CIDATA_DATAFILE_00000003_OWNER", |s| {
+            if let Provision::Data(d) = &mut s.provision[3] {
+                d.owner.push('\x1b')
+            }
+        }),
+        (
+            "lima.env",
+            "LIMA_CIDATA_YQ_PROVISION_00000005_FORMAT",
+            |s| {
+                if let Provision::Yq(y) = &mut s.provision[5] {
+                    y.format.push_str(EVIL)
+                }
+            },
+        ),
+        ("lima.env", "LIMA_CIDATA_GUEST_INSTALL_PREFIX", |s| {
+            s.guest_install_prefix.push_str(EVIL)
+        }),
+        ("fstab", "mounts[1] options", |s| {
+            s.mounts[1].nine_p.cache.push_str(EVIL)
+        }),
+        ("fstab", "mounts[1] options", |s| {
+            s.mounts[1].nine_p.protocol_version.push_str(" x")
+        }),
+        ("user-data", "timezone", |s| {
+            s.timezone = Some(format!("Europe/Berlin{EVIL}"))
+        }),
+        ("network", "NIC 1 interface", |s| {
+            s.networks.push(Network {
+                attachment: NetworkAttachment::Socket("/x.sock".into()),
+                mac_address: "52:55:55:00:00:01".into(),
+                interface: format!("lima0{EVIL}"),
+                metric: 100,
+            })
+        }),
+        ("param", "FOO", |s| {
+            s.param.insert("FOO".into(), format!("bar{EVIL}"));
+        }),
+        ("env", "MYVAR", |s| {
+            s.env.insert("MYVAR".into(), format!("v\x01{EVIL}"));
+        }),
+    ];
+    for (what, key, set) in cases {
+        let mut f = Fixture::new(CONFIG);
+        set(&mut f.spec);
+        match generate(&f.input()) {
+            Err(e @ CidataError::InvalidValue { .. }) => {
+                let CidataError::InvalidValue {
+                    what: w, key: k, ..
+                } = &e
+                else {
+                    unreachable!()
+                };
+                assert_eq!((*w, k.as_str()), (*what, *key), "{e}");
+                assert!(e.to_string().contains(key), "{e}");
+            }
+            other => panic!(
+                "{what} {key}: expected a refusal, got {:?}",
+                other.map(|_| "the files")
+            ),
+        }
+    }
+    // A tab stays legitimate in param and env values (Lima's rule).
+    let mut f = Fixture::new(CONFIG);
+    f.spec.param.insert("FOO".into(), "a\tb".into());
+    f.spec.env.insert("MYVAR".into(), "a\tb".into());
+    let c = f.generate();
+    assert!(text(&c, "param.env").contains("PARAM_FOO=a\tb\n"));
+    assert!(text(&c, "etc_environment").contains("\nMYVAR=a\tb\n"));
+
+    // The limactl process's proxy variables are not validated: refused here.
+    let mut f = Fixture::new(CONFIG);
+    f.host_env
+        .insert("http_proxy".into(), format!("http://proxy:3128{EVIL}"));
+    let e = generate(&f.input()).unwrap_err().to_string();
+    assert!(e.contains("env") && e.contains("_PROXY"), "{e}");
+}
+
+/// A Linux interface name may hold `$`, `;`, `'` and `` ` ``, and validation
+/// allows them (`x$(reboot)` is a valid `networks[].interface`): the
+/// NIC-renaming boot command quotes each `MAC=name` word.
+#[test]
+fn interface_names_are_quoted_in_the_nic_boot_command() {
+    use crate::spec::typed::{Network, NetworkAttachment};
+    let d = tempfile::tempdir().unwrap();
+    let mut f = Fixture::new(CONFIG);
+    let evil = "x$(touch${IFS}p)'`touch${IFS}q`;touch${IFS}r";
+    f.spec.networks.push(Network {
+        attachment: NetworkAttachment::Socket("/x.sock".into()),
+        mac_address: "52:55:55:00:00:01".into(),
+        interface: evil.into(),
+        metric: 100,
+    });
+    let c = f.generate();
+    let n = yaml(text(&c, "user-data"));
+    let heal = s(&n.get("bootcmd").unwrap().as_seq().unwrap()[0]).to_string();
+    let line = heal
+        .lines()
+        .find(|l| l.starts_with("for lima_nic in "))
+        .unwrap();
+    // The loop header with a body that only prints each word.
+    let script = format!("{line}\n  printf '%s\\n' \"$lima_nic\"\ndone\n");
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(d.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{script}: {out:?}");
+    let words = String::from_utf8(out.stdout).unwrap();
+    let words: Vec<&str> = words.lines().collect();
+    assert_eq!(words[1], format!("52:55:55:00:00:01={evil}"), "{script}");
+    assert_eq!(words.len(), 2);
+    assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0, "{script}");
+}

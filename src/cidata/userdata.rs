@@ -1,7 +1,7 @@
 //! `user-data` (cloud-config; reference §3.3).
 
-use super::Facts;
 use super::yaml::{Y, emit};
+use super::{CidataError, Facts, check_line};
 use crate::spec::typed::MountType;
 use crate::store::paths::guest_files;
 
@@ -61,13 +61,24 @@ fi
 /// The first `bootcmd`: give every NIC the name network-config expects (a
 /// rename can fail when the interface was already up), then wait up to 30 s
 /// for an IPv4 address on eth0 so that `mode: boot` scripts have a network.
-fn nic_heal(f: &Facts) -> String {
-    let pairs: Vec<String> = f
-        .nics
-        .iter()
-        .map(|n| format!("{}={}", n.mac, n.interface))
-        .collect();
-    format!(
+/// Each `MAC=name` pair is one shell-quoted word: a Linux interface name may
+/// hold `$`, `;` or quotes.
+fn nic_heal(f: &Facts) -> Result<String, CidataError> {
+    let mut pairs = Vec::new();
+    for (i, n) in f.nics.iter().enumerate() {
+        check_line("network", &format!("NIC {i} MAC address"), &n.mac, false)?;
+        check_line(
+            "network",
+            &format!("NIC {i} interface"),
+            &n.interface,
+            false,
+        )?;
+        pairs.push(crate::ssh::shell_quote(&format!(
+            "{}={}",
+            n.mac, n.interface
+        )));
+    }
+    Ok(format!(
         r#"# lima: NIC names and the slirp address
 for lima_nic in {pairs}; do
   lima_mac=${{lima_nic%%=*}}
@@ -90,17 +101,19 @@ fi
 "#,
         pairs = pairs.join(" "),
         nic = super::SLIRP_NIC,
-    )
+    ))
 }
 
 /// A `mode: boot` script as a bootcmd entry. cloud-init joins all entries
 /// into one `sh` script, so the script is written to a file and run by the
 /// interpreter of its `#!` line, else `sh` (an `exit` in it ends only itself;
 /// no exec permission is needed, /run is often `noexec`). PARAM_* are
-/// exported first because the cidata volume is not mounted yet.
-fn boot_cmd(index: usize, script: &str, f: &Facts) -> String {
+/// exported first because the cidata volume is not mounted yet (one line
+/// each, so a value must stay on its line).
+fn boot_cmd(index: usize, script: &str, f: &Facts) -> Result<String, CidataError> {
     let mut params = String::new();
     for (k, v) in &f.param {
+        super::env::check_env_pair("param", k, v)?;
         params.push_str(&format!("PARAM_{k}={v}\n"));
     }
     let mut delim = format!("LIMA_BOOT_SCRIPT_{index}");
@@ -111,7 +124,7 @@ fn boot_cmd(index: usize, script: &str, f: &Facts) -> String {
     if !body.ends_with('\n') {
         body.push('\n');
     }
-    format!(
+    Ok(format!(
         r#"# lima: provision[{index}] (mode: boot)
 while IFS= read -r lima_line; do [ -n "$lima_line" ] && export "$lima_line"; done <<'LIMA_PARAM_EOF'
 {params}LIMA_PARAM_EOF
@@ -124,12 +137,14 @@ case "$lima_first" in '#!'*) lima_interp=${{lima_first#??}} ;; esac
 $lima_interp "$lima_script" </dev/null || echo "LIMA: provision[{index}] (mode: boot) failed with exit status $?" >&2
 rm -f "$lima_script"
 "#
-    )
+    ))
 }
 
 /// user-data with the boot hook (`iso`), or the `cloud-config.yaml` that
-/// Lima writes for reference (no hook, no mounts, no resolv.conf).
-pub(crate) fn user_data(f: &Facts, iso: bool) -> String {
+/// Lima writes for reference (no hook, no mounts, no resolv.conf). Refuses
+/// a value that would break the guest file cloud-init writes it into (an
+/// fstab line, `/etc/timezone`, a boot command).
+pub(crate) fn user_data(f: &Facts, iso: bool) -> Result<String, CidataError> {
     let mut top: Vec<(&str, Y)> = vec![(
         "growpart",
         Y::map([("mode", Y::s("auto")), ("devices", Y::strs(["/"]))]),
@@ -151,7 +166,26 @@ pub(crate) fn user_data(f: &Facts, iso: bool) -> String {
         ]));
     }
     if matches!(f.mount_type, MountType::NineP | MountType::Virtiofs) {
-        for m in &f.mounts {
+        for (i, m) in f.mounts.iter().enumerate() {
+            // cloud-init joins the fields with tabs into one /etc/fstab line.
+            check_line(
+                "fstab",
+                &format!("mounts[{i}].mountPoint"),
+                &m.mount_point,
+                false,
+            )?;
+            check_line("fstab", &format!("mounts[{i}] tag"), &m.tag, false)?;
+            check_line("fstab", &format!("mounts[{i}] options"), &m.options, false)?;
+            if m.options.contains(char::is_whitespace) {
+                return Err(CidataError::InvalidValue {
+                    what: "fstab",
+                    key: format!("mounts[{i}] options"),
+                    message: format!(
+                        "the options {:?} hold whitespace, which would split the fstab line; fix `mounts[{i}].9p`",
+                        m.options
+                    ),
+                });
+            }
             mounts.push(Y::strs([
                 m.tag.as_str(),
                 m.mount_point.as_str(),
@@ -166,6 +200,7 @@ pub(crate) fn user_data(f: &Facts, iso: bool) -> String {
         top.push(("mounts", Y::Seq(mounts)));
     }
     if let Some(tz) = &f.timezone {
+        check_line("user-data", "timezone", tz, false)?;
         top.push(("timezone", Y::s(tz)));
     }
     top.push(("hostname", Y::s(&f.hostname)));
@@ -215,14 +250,14 @@ pub(crate) fn user_data(f: &Facts, iso: bool) -> String {
         }
         top.push(("ca_certs", Y::map(ca)));
     }
-    let mut bootcmd = vec![Y::s(nic_heal(f))];
+    let mut bootcmd = vec![Y::s(nic_heal(f)?)];
     for (i, script) in &f.boot_scripts {
-        bootcmd.push(Y::s(boot_cmd(*i, script, f)));
+        bootcmd.push(Y::s(boot_cmd(*i, script, f)?));
     }
     if iso && !f.upgrade_packages {
         bootcmd.push(Y::s(early_boot(f.plain)));
     }
     top.push(("bootcmd", Y::Seq(bootcmd)));
 
-    format!("#cloud-config\n{}", emit(&Y::map(top)))
+    Ok(format!("#cloud-config\n{}", emit(&Y::map(top))))
 }

@@ -210,6 +210,65 @@ fn bad_scalar_values() {
     );
 }
 
+/// Issue 13 row 5: a newline in a value that becomes a line of `lima.env`
+/// (or of fstab, `/etc/environment`, a boot script) fails validation naming
+/// the field, instead of adding `PATH=/tmp/evil` to the guest's environment.
+#[test]
+fn control_characters_in_guest_values_are_refused() {
+    let env = Env::new();
+    assert_fails(
+        &env,
+        "mp.yaml",
+        &format!("{IMAGE}mounts:\n- location: /tmp\n  mountPoint: \"/mnt/a\\nPATH=/tmp/evil\"\n"),
+        &[
+            "mp.yaml:6:3: field `mounts[0].mountPoint` must not contain control characters",
+            // Quoted, so the log line stays one line (logfmt escapes it again).
+            r#"got \"/mnt/a\\nPATH=/tmp/evil\""#,
+        ],
+    );
+    assert_fails(
+        &env,
+        "user.yaml",
+        &format!("{IMAGE}user:\n  home: \"/home/x\\rPATH=/tmp/evil\"\n  shell: \"/bin/sh\\0\"\n"),
+        &[
+            "field `user.home` must not contain control characters",
+            "field `user.shell` must not contain control characters",
+        ],
+    );
+    assert_fails(
+        &env,
+        "prov.yaml",
+        &format!(
+            "{IMAGE}provision:\n- mode: data\n  path: \"/etc/x\\nPATH=/tmp/evil\"\n  owner: \"root\\x1b\"\n  content: x\nadditionalDisks:\n- name: d\n  fsArgs: [\"-m\\n0\"]\n  fsType: \"ext4\\n\"\n"
+        ),
+        &[
+            "field `provision[0].path` must not contain control characters",
+            "field `provision[0].owner` must not contain control characters",
+            "field `additionalDisks[0].fsType` must not contain control characters",
+            "field `additionalDisks[0].fsArgs[0]` must not contain control characters",
+        ],
+    );
+    assert_fails(
+        &env,
+        "envs.yaml",
+        &format!(
+            "{IMAGE}env:\n  A: \"x\\ny\"\n  a.b: c\nparam:\n  P: \"x\\ny\"\nprovision:\n- script: \"#!/bin/sh\\necho $PARAM_P\"\n"
+        ),
+        &[
+            "field `env.A` must not contain control characters",
+            "field `env.a.b` is not a valid environment variable name",
+            "field `param.P` must not contain control characters",
+        ],
+    );
+    // A tab in an env or param value stays legitimate, as in Lima.
+    let ok = env.write(
+        "tab.yaml",
+        &format!("{IMAGE}env:\n  A: \"x\\ty\"\nparam:\n  P: \"x\\ty\"\nprovision:\n- script: \"#!/bin/sh\\necho $PARAM_P\"\n"),
+    );
+    let (code, stderr) = validate(&env, &ok);
+    assert_eq!(code, 0, "{stderr}");
+}
+
 #[test]
 fn structural_problems() {
     let env = Env::new();

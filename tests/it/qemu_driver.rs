@@ -277,7 +277,11 @@ fn qemu_img(args: &[&str]) {
 
 /// An instance directory with a qcow2 base + overlay and an empty cidata.iso.
 fn fake_instance(root: &Path) -> PathBuf {
-    let inst = root.join("inst");
+    fake_instance_named(root, "inst")
+}
+
+fn fake_instance_named(root: &Path, name: &str) -> PathBuf {
+    let inst = root.join(name);
     std::fs::create_dir_all(&inst).unwrap();
     let base = inst.join(files::BASE_DISK);
     let diff = inst.join(files::DIFF_DISK);
@@ -458,6 +462,47 @@ fn built_argv_is_accepted_by_qemu() {
         assert_eq!(argv[0], "-S");
         start_paused_and_check(&q, &argv, &inst);
     }
+}
+
+/// Issue 13 row 12: a LIMA_HOME (so every instance file) and a 9p mount
+/// location with commas; QEMU would read `file=/a,b/diffdisk` as the option
+/// `b/diffdisk` and refuse to start. The generated argv starts (QMP answers,
+/// every chardev and the 9p device exist) and the files land at the real paths.
+#[test]
+fn commas_in_lima_home_and_mount_paths_are_accepted_by_qemu() {
+    let q = qemu_binary();
+    let d = tempfile::tempdir().unwrap();
+    let home = d.path().join("li,ma");
+    std::fs::create_dir(&home).unwrap();
+    let inst = fake_instance_named(&home, "v,m");
+    let share = d.path().join("sh,are=x");
+    std::fs::create_dir(&share).unwrap();
+    let data = home.join("data,disk");
+    qemu_img(&["create", "-q", "-f", "qcow2", data.to_str().unwrap(), "8M"]);
+    let y = config(&share);
+    let fw = firmware::find(&y.firmware, &inst, &q).unwrap();
+    let args = QemuArgs {
+        spec: &y,
+        name: "drvtest",
+        instance_dir: &inst,
+        ssh_local_port: free_port(),
+        accel: Accel::Tcg,
+        cpu_type: "max".into(),
+        firmware: fw,
+        has_kernel: false,
+        has_initrd: false,
+        kernel_cmdline: None,
+        mac: qemu::instance_mac(&inst),
+        additional_disks: vec![data.clone()],
+        base_disk_is_iso: false,
+        extra_prefix_args: vec!["-S".into()],
+    };
+    let argv = qemu::build(&args);
+    assert!(
+        argv.iter().any(|w| w.contains("/li,,ma/v,,m/diffdisk")),
+        "{argv:?}"
+    );
+    start_paused_and_check(&q, &argv, &inst);
 }
 
 #[test]

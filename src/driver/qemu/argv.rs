@@ -67,7 +67,11 @@ pub fn build_with_warnings(a: &QemuArgs) -> (Vec<String>, Vec<String>) {
         warnings: Vec::new(),
     };
     let y = a.spec;
-    let inst = |f: &str| path_str(&a.instance_dir.join(f));
+    // A path inside a `key=value,…` option: QEMU reads a lone `,` as the next
+    // option (a LIMA_HOME or mount location with a comma), so it is doubled.
+    // `-kernel`, `-initrd` and `-pidfile` take a plain path (`inst_plain`).
+    let inst = |f: &str| escape_option(&path_str(&a.instance_dir.join(f)));
+    let inst_plain = |f: &str| path_str(&a.instance_dir.join(f));
 
     // Memory, CPU, machine, SMP.
     b.opt("-m", y.memory.mib().to_string());
@@ -88,7 +92,10 @@ pub fn build_with_warnings(a: &QemuArgs) -> (Vec<String>, Vec<String>) {
     if let Some(fw) = &a.firmware {
         b.push([
             "-drive".into(),
-            format!("if=pflash,format=raw,readonly=on,file={}", path_str(fw)),
+            format!(
+                "if=pflash,format=raw,readonly=on,file={}",
+                escape_option(&path_str(fw))
+            ),
         ]);
     }
     b.push(["-device", "qemu-xhci,id=usb-bus"]);
@@ -118,7 +125,7 @@ pub fn build_with_warnings(a: &QemuArgs) -> (Vec<String>, Vec<String>) {
     for d in &a.additional_disks {
         b.push([
             "-drive".into(),
-            format!("file={},if=virtio,discard=on", path_str(d)),
+            format!("file={},if=virtio,discard=on", escape_option(&path_str(d))),
         ]);
     }
 
@@ -135,13 +142,13 @@ pub fn build_with_warnings(a: &QemuArgs) -> (Vec<String>, Vec<String>) {
 
     // Direct kernel boot.
     if a.has_kernel {
-        b.opt("-kernel", inst(files::KERNEL));
+        b.opt("-kernel", inst_plain(files::KERNEL));
     }
     if let Some(cmdline) = &a.kernel_cmdline {
         b.opt("-append", cmdline.clone());
     }
     if a.has_initrd {
-        b.opt("-initrd", inst(files::INITRD));
+        b.opt("-initrd", inst_plain(files::INITRD));
     }
 
     // Network 0: slirp with the SSH port forward.
@@ -165,7 +172,10 @@ pub fn build_with_warnings(a: &QemuArgs) -> (Vec<String>, Vec<String>) {
         "default" => "pa",
         d => d,
     };
-    b.push(["-audiodev".into(), format!("{backend},id=snd0")]);
+    b.push([
+        "-audiodev".into(),
+        format!("{},id=snd0", escape_option(backend)),
+    ]);
     if backend != "none" {
         match y.audio.interface.as_str() {
             "virtio" => b.push(["-device", "virtio-sound-pci,audiodev=snd0"]),
@@ -176,7 +186,8 @@ pub fn build_with_warnings(a: &QemuArgs) -> (Vec<String>, Vec<String>) {
         }
     }
 
-    // Display.
+    // Display. `video.display`, `video.vnc.display` (and `-cpu`) are option
+    // lists the user writes on purpose (`127.0.0.1:0,to=9`): not escaped.
     let display = y.video.display.as_str();
     if display == "vnc" {
         b.opt(
@@ -229,8 +240,8 @@ pub fn build_with_warnings(a: &QemuArgs) -> (Vec<String>, Vec<String>) {
             let mut v = format!(
                 "local,mount_tag={},path={},security_model={}",
                 mount_tag(&m.location, &m.mount_point),
-                m.location,
-                m.nine_p.security_model
+                escape_option(&m.location),
+                escape_option(&m.nine_p.security_model)
             );
             if !m.writable {
                 v.push_str(",readonly=on");
@@ -263,8 +274,9 @@ pub fn build_with_warnings(a: &QemuArgs) -> (Vec<String>, Vec<String>) {
         format!("virtserialport,bus=virtio-serial-ga.0,chardev=qga0,name={GUEST_AGENT_PORT}"),
     ]);
 
-    b.push(["-name".into(), format!("lima-{}", a.name)]);
-    b.push(["-pidfile".into(), inst(files::QEMU_PID)]);
+    // `-name` is an option list too (`guest=NAME,process=…`).
+    b.push(["-name".into(), format!("lima-{}", escape_option(a.name))]);
+    b.push(["-pidfile".into(), inst_plain(files::QEMU_PID)]);
     (b.argv, b.warnings)
 }
 
@@ -618,6 +630,65 @@ mod tests {
         let got = build(&args(&y, Path::new("/I")));
         assert_eq!(got[..2], ["-m", "1536"]);
         assert!(got.contains(&"2,sockets=1,cores=2,threads=1".to_string()));
+    }
+
+    /// Issue 13 row 12: a comma in LIMA_HOME, a mount location, a firmware
+    /// or disk path is doubled wherever QEMU reads it inside `key=value,…`,
+    /// and left alone in plain path arguments.
+    #[test]
+    fn commas_in_option_values_are_doubled() {
+        let mut y = Spec::for_tests(json!({
+            "mountType": "9p",
+            "mounts": [{"location": "/dir/a,b", "mountPoint": "/mnt/a,b", "writable": true,
+                        "9p": {"securityModel": "mapped-xattr"}}],
+        }));
+        y.audio.device = "pa,x".into();
+        let dir = Path::new("/h,ome/lima/default");
+        let mut a = args(&y, dir);
+        a.firmware = Some(PathBuf::from("/fw,1/OVMF_CODE.fd"));
+        a.additional_disks = vec![PathBuf::from("/h,ome/lima/_disk/data/datadisk")];
+        a.has_kernel = true;
+        a.has_initrd = true;
+        let got = build(&a);
+        let after = |flag: &str, prefix: &str| -> Vec<String> {
+            got.windows(2)
+                .filter(|w| w[0] == flag && w[1].starts_with(prefix))
+                .map(|w| w[1].clone())
+                .collect()
+        };
+        assert_eq!(
+            after("-drive", ""),
+            [
+                "if=pflash,format=raw,readonly=on,file=/fw,,1/OVMF_CODE.fd",
+                "file=/h,,ome/lima/default/diffdisk,if=none,discard=on,id=boot-disk",
+                "file=/h,,ome/lima/_disk/data/datadisk,if=virtio,discard=on",
+                "id=cdrom0,if=none,format=raw,readonly=on,file=/h,,ome/lima/default/cidata.iso",
+            ]
+        );
+        assert_eq!(
+            after("-chardev", ""),
+            [
+                "socket,id=char-serial,path=/h,,ome/lima/default/serial.sock,server=on,wait=off,logfile=/h,,ome/lima/default/serial.log",
+                "socket,id=char-serial-virtio,path=/h,,ome/lima/default/serialv.sock,server=on,wait=off,logfile=/h,,ome/lima/default/serialv.log",
+                "socket,id=char-qmp,path=/h,,ome/lima/default/qmp.sock,server=on,wait=off",
+                "socket,path=/h,,ome/lima/default/ga.sock,server=on,wait=off,id=qga0",
+            ]
+        );
+        assert_eq!(
+            after("-virtfs", ""),
+            [format!(
+                "local,mount_tag={},path=/dir/a,,b,security_model=mapped-xattr",
+                mount_tag("/dir/a,b", "/mnt/a,b")
+            )]
+        );
+        assert_eq!(after("-audiodev", ""), ["pa,,x,id=snd0"]);
+        // Plain path arguments are not option lists.
+        assert_eq!(after("-kernel", ""), ["/h,ome/lima/default/kernel"]);
+        assert_eq!(after("-initrd", ""), ["/h,ome/lima/default/initrd"]);
+        assert_eq!(after("-pidfile", ""), ["/h,ome/lima/default/qemu.pid"]);
+        // Without a comma nothing changes (the reference argv above).
+        assert_eq!(escape_option("/a/b"), "/a/b");
+        assert_eq!(escape_option("a,,b,"), "a,,,,b,,");
     }
 
     #[test]

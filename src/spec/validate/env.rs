@@ -3,7 +3,9 @@
 use super::V;
 use crate::spec::types::LimaYaml;
 
-/// Param names and values, env names.
+/// Param names and values, env names and values: each pair is one
+/// `KEY=value` line (`param.env`, `etc_environment`, the here-document of a
+/// `mode: boot` script), so a value holds no control character but a tab.
 pub(super) fn validate_env(v: &mut V, y: &LimaYaml) {
     for (k, val) in y.param.iter().flatten() {
         if !is_param_name(k) {
@@ -12,21 +14,26 @@ pub(super) fn validate_env(v: &mut V, y: &LimaYaml) {
                 "name must match ^[a-zA-Z][a-zA-Z0-9_]*$",
             );
         }
-        if val.chars().any(|c| c.is_control() && c != '\t') {
-            v.field(
-                format!("param.{k}"),
-                "value must not contain control characters",
-            );
-        }
+        v.no_control_except(format!("param.{k}"), val, &['\t']);
     }
-    for (k, _) in y.env.iter().flatten() {
-        if k.is_empty() || k.contains('=') || k.contains(char::is_whitespace) {
+    for (k, val) in y.env.iter().flatten() {
+        if !is_env_name(k) {
             v.field(
                 format!("env.{k}"),
-                "is not a valid environment variable name",
+                "is not a valid environment variable name (letters, digits and `_`, not starting with a digit)",
             );
         }
+        v.no_control_except(format!("env.{k}"), val, &['\t']);
     }
+}
+
+/// `^[A-Za-z_][A-Za-z0-9_]*$`: what `/etc/environment` and `export` accept.
+fn is_env_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// `^[a-zA-Z][a-zA-Z0-9_]*$`

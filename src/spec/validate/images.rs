@@ -52,14 +52,19 @@ pub(super) fn validate_images(v: &mut V, y: &LimaYaml) {
     }
 }
 
-/// Additional disk names are identifiers.
+/// Additional disk names are identifiers; `fsType` and `fsArgs` are
+/// `lima.env` lines (`mkfs.<fsType> <fsArgs…>` in the guest).
 pub(super) fn validate_additional_disks(v: &mut V, y: &LimaYaml) {
     for (i, d) in y.additional_disks.iter().flatten().enumerate() {
+        let f = format!("additionalDisks[{i}]");
         if let Err(e) = validate_identifier(&d.name) {
-            v.field(
-                format!("additionalDisks[{i}].name"),
-                format!("is invalid: {e}"),
-            );
+            v.field(format!("{f}.name"), format!("is invalid: {e}"));
+        }
+        if let Some(t) = &d.fs_type {
+            v.no_control(format!("{f}.fsType"), t);
+        }
+        for (j, a) in d.fs_args.iter().flatten().enumerate() {
+            v.no_control(format!("{f}.fsArgs[{j}]"), a);
         }
     }
 }

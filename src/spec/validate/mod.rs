@@ -6,10 +6,18 @@
 //! order); each section module checks one part of the file: `vm` (platform,
 //! resources, devices), `user` (user and ssh), `images` (images, disks,
 //! containerd archives, digests), `mounts`, `provision` (provision, probes,
-//! copyToHost), `port_forwards`, `networks` (dns and networks) and `env`
-//! (param and env).
+//! copyToHost), `port_forwards`, `networks` (dns and networks), `env`
+//! (param and env) and `guest` (the remaining values the guest's boot scripts
+//! read).
+//!
+//! Every string that reaches a line of a cidata file (`lima.env`,
+//! `param.env`, `etc_environment`, an fstab entry) or a boot script is checked
+//! for control characters by its section ([`V::no_control`]): a newline in
+//! `mountPoint` would otherwise add a line such as `PATH=/tmp/evil` to
+//! `lima.env`, which `boot.sh` exports as root.
 
 mod env;
+mod guest;
 mod images;
 mod mounts;
 mod networks;
@@ -26,7 +34,7 @@ pub use images::validate_digest;
 pub use user::is_linux_user_name;
 
 use super::types::*;
-use super::yaml::quote_name;
+use super::yaml::{go_quote, quote_name};
 
 /// One validation problem: the field it is about and what is wrong.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,6 +68,46 @@ impl V {
         let message = format!("field {} {}", quote_name(&field), rest.as_ref());
         self.err(field, message);
     }
+
+    /// A single-line value: no control character at all (C0, DEL, C1; a tab
+    /// would also split an fstab field or a word list). Returns whether it
+    /// passed.
+    fn no_control(&mut self, field: impl Into<String>, value: &str) -> bool {
+        self.no_control_except(field, value, &[])
+    }
+
+    /// As [`V::no_control`], but `allowed` control characters may appear
+    /// (a tab in a `param` or `env` value, as Lima allows).
+    fn no_control_except(
+        &mut self,
+        field: impl Into<String>,
+        value: &str,
+        allowed: &[char],
+    ) -> bool {
+        if !value
+            .chars()
+            .any(|c| c.is_control() && !allowed.contains(&c))
+        {
+            return true;
+        }
+        self.field(
+            field,
+            format!(
+                "must not contain control characters, got {}",
+                go_quote_short(value)
+            ),
+        );
+        false
+    }
+}
+
+/// `go_quote`, shortened to its first 80 characters (a value may be huge).
+fn go_quote_short(s: &str) -> String {
+    const MAX: usize = 80;
+    match s.char_indices().nth(MAX) {
+        None => go_quote(s),
+        Some((i, _)) => format!("{}…", go_quote(&s[..i])),
+    }
 }
 
 /// Validates a filled configuration. Returns errors and warnings.
@@ -84,6 +132,7 @@ pub fn validate(y: &LimaYaml, running_version: &str) -> (Vec<FieldError>, Vec<St
     networks::validate_dns(&mut v, y);
     networks::validate_networks(&mut v, y);
     env::validate_env(&mut v, y);
+    guest::validate_guest(&mut v, y);
     vm::validate_devices(&mut v, y, os, arch);
     (v.errors, v.warnings)
 }

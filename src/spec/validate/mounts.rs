@@ -15,24 +15,28 @@ pub(super) fn validate_mounts(v: &mut V, y: &LimaYaml) {
     let home = y.user.as_ref().and_then(|u| u.home.clone());
     for (i, m) in y.mounts.iter().flatten().enumerate() {
         let f = format!("mounts[{i}]");
-        if !(m.location.starts_with('/') || m.location.starts_with('~')) {
-            v.field(
-                format!("{f}.location"),
-                format!(
-                    "must be an absolute path or start with `~`, got {}",
-                    go_quote(&m.location)
-                ),
-            );
-        } else {
-            // A missing location is created at start; a file is an error.
-            if std::fs::metadata(&m.location).is_ok_and(|md| !md.is_dir()) {
+        // The location reaches QEMU (`-virtfs path=`) and the sshfs command;
+        // the mount point `lima.env` and fstab.
+        if v.no_control(format!("{f}.location"), &m.location) {
+            if !(m.location.starts_with('/') || m.location.starts_with('~')) {
+                v.field(
+                    format!("{f}.location"),
+                    format!(
+                        "must be an absolute path or start with `~`, got {}",
+                        go_quote(&m.location)
+                    ),
+                );
+            } else if std::fs::metadata(&m.location).is_ok_and(|md| !md.is_dir()) {
+                // A missing location is created at start; a file is an error.
                 v.field(
                     format!("{f}.location"),
                     format!("refers to a non-directory path {}", quote_name(&m.location)),
                 );
             }
         }
-        if let Some(mp) = &m.mount_point {
+        if let Some(mp) = &m.mount_point
+            && v.no_control(format!("{f}.mountPoint"), mp)
+        {
             let clean = crate::spec::defaults::clean_path(mp);
             if mp.starts_with('~') {
                 v.field(format!("{f}.mountPoint"), "must not start with `~`");
@@ -54,6 +58,29 @@ pub(super) fn validate_mounts(v: &mut V, y: &LimaYaml) {
                     format!("{f}.mountPoint"),
                     format!("must not be the guest user's home {}", quote_name(&clean)),
                 );
+            }
+        }
+        if let Some(p) = &m.nine_p {
+            if let Some(model) = &p.security_model {
+                v.no_control(format!("{f}.9p.securityModel"), model);
+            }
+            // Both are written into the fstab options `…,version=V,…,cache=C,…`.
+            for (n, val) in [
+                ("protocolVersion", &p.protocol_version),
+                ("cache", &p.cache),
+            ] {
+                if let Some(val) = val
+                    && v.no_control(format!("{f}.9p.{n}"), val)
+                    && val.contains(|c: char| c == ',' || c.is_whitespace())
+                {
+                    v.field(
+                        format!("{f}.9p.{n}"),
+                        format!(
+                            "must be a single mount option value (no `,` or whitespace), got {}",
+                            go_quote(val)
+                        ),
+                    );
+                }
             }
         }
         if let Some(msize) = m.nine_p.as_ref().and_then(|n| n.msize.as_ref())

@@ -73,7 +73,10 @@ pub(super) fn validate_networks(v: &mut V, y: &LimaYaml) {
             }
         }
         if let Some(iface) = n.interface.as_deref().filter(|s| !s.is_empty()) {
-            if iface.len() >= 16 || iface.contains(char::is_whitespace) || iface.contains('/') {
+            // (network-config and the NIC-renaming boot command name it.)
+            if v.no_control(format!("{f}.interface"), iface)
+                && (iface.len() >= 16 || iface.contains(char::is_whitespace) || iface.contains('/'))
+            {
                 v.field(
                     format!("{f}.interface"),
                     "must be shorter than 16 bytes and contain no whitespace or `/`",

@@ -88,11 +88,21 @@ fn validate_provision(v: &mut V, i: usize, p: &Provision, os: &str) {
                     v.field(format!("{f}.path"), "must be set");
                     return;
                 }
-                Some(path) if !path.starts_with('/') => v.field(
-                    format!("{f}.path"),
-                    format!("must be an absolute path, got {}", go_quote(path)),
-                ),
-                _ => {}
+                // Path, owner and format are `lima.env` lines.
+                Some(path) => {
+                    if v.no_control(format!("{f}.path"), path) && !path.starts_with('/') {
+                        v.field(
+                            format!("{f}.path"),
+                            format!("must be an absolute path, got {}", go_quote(path)),
+                        );
+                    }
+                }
+            }
+            if let Some(owner) = &p.owner {
+                v.no_control(format!("{f}.owner"), owner);
+            }
+            if let Some(format) = &p.format {
+                v.no_control(format!("{f}.format"), format);
             }
             if mode == "data" && p.content.is_none() {
                 v.field(format!("{f}.content"), "must be set");

@@ -7,7 +7,13 @@ use crate::spec::yaml::go_quote;
 /// The guest user: shell, name, home and passwordless sudo.
 pub(super) fn validate_user(v: &mut V, y: &LimaYaml, os: &str, vm_type: &str) {
     if let Some(user) = &y.user {
-        if let Some(shell) = &user.shell {
+        // Shell, home and comment are `lima.env` lines and `/etc/passwd` fields.
+        if let Some(comment) = &user.comment {
+            v.no_control("user.comment", comment);
+        }
+        if let Some(shell) = &user.shell
+            && v.no_control("user.shell", shell)
+        {
             if os == "Windows" {
                 let base = shell
                     .rsplit(['/', '\\'])
@@ -33,6 +39,7 @@ pub(super) fn validate_user(v: &mut V, y: &LimaYaml, os: &str, vm_type: &str) {
             );
         }
         if let Some(home) = &user.home
+            && v.no_control("user.home", home)
             && !home.starts_with('/')
         {
             v.field(
