@@ -122,7 +122,10 @@ fn show(planned: &Planned, a: &Args, prefix: &str) -> anyhow::Result<()> {
         println!("{}", colour(Kind::Refuse, &format!("✗ {f}: {e}"), tty));
     }
     for u in &planned.unmanaged {
-        println!("  {u}: not managed by this source; left alone");
+        match &u.not_pruned {
+            Some(why) => println!("  {}: not pruned: {why}", u.name),
+            None => println!("  {u}: not managed by this source; left alone"),
+        }
     }
     println!("{}", summary_line(prefix, &s));
     Ok(())

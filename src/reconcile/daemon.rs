@@ -288,7 +288,14 @@ impl Daemon {
                 ops::converge(ctx, name, None, &popts, &self.opts.exec, &mut |_| {})?;
                 Ok(Requeue::AwaitChange)
             }
-            Claim::Orphan { .. } | Claim::Unmanaged => Ok(Requeue::AwaitChange),
+            Claim::Unlisted { error, .. } if self.opts.prune && observed.dir_exists => {
+                // Unknown is not gone: nothing is pruned without a listing.
+                self.record_error(name, &format!("not pruned: {error}"));
+                Ok(Requeue::AwaitChange)
+            }
+            Claim::Unlisted { .. } | Claim::Orphan { .. } | Claim::Unmanaged => {
+                Ok(Requeue::AwaitChange)
+            }
         }
     }
 
@@ -299,7 +306,7 @@ impl Daemon {
         file: PathBuf,
     ) -> Result<Requeue, ReconcileError> {
         let ctx = &self.ctx;
-        let entry = source.load(&file, name, &ctx.env);
+        let entry = source.load(&ctx.home, &file, name, &ctx.env);
         for w in &entry.warnings {
             crate::warn!("{w}");
         }
@@ -370,7 +377,9 @@ impl Daemon {
             orphaned.remove(name);
             return None;
         }
-        let since = *orphaned.entry(name.to_string()).or_insert_with(Instant::now);
+        let since = *orphaned
+            .entry(name.to_string())
+            .or_insert_with(Instant::now);
         (since.elapsed() < SETTLE).then_some(Duration::from_secs(1))
     }
 

@@ -317,3 +317,83 @@ fn one_worker_applies_a_change_while_another_instance_boots() {
     );
     assert!(not_ready(&env), "b converged while a was not Ready");
 }
+
+/// The reconciler's events of an instance (`reconcile.log`) with this phase.
+fn journal(env: &Env, name: &str, phase: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(env.instance_dir(name).join("reconcile.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["phase"] == phase)
+        .collect()
+}
+
+fn status_json(env: &Env, name: &str) -> serde_json::Value {
+    let out = env.cmd().args(["status", "--json", name]).output().unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+/// A file that exists but cannot be read, or a directory that cannot be
+/// listed, is never taken for a file gone: the daemon deletes nothing.
+#[test]
+fn the_daemon_never_prunes_what_it_cannot_read() {
+    let env = Env::new();
+    let img = tiny_image(&env);
+    let src = env.dir.path().join("watched");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("w.yaml"), yaml(&img, 1)).unwrap();
+    let _d = Daemon::start(&env, &src, &[]);
+    wait_for("w to be created", Duration::from_secs(20), || {
+        cpus(&env, "w") == Some(1)
+    });
+
+    // Replaced at once (rename) by a dangling symlink.
+    std::os::unix::fs::symlink("/nonexistent", src.join(".w.tmp")).unwrap();
+    std::fs::rename(src.join(".w.tmp"), src.join("w.yaml")).unwrap();
+    // Several reconciles (resyncs every 2 s) each record the error; with
+    // the file taken for gone, the first would have deleted it.
+    wait_for(
+        "the error recorded by three reconciles",
+        Duration::from_secs(60),
+        || {
+            journal(&env, "w", "error")
+                .iter()
+                .filter(|e| {
+                    e["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.contains("dangling symlink (to /nonexistent)"))
+                })
+                .count()
+                >= 3
+        },
+    );
+    assert!(env.instance_dir("w").join("diffdisk").exists());
+    let st = status_json(&env, "w");
+    assert!(
+        st["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("instance `w` is left alone")),
+        "{st}"
+    );
+    assert!(st.get("pendingDeletion").is_none(), "{st}");
+
+    // The whole directory gone (unmounted, renamed): nothing can be concluded.
+    std::fs::rename(&src, env.dir.path().join("moved-away")).unwrap();
+    wait_for(
+        "the daemon to say it does not prune, three times",
+        Duration::from_secs(60),
+        || {
+            journal(&env, "w", "error")
+                .iter()
+                .filter(|e| {
+                    e["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.starts_with("not pruned: cannot read directory"))
+                })
+                .count()
+                >= 3
+        },
+    );
+    assert!(env.instance_dir("w").join("diffdisk").exists());
+    assert!(journal(&env, "w", "pending").is_empty());
+}
