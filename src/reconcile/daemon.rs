@@ -33,7 +33,7 @@ use super::backoff::{self, Failure};
 use super::controller::{Queue, When};
 use super::ops::{self, Ctx};
 use super::outcome::{self, ReconcileError, Requeue};
-use super::plan::PowerState;
+use super::plan::{Action, PowerState};
 use super::power::{self, LastExit};
 use super::source::{Claim, Source, Sources, instance_name, is_shared_part};
 use super::status::{self, ConditionType};
@@ -84,6 +84,17 @@ struct Daemon {
     orphaned_agents: Mutex<HashMap<String, Instant>>,
     /// Since when each instance's file has been seen gone (pending prune).
     pending_prunes: Mutex<HashMap<String, Instant>>,
+}
+
+/// What crash-loop protection says about a declared instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Crash {
+    /// Its last run did not fail (or it should not run).
+    None,
+    /// Its last run failed: relaunch it now.
+    Relaunch,
+    /// Its last run failed: relaunch it after this long.
+    Wait(Duration),
 }
 
 /// Takes the one-per-`LIMA_HOME` daemon lock.
@@ -435,7 +446,8 @@ impl Daemon {
             return Ok(Requeue::After(wait));
         }
         let desired = ops::apply::with_power(desired, &observed);
-        if let Some(wait) = self.crash_backoff(&observed, desired.power) {
+        let crash = self.crash_backoff(&observed, desired.power);
+        if let Crash::Wait(wait) = crash {
             return Ok(Requeue::After(wait));
         }
 
@@ -463,6 +475,11 @@ impl Daemon {
         }
         let dir = ctx.home.instance_dir(name);
         let mut st = status::read(&dir);
+        if crash == Crash::Relaunch && plan.steps.iter().any(|s| s.action == Action::Start) {
+            // A recorded fact, unlike the backoff which a healthy run resets.
+            st.restarts += 1;
+            let _ = status::write(&dir, &st);
+        }
         if observed.status == Status::Running {
             self.maybe_reset_backoff(&dir, &mut st);
         }
@@ -497,23 +514,19 @@ impl Daemon {
     /// Crash-loop protection: a failed run (QEMU gone under a live host
     /// agent, or the host agent gone without a clean exit) is counted once;
     /// the first relaunch is immediate, then the wait doubles (with jitter)
-    /// up to the cap. Returns how long to wait before relaunching, if at all.
-    fn crash_backoff(
-        &self,
-        observed: &store::Instance,
-        power: Option<PowerState>,
-    ) -> Option<Duration> {
+    /// up to the cap. Says whether a failed run is to be relaunched, and when.
+    fn crash_backoff(&self, observed: &store::Instance, power: Option<PowerState>) -> Crash {
         if !observed.dir_exists
             || power != Some(PowerState::Running)
             || observed.status == Status::Running
         {
-            return None;
+            return Crash::None;
         }
         let dir = &observed.dir;
         let why = match power::last_exit(dir, observed.liveness.host_agent) {
             LastExit::Failed(why) => why,
             _ if observed.status == Status::Broken => observed.errors.join("; "),
-            _ => return None,
+            _ => return Crash::None,
         };
         // Each run is keyed by the time it started.
         let run = std::fs::metadata(dir.join(files::STARTED_SPEC))
@@ -546,7 +559,10 @@ impl Daemon {
             st.backoff = Some(b.clone());
             let _ = status::write(dir, &st);
         }
-        b.wait_left(now)
+        match b.wait_left(now) {
+            Some(wait) => Crash::Wait(wait),
+            None => Crash::Relaunch,
+        }
     }
 
     /// Running for a while again: forget past failures.

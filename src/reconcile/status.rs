@@ -2,8 +2,8 @@
 //! in `<inst>/status.json`: conditions `Created`, `Running`, `Ready`,
 //! `RestartRequired`, `Degraded` (each with reason, message and transition
 //! time), the desired generation and the last one reconciled, the last error,
-//! and the watch daemon's bookkeeping: the restart backoff, a pending
-//! deletion (prune).
+//! and the watch daemon's bookkeeping: the restart backoff, the count of
+//! relaunches, a pending deletion (prune).
 
 use std::path::Path;
 
@@ -112,6 +112,10 @@ pub struct InstanceStatus {
     pub pending_restart: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff: Option<Backoff>,
+    /// Failed runs the watch daemon relaunched, in total: unlike the
+    /// backoff, never reset by a healthy run (Kubernetes' `restartCount`).
+    #[serde(default)]
+    pub restarts: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_deletion: Option<PendingDeletion>,
 }
@@ -285,6 +289,7 @@ pub fn compute(
         last_error: error,
         pending_restart: pending,
         backoff: prev.backoff.clone(),
+        restarts: prev.restarts,
         pending_deletion: prev.pending_deletion.clone(),
     }
 }
@@ -412,6 +417,7 @@ mod tests {
             Some(10 << 30),
         );
         let prev = InstanceStatus {
+            restarts: 3,
             pending_deletion: Some(PendingDeletion {
                 since: "t0".into(),
                 delete_after: "t1".into(),
@@ -420,8 +426,19 @@ mod tests {
             ..Default::default()
         };
         let s = compute(&stopped, None, &prev, None, "t2");
+        assert_eq!(s.restarts, 3);
         assert_eq!(s.pending_deletion, prev.pending_deletion);
         let j = serde_json::to_string(&s).unwrap();
-        assert!(j.contains("\"pendingDeletion\":{\"since\":\"t0\""), "{j}");
+        assert!(
+            j.contains("\"restarts\":3") && j.contains("\"pendingDeletion\":{\"since\":\"t0\""),
+            "{j}"
+        );
+        let old: InstanceStatus =
+            serde_json::from_str(r#"{"generation":1,"observedGeneration":1,"conditions":[]}"#)
+                .unwrap();
+        assert_eq!(
+            old.restarts, 0,
+            "a status written before the count reads as 0"
+        );
     }
 }
