@@ -48,6 +48,11 @@ pub struct Args {
     /// With --watch: re-observe every instance this often.
     #[arg(long, default_value = "30s", value_parser = super::start::parse_duration)]
     pub resync: Duration,
+    /// With --watch --prune: how long a file must stay gone before its
+    /// instance is deleted (default: the --resync interval). A file back
+    /// within it cancels the deletion.
+    #[arg(long, value_name = "DURATION", value_parser = parse_millis, requires = "watch")]
+    pub prune_grace: Option<Duration>,
     /// With --watch: quiet time after a file's last change before it is read.
     #[arg(long, default_value = "50ms", value_parser = parse_millis)]
     pub debounce: Duration,
@@ -122,7 +127,10 @@ fn show(planned: &Planned, a: &Args, prefix: &str) -> anyhow::Result<()> {
         println!("{}", colour(Kind::Refuse, &format!("✗ {f}: {e}"), tty));
     }
     for u in &planned.unmanaged {
-        println!("  {u}: not managed by this source; left alone");
+        match &u.not_pruned {
+            Some(why) => println!("  {}: not pruned: {why}", u.name),
+            None => println!("  {u}: not managed by this source; left alone"),
+        }
     }
     println!("{}", summary_line(prefix, &s));
     Ok(())
@@ -177,6 +185,7 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
             resync: a.resync,
             debounce: a.debounce,
             backoff_cap: Duration::from_secs(300),
+            prune_grace: a.prune_grace.unwrap_or(a.resync),
         };
         reconcile::daemon::run(&ctx.home, daemon)?;
         return Ok(0);

@@ -30,6 +30,17 @@ fn backoff_cell(b: Option<&status::Backoff>) -> String {
     }
 }
 
+/// `-`, or when the watch daemon deletes the instance (its file is gone).
+fn pending_deletion_cell(p: Option<&status::PendingDeletion>) -> String {
+    match p {
+        Some(p) => match p.delete_after.split_once('T') {
+            Some((_, time)) => format!("at {}", &time[..time.len().min(8)]),
+            None => "pending".into(),
+        },
+        None => "-".into(),
+    }
+}
+
 pub fn run(a: Args) -> anyhow::Result<i32> {
     let home = Home::from_env();
     let env = crate::spec::LoadEnv::new(&home.root);
@@ -48,6 +59,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             "DEGRADED",
             "GENERATION",
             "BACKOFF",
+            "PENDING-DELETION",
             "LAST-ERROR",
         ]
         .map(String::from)
@@ -82,6 +94,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
                 cond(&s, ConditionType::Degraded),
                 format!("{}/{}", s.observed_generation, s.generation),
                 backoff_cell(s.backoff.as_ref()),
+                pending_deletion_cell(s.pending_deletion.as_ref()),
                 s.last_error
                     .clone()
                     .unwrap_or_default()
@@ -123,5 +136,16 @@ mod tests {
         assert_eq!(backoff_cell(Some(&b)), "3 (next 22:41:07)");
         let cleared = status::Backoff::default();
         assert_eq!(backoff_cell(Some(&cleared)), "-");
+    }
+
+    #[test]
+    fn pending_deletion_column() {
+        assert_eq!(pending_deletion_cell(None), "-");
+        let p = status::PendingDeletion {
+            since: "2026-11-27T22:41:07.123+01:00".into(),
+            delete_after: "2026-11-27T22:41:37.123+01:00".into(),
+            reason: "its file is gone".into(),
+        };
+        assert_eq!(pending_deletion_cell(Some(&p)), "at 22:41:37");
     }
 }

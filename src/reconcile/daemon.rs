@@ -11,6 +11,13 @@
 //! slow boot never holds a worker. A reconcile returns a typed [`Requeue`];
 //! its errors go through [`outcome::error_policy`]. A file that does not
 //! load never leads to an action: its error goes on the instance's status.
+//! With `--prune`, an instance whose file is gone is first marked pending
+//! deletion, and deleted only once the file has stayed gone for
+//! `--prune-grace` and a fresh listing of its directory confirms it (a
+//! `git checkout` or a non-atomic copy removes a file for a moment); its
+//! return cancels the deletion. The pending state lives in this daemon's
+//! memory (and `status.json`, for `limactl status`): a new daemon starts
+//! the grace period again.
 //! The daemon holds `_daemon/lock` for its life (one daemon per
 //! `LIMA_HOME`) and owns no VM: killing it stops nothing, and a new daemon
 //! simply observes the running host agents (adoption).
@@ -26,7 +33,7 @@ use super::backoff::{self, Failure};
 use super::controller::{Queue, When};
 use super::ops::{self, Ctx};
 use super::outcome::{self, ReconcileError, Requeue};
-use super::plan::PowerState;
+use super::plan::{Action, PowerState};
 use super::power::{self, LastExit};
 use super::source::{Claim, Source, Sources, instance_name, is_shared_part};
 use super::status::{self, ConditionType};
@@ -58,6 +65,9 @@ pub struct DaemonOptions {
     pub debounce: Duration,
     /// Longest wait between restarts of a crashing VM.
     pub backoff_cap: Duration,
+    /// With `prune`: how long an instance's file must stay gone before the
+    /// instance is deleted.
+    pub prune_grace: Duration,
 }
 
 /// How long a host agent may outlive its QEMU before the daemon acts: after
@@ -72,6 +82,19 @@ struct Daemon {
     queue: Queue,
     /// Since when each instance's host agent has been seen without its QEMU.
     orphaned_agents: Mutex<HashMap<String, Instant>>,
+    /// Since when each instance's file has been seen gone (pending prune).
+    pending_prunes: Mutex<HashMap<String, Instant>>,
+}
+
+/// What crash-loop protection says about a declared instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Crash {
+    /// Its last run did not fail (or it should not run).
+    None,
+    /// Its last run failed: relaunch it now.
+    Relaunch,
+    /// Its last run failed: relaunch it after this long.
+    Wait(Duration),
 }
 
 /// Takes the one-per-`LIMA_HOME` daemon lock.
@@ -125,6 +148,7 @@ pub fn run(home: &Home, opts: DaemonOptions) -> anyhow::Result<()> {
         opts,
         queue: Queue::new(),
         orphaned_agents: Mutex::new(HashMap::new()),
+        pending_prunes: Mutex::new(HashMap::new()),
     });
     crate::info!(
         "Watching {} (resync every {}s, {} workers{})",
@@ -135,7 +159,11 @@ pub fn run(home: &Home, opts: DaemonOptions) -> anyhow::Result<()> {
             .join(", "),
         d.opts.resync.as_secs(),
         d.opts.parallel,
-        if d.opts.prune { ", prune" } else { "" }
+        if d.opts.prune {
+            format!(", prune after {:?} gone", d.opts.prune_grace)
+        } else {
+            String::new()
+        }
     );
 
     let _watcher = d.watch_files()?;
@@ -215,6 +243,9 @@ impl Daemon {
                         d.queue.add(&n, When::Debounce(d.opts.debounce));
                     }
                 } else if let Some(n) = instance_name(p) {
+                    // The file was there again, however briefly: a pending
+                    // prune's grace period starts over if it is gone again.
+                    d.pending_prunes.locked().remove(&n);
                     d.queue.add(&n, When::Debounce(d.opts.debounce));
                 }
             }
@@ -281,14 +312,112 @@ impl Daemon {
         let ctx = &self.ctx;
         let observed = store::inspect(&ctx.home, &ctx.env, name);
         match self.sources.claim(name, observed.owner.as_deref()) {
-            Claim::Declared { source, file } => self.reconcile_declared(name, source, file),
-            Claim::Orphan { .. } if self.opts.prune && observed.dir_exists => {
-                crate::info!("its file is gone from the source; deleting it (--prune)");
-                let popts = ops::apply::pruning(&self.opts.plan);
-                ops::converge(ctx, name, None, &popts, &self.opts.exec, &mut |_| {})?;
+            Claim::Declared { source, file } => {
+                self.cancel_prune(name, "a file declares it again");
+                self.reconcile_declared(name, source, file)
+            }
+            Claim::Orphan { source } if self.opts.prune && observed.dir_exists => {
+                self.prune(name, source)
+            }
+            Claim::Unlisted { error, .. } if self.opts.prune && observed.dir_exists => {
+                // Unknown is not gone: a pending prune waits for a listing.
+                self.record_error(name, &format!("not pruned: {error}"));
                 Ok(Requeue::AwaitChange)
             }
-            Claim::Orphan { .. } | Claim::Unmanaged => Ok(Requeue::AwaitChange),
+            Claim::Unlisted { .. } => Ok(Requeue::AwaitChange),
+            Claim::Orphan { .. } | Claim::Unmanaged => {
+                self.cancel_prune(name, "no source prunes it any more");
+                Ok(Requeue::AwaitChange)
+            }
+        }
+    }
+
+    /// An owned instance whose file is gone: pending deletion first; deleted
+    /// once the file has stayed gone for the grace period and a fresh
+    /// listing of the directory confirms it.
+    fn prune(&self, name: &str, source: &Source) -> Result<Requeue, ReconcileError> {
+        let grace = self.opts.prune_grace;
+        let since = self.mark_prune_pending(name, source);
+        let left = grace.saturating_sub(since.elapsed());
+        if !left.is_zero() {
+            return Ok(Requeue::After(left));
+        }
+        match source.files() {
+            // Back since the claim: the next reconcile cancels the deletion.
+            Ok(l) if l.declares(name) => return Ok(Requeue::After(Duration::ZERO)),
+            Ok(l) if l.is_complete() => {}
+            Ok(l) => {
+                let e = super::source::SourceError::Incomplete {
+                    path: source.id.clone(),
+                    errors: l.errors,
+                };
+                self.record_error(name, &format!("not pruned: {e}"));
+                return Ok(Requeue::AwaitChange);
+            }
+            Err(e) => {
+                self.record_error(name, &format!("not pruned: {e}"));
+                return Ok(Requeue::AwaitChange);
+            }
+        }
+        crate::info!(
+            "its file has been gone from {} for {grace:?}; deleting it (--prune)",
+            quote_name(&source.id)
+        );
+        let popts = ops::apply::pruning(&self.opts.plan);
+        ops::converge(&self.ctx, name, None, &popts, &self.opts.exec, &mut |_| {})?;
+        self.pending_prunes.locked().remove(name);
+        Ok(Requeue::AwaitChange)
+    }
+
+    /// Since when the instance's file has been gone; the first time, says
+    /// so in the log, the journal and the status.
+    fn mark_prune_pending(&self, name: &str, source: &Source) -> Instant {
+        let since = {
+            let mut pending = self.pending_prunes.locked();
+            if let Some(since) = pending.get(name) {
+                return *since;
+            }
+            let now = Instant::now();
+            pending.insert(name.to_string(), now);
+            now
+        };
+        let grace = self.opts.prune_grace;
+        let wall = chrono::Local::now();
+        let at = wall + chrono::Duration::from_std(grace).unwrap_or_default();
+        let reason = format!(
+            "its file is gone from {}; deleting it at {} unless the file returns (--prune-grace {grace:?})",
+            quote_name(&source.id),
+            at.format("%H:%M:%S")
+        );
+        crate::info!("{reason}");
+        let dir = self.ctx.home.instance_dir(name);
+        journal::record_note(&dir, name, "pending", "delete", &reason);
+        let rfc = |t: chrono::DateTime<chrono::Local>| {
+            t.to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
+        };
+        let mut st = status::read(&dir);
+        st.pending_deletion = Some(status::PendingDeletion {
+            since: rfc(wall),
+            delete_after: rfc(at),
+            reason,
+        });
+        let _ = status::write(&dir, &st);
+        since
+    }
+
+    /// Cancels a pending deletion (this daemon's, or a previous one's still
+    /// in the status), saying why.
+    fn cancel_prune(&self, name: &str, why: &str) {
+        let pending = self.pending_prunes.locked().remove(name).is_some();
+        let dir = self.ctx.home.instance_dir(name);
+        let mut st = status::read(&dir);
+        if !pending && st.pending_deletion.is_none() {
+            return;
+        }
+        crate::info!("pending deletion cancelled: {why}");
+        journal::record_note(&dir, name, "cancelled", "delete", why);
+        if st.pending_deletion.take().is_some() {
+            let _ = status::write(&dir, &st);
         }
     }
 
@@ -299,7 +428,7 @@ impl Daemon {
         file: PathBuf,
     ) -> Result<Requeue, ReconcileError> {
         let ctx = &self.ctx;
-        let entry = source.load(&file, name, &ctx.env);
+        let entry = source.load(&ctx.home, &file, name, &ctx.env);
         for w in &entry.warnings {
             crate::warn!("{w}");
         }
@@ -317,7 +446,8 @@ impl Daemon {
             return Ok(Requeue::After(wait));
         }
         let desired = ops::apply::with_power(desired, &observed);
-        if let Some(wait) = self.crash_backoff(&observed, desired.power) {
+        let crash = self.crash_backoff(&observed, desired.power);
+        if let Crash::Wait(wait) = crash {
             return Ok(Requeue::After(wait));
         }
 
@@ -345,6 +475,11 @@ impl Daemon {
         }
         let dir = ctx.home.instance_dir(name);
         let mut st = status::read(&dir);
+        if crash == Crash::Relaunch && plan.steps.iter().any(|s| s.action == Action::Start) {
+            // A recorded fact, unlike the backoff which a healthy run resets.
+            st.restarts += 1;
+            let _ = status::write(&dir, &st);
+        }
         if observed.status == Status::Running {
             self.maybe_reset_backoff(&dir, &mut st);
         }
@@ -379,23 +514,19 @@ impl Daemon {
     /// Crash-loop protection: a failed run (QEMU gone under a live host
     /// agent, or the host agent gone without a clean exit) is counted once;
     /// the first relaunch is immediate, then the wait doubles (with jitter)
-    /// up to the cap. Returns how long to wait before relaunching, if at all.
-    fn crash_backoff(
-        &self,
-        observed: &store::Instance,
-        power: Option<PowerState>,
-    ) -> Option<Duration> {
+    /// up to the cap. Says whether a failed run is to be relaunched, and when.
+    fn crash_backoff(&self, observed: &store::Instance, power: Option<PowerState>) -> Crash {
         if !observed.dir_exists
             || power != Some(PowerState::Running)
             || observed.status == Status::Running
         {
-            return None;
+            return Crash::None;
         }
         let dir = &observed.dir;
         let why = match power::last_exit(dir, observed.liveness.host_agent) {
             LastExit::Failed(why) => why,
             _ if observed.status == Status::Broken => observed.errors.join("; "),
-            _ => return None,
+            _ => return Crash::None,
         };
         // Each run is keyed by the time it started.
         let run = std::fs::metadata(dir.join(files::STARTED_SPEC))
@@ -428,7 +559,10 @@ impl Daemon {
             st.backoff = Some(b.clone());
             let _ = status::write(dir, &st);
         }
-        b.wait_left(now)
+        match b.wait_left(now) {
+            Some(wait) => Crash::Wait(wait),
+            None => Crash::Relaunch,
+        }
     }
 
     /// Running for a while again: forget past failures.

@@ -13,7 +13,8 @@ use crate::store::paths::files;
 pub struct ReconcileEvent {
     pub time: String,
     pub instance: String,
-    /// `begin`, `done` or `error`.
+    /// `begin`, `done` or `error`; for a prune of the watch daemon,
+    /// `pending` (the file is gone) and `cancelled` (it returned).
     pub phase: String,
     pub step: String,
     pub reason: String,
@@ -34,14 +35,20 @@ pub fn record(dir: &Path, name: &str, step: &Step, phase: &str) {
 }
 
 pub fn record_error(dir: &Path, name: &str, message: &str) {
+    record_note(dir, name, "error", "", message);
+}
+
+/// Appends an event that is not a step begun or done: `phase` says what
+/// happened to `step` (e.g. a deletion `pending`, then `cancelled`).
+pub fn record_note(dir: &Path, name: &str, phase: &str, step: &str, reason: &str) {
     append(
         dir,
         &ReconcileEvent {
             time: chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, false),
             instance: name.to_string(),
-            phase: "error".into(),
-            step: String::new(),
-            reason: message.to_string(),
+            phase: phase.to_string(),
+            step: step.to_string(),
+            reason: reason.to_string(),
         },
     );
 }

@@ -2,7 +2,8 @@
 //! in `<inst>/status.json`: conditions `Created`, `Running`, `Ready`,
 //! `RestartRequired`, `Degraded` (each with reason, message and transition
 //! time), the desired generation and the last one reconciled, the last error,
-//! and the restart backoff of the watch daemon.
+//! and the watch daemon's bookkeeping: the restart backoff, the count of
+//! relaunches, a pending deletion (prune).
 
 use std::path::Path;
 
@@ -84,6 +85,18 @@ pub struct Condition {
 
 pub use super::backoff::Backoff;
 
+/// The watch daemon found the instance's file gone and deletes it once
+/// the grace period is over, unless the file returns first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingDeletion {
+    /// When the file was found gone (RFC 3339).
+    pub since: String,
+    /// When it is deleted if the file is still gone then (RFC 3339).
+    pub delete_after: String,
+    pub reason: String,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceStatus {
@@ -99,6 +112,12 @@ pub struct InstanceStatus {
     pub pending_restart: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff: Option<Backoff>,
+    /// Failed runs the watch daemon relaunched, in total: unlike the
+    /// backoff, never reset by a healthy run (Kubernetes' `restartCount`).
+    #[serde(default)]
+    pub restarts: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_deletion: Option<PendingDeletion>,
 }
 
 impl InstanceStatus {
@@ -270,6 +289,8 @@ pub fn compute(
         last_error: error,
         pending_restart: pending,
         backoff: prev.backoff.clone(),
+        restarts: prev.restarts,
+        pending_deletion: prev.pending_deletion.clone(),
     }
 }
 
@@ -386,5 +407,38 @@ mod tests {
         let s4 = compute(&stopped, None, &s3, Some("boom".into()), "t3");
         assert!(!s4.is_true(ConditionType::Running) && !s4.is_true(ConditionType::Ready));
         assert_eq!(s4.last_error.as_deref(), Some("boom"));
+    }
+
+    #[test]
+    fn the_daemons_bookkeeping_survives_recomputing() {
+        let stopped = observed(
+            Status::Stopped,
+            Some(config(2, "10GiB", "x86_64")),
+            Some(10 << 30),
+        );
+        let prev = InstanceStatus {
+            restarts: 3,
+            pending_deletion: Some(PendingDeletion {
+                since: "t0".into(),
+                delete_after: "t1".into(),
+                reason: "its file is gone".into(),
+            }),
+            ..Default::default()
+        };
+        let s = compute(&stopped, None, &prev, None, "t2");
+        assert_eq!(s.restarts, 3);
+        assert_eq!(s.pending_deletion, prev.pending_deletion);
+        let j = serde_json::to_string(&s).unwrap();
+        assert!(
+            j.contains("\"restarts\":3") && j.contains("\"pendingDeletion\":{\"since\":\"t0\""),
+            "{j}"
+        );
+        let old: InstanceStatus =
+            serde_json::from_str(r#"{"generation":1,"observedGeneration":1,"conditions":[]}"#)
+                .unwrap();
+        assert_eq!(
+            old.restarts, 0,
+            "a status written before the count reads as 0"
+        );
     }
 }

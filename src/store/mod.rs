@@ -36,6 +36,26 @@ pub fn lock_instance(dir: &Path, timeout: Duration) -> std::io::Result<lock::Hel
     })
 }
 
+/// Unix socket paths must fit in 108 bytes (`sun_path`); `ssh.sock.<16
+/// random chars>` is the longest one OpenSSH creates in the instance directory.
+const LONGEST_SOCK: &str = "ssh.sock.1234567890123456";
+
+/// Whether `name` can be an instance of `home`: a valid name whose socket
+/// paths fit. Every way of creating an instance (`create`, `apply`, the
+/// daemon) checks this, so none makes an instance that can never start.
+pub fn check_instance_name(home: &Home, name: &str) -> Result<(), String> {
+    crate::spec::names::validate_instance_name(name)?;
+    let sock = home.instance_dir(name).join(LONGEST_SOCK);
+    if sock.as_os_str().len() >= 108 {
+        return Err(format!(
+            "instance name {} too long: {} would exceed the 108-byte unix socket path limit; use a shorter name or LIMA_HOME",
+            quote_name(name),
+            sock.display()
+        ));
+    }
+    Ok(())
+}
+
 /// A file to put into a new instance directory.
 pub struct NewFile<'a> {
     pub name: &'a str,
@@ -159,6 +179,17 @@ mod tests {
         assert_eq!(instance_names(&home).unwrap(), vec!["vm"]);
         remove_instance_dir(&home, "vm").unwrap();
         assert!(instance_names(&home).unwrap().is_empty());
+    }
+
+    #[test]
+    fn instance_names_must_leave_room_for_sockets() {
+        let home = Home::new("/tmp/lima-home");
+        assert_eq!(check_instance_name(&home, "vm"), Ok(()));
+        // 14 + 1 + name + 1 + 25 bytes (and the NUL): 66 fits, 67 does not.
+        assert_eq!(check_instance_name(&home, &"a".repeat(66)), Ok(()));
+        let err = check_instance_name(&home, &"a".repeat(67)).unwrap_err();
+        assert!(err.contains("108-byte unix socket path limit"), "{err}");
+        assert!(check_instance_name(&home, "a/b").is_err());
     }
 
     #[test]

@@ -387,3 +387,85 @@ fn concurrent_applies_of_one_source_serialise_per_instance() {
     let (code, _, _) = env.run(&["diff", "-f", src.arg()]);
     assert_eq!(code, 0);
 }
+
+/// An entry that exists but cannot be read is an error of its instance,
+/// never its absence: `--prune` deletes none of them.
+#[test]
+fn prune_never_deletes_an_instance_whose_file_cannot_be_read() {
+    let env = Env::new();
+    let src = Src::new(&env, "src");
+    for n in ["dangling", "looping", "dir", "fifo", "keep"] {
+        src.write(n, "");
+    }
+    env.ok(&["apply", "-f", src.arg()]);
+    let file = |n: &str| src.dir.join(format!("{n}.yaml"));
+    for n in ["dangling", "looping", "dir", "fifo"] {
+        std::fs::remove_file(file(n)).unwrap();
+    }
+    std::os::unix::fs::symlink("/nonexistent", file("dangling")).unwrap();
+    std::os::unix::fs::symlink(file("looping"), file("looping")).unwrap();
+    std::fs::create_dir(file("dir")).unwrap();
+    nix::unistd::mkfifo(&file("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+
+    for verb in ["diff", "apply"] {
+        let (code, out, err) = env.run(&[verb, "--prune", "-f", src.arg()]);
+        assert_ne!(code, 0, "{verb}: unreadable files are errors: {out}{err}");
+        assert!(out.contains("0 to delete"), "{verb}: {out}");
+        for (n, what) in [
+            ("dangling", "dangling symlink (to /nonexistent)"),
+            (
+                "looping",
+                "too many levels of symbolic links (a symlink loop)",
+            ),
+            ("dir", "not a regular file (a directory)"),
+            ("fifo", "not a regular file (a FIFO)"),
+        ] {
+            assert!(
+                out.contains(&format!("{n}.yaml: {what}"))
+                    && out.contains(&format!("instance `{n}` is left alone")),
+                "{verb}: {n}: {out}"
+            );
+            assert!(!out.contains(&format!("- {n}: delete")), "{verb}: {out}");
+        }
+    }
+    for n in ["dangling", "looping", "dir", "fifo", "keep"] {
+        assert!(
+            env.instance_dir(n).join("diffdisk").exists(),
+            "{n} was deleted"
+        );
+    }
+}
+
+/// `apply` applies the name checks of `create`: a name whose socket paths
+/// would not fit makes no instance that could never start.
+#[test]
+fn apply_refuses_a_name_create_refuses() {
+    let env = Env::new();
+    let src = Src::new(&env, "src");
+    let long = "a".repeat(70);
+    assert!(
+        env.instance_dir(&long)
+            .join("ssh.sock.1234567890123456")
+            .as_os_str()
+            .len()
+            >= 108,
+        "LIMA_HOME is long enough for the socket paths of a 70-character name not to fit"
+    );
+    let file = src.write(&long, "");
+    src.write("short", "");
+    let (code, out, err) = env.run(&["apply", "-f", src.arg()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains(&format!("{long}.yaml: instance name `{long}` too long"))
+            && out.contains("108-byte unix socket path limit"),
+        "{out}"
+    );
+    assert!(
+        out.contains("+ short: create"),
+        "the other file applies: {out}"
+    );
+    assert!(!env.instance_dir(&long).exists());
+    let (code, _, err) = env.run(&["create", "--name", &long, file.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("108-byte unix socket path limit"), "{err}");
+}

@@ -317,3 +317,173 @@ fn one_worker_applies_a_change_while_another_instance_boots() {
     );
     assert!(not_ready(&env), "b converged while a was not Ready");
 }
+
+/// The reconciler's events of an instance (`reconcile.log`) with this phase.
+fn journal(env: &Env, name: &str, phase: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(env.instance_dir(name).join("reconcile.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["phase"] == phase)
+        .collect()
+}
+
+fn status_json(env: &Env, name: &str) -> serde_json::Value {
+    let out = env.cmd().args(["status", "--json", name]).output().unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+/// A file that exists but cannot be read, or a directory that cannot be
+/// listed, is never taken for a file gone: the daemon deletes nothing.
+#[test]
+fn the_daemon_never_prunes_what_it_cannot_read() {
+    let env = Env::new();
+    let img = tiny_image(&env);
+    let src = env.dir.path().join("watched");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("w.yaml"), yaml(&img, 1)).unwrap();
+    let _d = Daemon::start(&env, &src, &[]);
+    wait_for("w to be created", Duration::from_secs(20), || {
+        cpus(&env, "w") == Some(1)
+    });
+
+    // Replaced at once (rename) by a dangling symlink.
+    std::os::unix::fs::symlink("/nonexistent", src.join(".w.tmp")).unwrap();
+    std::fs::rename(src.join(".w.tmp"), src.join("w.yaml")).unwrap();
+    // Several reconciles (resyncs every 2 s) each record the error; with
+    // the file taken for gone, the first would have deleted it.
+    wait_for(
+        "the error recorded by three reconciles",
+        Duration::from_secs(60),
+        || {
+            journal(&env, "w", "error")
+                .iter()
+                .filter(|e| {
+                    e["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.contains("dangling symlink (to /nonexistent)"))
+                })
+                .count()
+                >= 3
+        },
+    );
+    assert!(env.instance_dir("w").join("diffdisk").exists());
+    let st = status_json(&env, "w");
+    assert!(
+        st["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("instance `w` is left alone")),
+        "{st}"
+    );
+    assert!(st.get("pendingDeletion").is_none(), "{st}");
+
+    // The whole directory gone (unmounted, renamed): nothing can be concluded.
+    std::fs::rename(&src, env.dir.path().join("moved-away")).unwrap();
+    wait_for(
+        "the daemon to say it does not prune, three times",
+        Duration::from_secs(60),
+        || {
+            journal(&env, "w", "error")
+                .iter()
+                .filter(|e| {
+                    e["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.starts_with("not pruned: cannot read directory"))
+                })
+                .count()
+                >= 3
+        },
+    );
+    assert!(env.instance_dir("w").join("diffdisk").exists());
+    assert!(journal(&env, "w", "pending").is_empty());
+}
+
+/// With `--watch --prune`, a file removed and put back (a checkout, a
+/// non-atomic deploy) costs nothing: the deletion waits for the grace
+/// period, shows in `status`, and is cancelled by the file's return. A file
+/// that stays gone is deleted once the grace period is over.
+#[test]
+fn a_file_gone_for_a_moment_is_not_pruned() {
+    let env = Env::new();
+    let img = tiny_image(&env);
+    let src = env.dir.path().join("watched");
+    std::fs::create_dir_all(&src).unwrap();
+    let file = src.join("w.yaml");
+    std::fs::write(&file, yaml(&img, 1)).unwrap();
+    let mut d = Daemon::start_with(&env, &src, &[], &["--prune-grace", "10m"]);
+    wait_for("w to be created", Duration::from_secs(20), || {
+        cpus(&env, "w") == Some(1) && env.instance_dir("w").join("diffdisk").exists()
+    });
+    let dir = env.instance_dir("w");
+    std::fs::write(dir.join("marker"), "data").unwrap();
+    let disk = || {
+        std::fs::metadata(dir.join("diffdisk"))
+            .unwrap()
+            .modified()
+            .unwrap()
+    };
+    let disk_before = disk();
+
+    let saved = std::fs::read(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    wait_for("the pending deletion", Duration::from_secs(20), || {
+        status_json(&env, "w").get("pendingDeletion").is_some()
+    });
+    let st = status_json(&env, "w");
+    assert!(
+        st["pendingDeletion"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("unless the file returns (--prune-grace 600s)")),
+        "{st}"
+    );
+    let table = env.ok(&["status", "w"]);
+    assert!(
+        table.contains("PENDING-DELETION") && table.contains(" at "),
+        "{table}"
+    );
+    assert_eq!(journal(&env, "w", "pending").len(), 1);
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&file, &saved).unwrap();
+    wait_for(
+        "the deletion to be cancelled",
+        Duration::from_secs(20),
+        || {
+            !journal(&env, "w", "cancelled").is_empty()
+                && status_json(&env, "w").get("pendingDeletion").is_none()
+        },
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("marker")).unwrap(),
+        "data",
+        "the instance was never recreated"
+    );
+    assert_eq!(disk(), disk_before, "the disk is untouched");
+    assert_eq!(cpus(&env, "w"), Some(1));
+    // `limactl watch` shows both events.
+    let mut watch = std::process::Command::new(assert_cmd::cargo::cargo_bin("limactl"))
+        .env("LIMA_HOME", env.lima_home())
+        .args(["watch", "--history", "--json", "w"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufRead::lines(std::io::BufReader::new(watch.stdout.take().unwrap()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || lines.map_while(Result::ok).try_for_each(|l| tx.send(l)));
+    let mut seen = String::new();
+    wait_for(
+        "`limactl watch` to show them",
+        Duration::from_secs(20),
+        || {
+            seen.extend(rx.try_iter().map(|l| l + "\n"));
+            seen.contains("\"phase\":\"pending\"") && seen.contains("\"phase\":\"cancelled\"")
+        },
+    );
+    let _ = watch.kill();
+    let _ = watch.wait();
+    d.kill();
+
+    // A file that stays gone: deleted after the grace period.
+    let _d = Daemon::start_with(&env, &src, &[], &["--prune-grace", "1s"]);
+    std::fs::remove_file(&file).unwrap();
+    wait_for("w to be deleted", Duration::from_secs(30), || !dir.exists());
+}

@@ -2,7 +2,7 @@
 //! prune rules from [`crate::reconcile::source`]), then converge them, at
 //! most `parallel` at a time, each re-planned under its lock.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,6 +16,7 @@ use crate::reconcile::execute::{self, ExecError, ExecOptions};
 use crate::reconcile::plan::{self, Cause, Desired, Kind, Plan, PlanOptions, PowerState};
 use crate::reconcile::power;
 use crate::reconcile::source::{Claim, EntryError, Sources};
+use crate::spec::yaml::quote_name;
 use crate::store;
 use crate::sync::MutexExt;
 
@@ -46,11 +47,17 @@ pub struct Unmanaged {
     pub name: String,
     /// Owned by a directory source that no longer declares it, without `--prune`.
     pub orphan: bool,
+    /// Why it is not pruned although it may be an orphan: its source could
+    /// not be listed completely.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_pruned: Option<String>,
 }
 
 impl std::fmt::Display for Unmanaged {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.orphan {
+        if let Some(why) = &self.not_pruned {
+            write!(f, "{} (not pruned: {why})", self.name)
+        } else if self.orphan {
             write!(f, "{} (its file is gone; --prune deletes it)", self.name)
         } else {
             f.write_str(&self.name)
@@ -126,15 +133,22 @@ pub fn plan_sources(ctx: &Ctx, opts: &ApplyOptions) -> Planned {
     };
     // One instance, one file.
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    // Sources that could not be listed completely: they prune nothing.
+    let mut unlisted: BTreeSet<String> = BTreeSet::new();
     for source in sources.iter() {
-        let entries = match source.entries(&ctx.env) {
-            Ok(e) => e,
+        let read = match source.entries(&ctx.home, &ctx.env) {
+            Ok(r) => r,
             Err(e) => {
                 planned.errors.push((source.id.clone(), e.to_string()));
+                unlisted.insert(source.id.clone());
                 continue;
             }
         };
-        for e in entries {
+        if let Some(e) = read.incomplete {
+            planned.errors.push((source.id.clone(), e.to_string()));
+            unlisted.insert(source.id.clone());
+        }
+        for e in read.entries {
             for w in &e.warnings {
                 crate::warn!("{w}");
             }
@@ -167,6 +181,21 @@ pub fn plan_sources(ctx: &Ctx, opts: &ApplyOptions) -> Planned {
         }
         let owner = store::instance::read_owner(&ctx.home.instance_dir(&name));
         match sources.claim(&name, owner.as_deref()) {
+            Claim::Orphan { source } if unlisted.contains(&source.id) => {
+                planned.unmanaged.push(Unmanaged {
+                    name,
+                    orphan: true,
+                    not_pruned: Some(format!(
+                        "its source {} could not be listed completely",
+                        quote_name(&source.id)
+                    )),
+                });
+            }
+            Claim::Unlisted { error, .. } => planned.unmanaged.push(Unmanaged {
+                name,
+                orphan: false,
+                not_pruned: Some(error.to_string()),
+            }),
             Claim::Orphan { .. } if opts.prune => {
                 let observed = store::inspect(&ctx.home, &ctx.env, &name);
                 planned.items.push(Item {
@@ -174,12 +203,17 @@ pub fn plan_sources(ctx: &Ctx, opts: &ApplyOptions) -> Planned {
                     desired: None,
                 });
             }
-            Claim::Orphan { .. } => planned.unmanaged.push(Unmanaged { name, orphan: true }),
+            Claim::Orphan { .. } => planned.unmanaged.push(Unmanaged {
+                name,
+                orphan: true,
+                not_pruned: None,
+            }),
             // Declared by a source meanwhile (a file appeared): not ours to report.
             Claim::Declared { .. } => {}
             Claim::Unmanaged => planned.unmanaged.push(Unmanaged {
                 name,
                 orphan: false,
+                not_pruned: None,
             }),
         }
     }

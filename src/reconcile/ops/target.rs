@@ -10,21 +10,9 @@ use crate::spec::yaml::{self, quote_name};
 use crate::spec::{load, names, resolve};
 use crate::store::{self, Home, Instance};
 
-/// Unix socket paths must fit in 108 bytes; `ssh.sock.<16 random chars>` is
-/// the longest OpenSSH creates in the instance directory.
-const LONGEST_SOCK: &str = "ssh.sock.1234567890123456";
-
+/// Whether `name` can be a new instance of `home` (the same check as `apply`'s).
 pub fn check_name(home: &Home, name: &str) -> Result<(), OpsError> {
-    names::validate_instance_name(name).map_err(OpsError::Name)?;
-    let sock = home.instance_dir(name).join(LONGEST_SOCK);
-    if sock.as_os_str().len() >= 108 {
-        return Err(OpsError::Name(format!(
-            "instance name {} too long: {} would exceed the 108-byte unix socket path limit; use a shorter name or LIMA_HOME",
-            quote_name(name),
-            sock.display()
-        )));
-    }
-    Ok(())
+    store::check_instance_name(home, name).map_err(OpsError::Name)
 }
 
 /// Where the argument of create/start points.

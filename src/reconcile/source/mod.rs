@@ -9,14 +9,20 @@
 //!
 //! Ownership: a declared instance owned by another source is left alone; an
 //! unowned one is adopted. Pruning: only a directory source prunes, only the
-//! instances it owns, and only when it no longer declares them.
+//! instances it owns, and only when it no longer declares them. A file that
+//! exists but cannot be read still declares its instance (with an error),
+//! and a directory that cannot be listed completely prunes nothing.
+
+mod listing;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use listing::{Listing, examine};
+
 use super::plan::{Desired, DesiredConfig, PowerState};
 use crate::spec::yaml::quote_name;
-use crate::spec::{LoadEnv, names, resolve};
+use crate::spec::{LoadEnv, resolve};
 use crate::store::{self, Home};
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -25,6 +31,13 @@ pub enum SourceError {
     Unreadable { path: String, message: String },
     #[error("cannot read directory {}: {message}", quote_name(path))]
     Listing { path: String, message: String },
+    /// Some entries could not be listed: nothing is pruned from it this time.
+    #[error(
+        "cannot list directory {} completely ({}); nothing is pruned from it until it can be",
+        quote_name(path),
+        errors.join("; ")
+    )]
+    Incomplete { path: String, errors: Vec<String> },
 }
 
 /// What keeps a declared instance from being applied.
@@ -33,6 +46,17 @@ pub enum EntryError {
     /// The file does not load or validate.
     #[error("{0}")]
     Load(String),
+    /// The file exists but cannot be read: its instance is kept as it is.
+    #[error(
+        "cannot read {}: {problem}; instance {} is left alone (never pruned) until the file is fixed or removed",
+        file.display(),
+        quote_name(name)
+    )]
+    Unreadable {
+        file: PathBuf,
+        name: String,
+        problem: String,
+    },
     /// Two files declare the same instance: neither is applied.
     #[error("{}: more than one file declares instance {}", file.display(), quote_name(name))]
     Duplicate { file: PathBuf, name: String },
@@ -79,6 +103,12 @@ pub enum Claim<'a> {
     /// A directory source owns it but no longer declares it: `--prune`
     /// deletes it.
     Orphan { source: &'a Source },
+    /// The directory source that owns it cannot be read now: whether it
+    /// still declares it is unknown, so it is not pruned.
+    Unlisted {
+        source: &'a Source,
+        error: SourceError,
+    },
     /// No source given manages it.
     Unmanaged,
 }
@@ -142,35 +172,63 @@ impl Source {
             }
     }
 
-    /// Every instance file declared now, sorted by path.
-    pub fn files(&self) -> Result<Vec<PathBuf>, SourceError> {
-        if self.kind == SourceKind::File {
-            return Ok(vec![self.path.clone()]);
-        }
-        let listing = |e: std::io::Error| SourceError::Listing {
+    fn listing_error(&self, e: &std::io::Error) -> SourceError {
+        SourceError::Listing {
             path: self.id.clone(),
-            message: e.to_string(),
-        };
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.path)
-            .map_err(listing)?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| instance_name(p).is_some() && p.is_file())
-            .collect();
-        files.sort();
-        Ok(files)
+            message: listing::describe(e),
+        }
     }
 
-    /// The file declaring `name` now, if any.
-    pub fn file_for(&self, name: &str) -> Option<PathBuf> {
+    /// Every entry declaring an instance now (readable or not), sorted by
+    /// path, and whether the listing is complete.
+    pub fn files(&self) -> Result<Listing, SourceError> {
+        if self.kind == SourceKind::File {
+            return Ok(Listing {
+                files: vec![self.path.clone()],
+                errors: Vec::new(),
+            });
+        }
+        let dir = std::fs::read_dir(&self.path).map_err(|e| self.listing_error(&e))?;
+        Ok(Listing::collect(dir.map(|e| e.map(|e| e.path()))))
+    }
+
+    /// The entry declaring `name` now: `Ok(None)` only when there surely is
+    /// none (the directory is there and has no such entry). An entry that
+    /// exists is returned even when it cannot be read.
+    pub fn file_for(&self, name: &str) -> Result<Option<PathBuf>, SourceError> {
+        let present = |p: &Path| match std::fs::symlink_metadata(p) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(self.listing_error(&e)),
+        };
         match self.kind {
-            SourceKind::File => (instance_name(&self.path).as_deref() == Some(name)
-                && self.path.exists())
-            .then(|| self.path.clone()),
-            SourceKind::Dir => ["yaml", "yml"]
-                .iter()
-                .map(|ext| self.path.join(format!("{name}.{ext}")))
-                .find(|p| p.is_file()),
+            SourceKind::File => {
+                if instance_name(&self.path).as_deref() != Some(name) {
+                    return Ok(None);
+                }
+                Ok(present(&self.path)?.then(|| self.path.clone()))
+            }
+            SourceKind::Dir => {
+                // A directory that vanished (unmounted, renamed, a checkout
+                // in progress) says nothing about its files.
+                match std::fs::metadata(&self.path) {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(_) => {
+                        return Err(SourceError::Listing {
+                            path: self.id.clone(),
+                            message: "not a directory any more".into(),
+                        });
+                    }
+                    Err(e) => return Err(self.listing_error(&e)),
+                }
+                for ext in ["yaml", "yml"] {
+                    let p = self.path.join(format!("{name}.{ext}"));
+                    if present(&p)? {
+                        return Ok(Some(p));
+                    }
+                }
+                Ok(None)
+            }
         }
     }
 
@@ -178,14 +236,25 @@ impl Source {
     pub fn names(&self) -> Vec<String> {
         self.files()
             .unwrap_or_default()
+            .files
             .iter()
             .filter_map(|f| instance_name(f))
             .collect()
     }
 
-    /// Reads one instance file of this source.
-    pub fn load(&self, file: &Path, name: &str, env: &LoadEnv) -> Entry {
-        let (desired, warnings) = load_file(file, name, env, &self.id);
+    /// Reads one instance file of this source, as instance `name` of `home`.
+    pub fn load(&self, home: &Home, file: &Path, name: &str, env: &LoadEnv) -> Entry {
+        let (desired, warnings) = match examine(file) {
+            Ok(()) => load_file(home, file, name, env, &self.id),
+            Err(problem) => (
+                Err(EntryError::Unreadable {
+                    file: file.to_path_buf(),
+                    name: name.to_string(),
+                    problem,
+                }),
+                Vec::new(),
+            ),
+        };
         Entry {
             name: name.to_string(),
             file: file.to_path_buf(),
@@ -196,14 +265,15 @@ impl Source {
 
     /// Reads every file. Errors of single files are kept on their entries;
     /// only an unreadable directory is an error of the whole source.
-    pub fn entries(&self, env: &LoadEnv) -> Result<Vec<Entry>, SourceError> {
-        let mut entries: Vec<Entry> = self
-            .files()?
+    pub fn entries(&self, home: &Home, env: &LoadEnv) -> Result<Entries, SourceError> {
+        let listing = self.files()?;
+        let mut entries: Vec<Entry> = listing
+            .files
             .iter()
             .map(|f| {
                 let stem = instance_name(f)
                     .unwrap_or_else(|| f.file_name().unwrap_or_default().to_string_lossy().into());
-                self.load(f, &stem, env)
+                self.load(home, f, &stem, env)
             })
             .collect();
         // `a.yaml` and `a.yml` both declaring `a`: neither is applied.
@@ -220,7 +290,14 @@ impl Source {
                 });
             }
         }
-        Ok(entries)
+        let incomplete = (!listing.is_complete()).then(|| SourceError::Incomplete {
+            path: self.id.clone(),
+            errors: listing.errors,
+        });
+        Ok(Entries {
+            entries,
+            incomplete,
+        })
     }
 
     /// Ownership: a declared instance owned by another source is left alone.
@@ -235,15 +312,25 @@ impl Source {
     }
 }
 
-/// Reads a desired-state file as instance `name`, owned by `owner`.
+/// Every file of a source, read.
+#[derive(Debug)]
+pub struct Entries {
+    pub entries: Vec<Entry>,
+    /// Set when some entries could not be listed: the source prunes nothing.
+    pub incomplete: Option<SourceError>,
+}
+
+/// Reads a desired-state file as instance `name` of `home`, owned by
+/// `owner`. The name gets exactly the checks of `create`.
 pub fn load_file(
+    home: &Home,
     file: &Path,
     name: &str,
     env: &LoadEnv,
     owner: &str,
 ) -> (Result<Desired, EntryError>, Vec<String>) {
     let mut warnings = Vec::new();
-    if let Err(e) = names::validate_instance_name(name) {
+    if let Err(e) = store::check_instance_name(home, name) {
         return (
             Err(EntryError::Load(format!("{}: {e}", file.display()))),
             warnings,
@@ -293,16 +380,24 @@ impl Sources {
         self.0.iter()
     }
 
-    /// How the sources relate to instance `name`, whose `owner` file says `owner`.
+    /// How the sources relate to instance `name`, whose `owner` file says
+    /// `owner`. An entry that exists declares it even when it cannot be
+    /// read; an owning source that cannot be read never makes it an orphan.
     pub fn claim(&self, name: &str, owner: Option<&str>) -> Claim<'_> {
-        if let Some((source, file)) = self.0.iter().find_map(|s| s.file_for(name).map(|f| (s, f))) {
-            return Claim::Declared { source, file };
+        let owning = |s: &Source| s.prunes() && owner == Some(s.id.as_str());
+        let mut unlisted = None;
+        for source in &self.0 {
+            match source.file_for(name) {
+                Ok(Some(file)) => return Claim::Declared { source, file },
+                Ok(None) => {}
+                Err(error) if owning(source) => unlisted = Some(Claim::Unlisted { source, error }),
+                Err(_) => {}
+            }
         }
-        match self
-            .0
-            .iter()
-            .find(|s| s.prunes() && owner == Some(s.id.as_str()))
-        {
+        if let Some(u) = unlisted {
+            return u;
+        }
+        match self.0.iter().find(|s| owning(s)) {
             Some(source) => Claim::Orphan { source },
             None => Claim::Unmanaged,
         }
@@ -389,5 +484,98 @@ mod tests {
             Source::open(&d.path().join("missing.yaml")),
             Err(SourceError::Unreadable { .. })
         ));
+    }
+
+    #[test]
+    fn an_entry_that_cannot_be_read_declares_its_instance_with_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let home = Home::new(d.path().join("home"));
+        let env = LoadEnv::new(&home.root);
+        let dir = d.path().join("src");
+        std::fs::create_dir(&dir).unwrap();
+        std::os::unix::fs::symlink("/nonexistent", dir.join("c.yaml")).unwrap();
+        std::fs::create_dir(dir.join("d.yaml")).unwrap();
+        let src = Source::open(&dir).unwrap();
+        assert_eq!(src.names(), ["c", "d"]);
+        assert_eq!(src.file_for("c"), Ok(Some(src.path.join("c.yaml"))));
+        assert_eq!(src.file_for("gone"), Ok(None));
+
+        let sources = Sources(vec![src.clone()]);
+        for n in ["c", "d"] {
+            assert!(
+                matches!(
+                    sources.claim(n, Some(src.id.as_str())),
+                    Claim::Declared { .. }
+                ),
+                "{n} is declared, not an orphan"
+            );
+        }
+        let read = src.entries(&home, &env).unwrap();
+        assert!(read.incomplete.is_none());
+        let errors: Vec<String> = read
+            .entries
+            .iter()
+            .map(|e| e.desired.as_ref().unwrap_err().to_string())
+            .collect();
+        assert!(
+            errors[0].contains("c.yaml: dangling symlink (to /nonexistent)")
+                && errors[0].contains("instance `c` is left alone"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].contains("d.yaml: not a regular file (a directory)"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_directory_that_cannot_be_read_makes_no_orphans() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("src");
+        std::fs::create_dir(&dir).unwrap();
+        let src = Source::open(&dir).unwrap();
+        let sources = Sources(vec![src.clone()]);
+        assert!(matches!(
+            sources.claim("a", Some(src.id.as_str())),
+            Claim::Orphan { .. }
+        ));
+        // Gone (unmounted, renamed), or replaced by a file.
+        std::fs::remove_dir(&dir).unwrap();
+        assert!(matches!(
+            src.file_for("a"),
+            Err(SourceError::Listing { .. })
+        ));
+        assert!(src.files().is_err());
+        assert!(matches!(
+            sources.claim("a", Some(src.id.as_str())),
+            Claim::Unlisted { .. }
+        ));
+        std::fs::write(&dir, "").unwrap();
+        assert!(matches!(
+            sources.claim("a", Some(src.id.as_str())),
+            Claim::Unlisted { .. }
+        ));
+        // Another source's trouble is not this instance's.
+        assert!(matches!(
+            sources.claim("a", Some("/elsewhere")),
+            Claim::Unmanaged
+        ));
+    }
+
+    #[test]
+    fn a_file_name_gets_the_name_checks_of_create() {
+        let d = tempfile::tempdir().unwrap();
+        let home = Home::new(d.path().join("home"));
+        let env = LoadEnv::new(&home.root);
+        // Valid as a name (Lima allows 76 characters), too long for sockets here.
+        let long = "a".repeat(70);
+        let f = write(d.path(), &format!("{long}.yaml"));
+        let (desired, _) = load_file(&home, &f, &long, &env, "/src");
+        let err = desired.unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("{long}.yaml"))
+                && err.contains("108-byte unix socket path limit"),
+            "{err}"
+        );
     }
 }
