@@ -165,7 +165,19 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
     if a.watch {
         if a.systemd_unit {
             let exe = std::env::current_exe()?;
-            let unit = reconcile::daemon::systemd_unit(&exe, &ctx.home, &a.files, a.prune);
+            let ms = |d: Duration| format!("{}ms", d.as_millis());
+            let mut tuning = vec![
+                "--resync".to_string(),
+                format!("{}s", a.resync.as_secs_f64()),
+                "--debounce".into(),
+                ms(a.debounce),
+                "--parallel".into(),
+                a.parallel.to_string(),
+            ];
+            if let Some(g) = a.prune_grace {
+                tuning.extend(["--prune-grace".into(), ms(g)]);
+            }
+            let unit = reconcile::daemon::systemd_unit(&exe, &ctx.home, &a.files, a.prune, &tuning);
             print!("{unit}");
             return Ok(0);
         }

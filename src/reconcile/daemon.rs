@@ -584,7 +584,14 @@ impl Daemon {
 /// A systemd user unit running the daemon (`KillMode=process`: stopping
 /// or restarting the service must not kill the host agents and VMs, which
 /// live in its cgroup).
-pub fn systemd_unit(exe: &Path, home: &Home, sources: &[PathBuf], prune: bool) -> String {
+/// `tuning`: the daemon's other flags, passed on as given.
+pub fn systemd_unit(
+    exe: &Path,
+    home: &Home,
+    sources: &[PathBuf],
+    prune: bool,
+    tuning: &[String],
+) -> String {
     let srcs: Vec<String> = sources
         .iter()
         .map(|s| {
@@ -601,7 +608,7 @@ pub fn systemd_unit(exe: &Path, home: &Home, sources: &[PathBuf], prune: bool) -
          [Service]\n\
          Type=simple\n\
          Environment=LIMA_HOME={home}\n\
-         ExecStart={exe} apply --watch{prune} {srcs}\n\
+         ExecStart={exe} apply --watch{prune} {srcs} {tuning}\n\
          Restart=on-failure\n\
          RestartSec=2\n\
          KillMode=process\n\
@@ -613,5 +620,6 @@ pub fn systemd_unit(exe: &Path, home: &Home, sources: &[PathBuf], prune: bool) -
         exe = exe.display(),
         prune = if prune { " --prune" } else { "" },
         srcs = srcs.join(" "),
+        tuning = tuning.join(" "),
     )
 }

@@ -256,6 +256,34 @@ fn systemd_unit_for_the_daemon() {
         )),
         "{unit}"
     );
+    // The daemon's tuning is passed on, in a form the daemon reads back.
+    let tuned = env.ok(&[
+        "apply",
+        "--watch",
+        "--prune",
+        "--resync",
+        "3s",
+        "--prune-grace",
+        "7s",
+        "--systemd-unit",
+        "-f",
+        src.to_str().unwrap(),
+    ]);
+    let exec = tuned
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap();
+    assert!(
+        exec.contains("--resync 3s") && exec.contains("--prune-grace 7000ms"),
+        "{exec}"
+    );
+    let mut again: Vec<&str> = exec.split(' ').skip(1).collect();
+    again.push("--systemd-unit");
+    assert_eq!(
+        env.ok(&again),
+        tuned,
+        "the unit's command line parses as given"
+    );
     let path = env.dir.path().join("limactl-apply.service");
     std::fs::write(&path, &unit).unwrap();
     match std::process::Command::new("systemd-analyze")
