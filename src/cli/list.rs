@@ -156,7 +156,7 @@ fn table_row(i: &Instance) -> Vec<String> {
 
 pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
     let home = Home::from_env();
-    let mut out = std::io::stdout().lock();
+    let mut out = super::out::stdout();
     if a.list_fields {
         for f in FIELDS {
             writeln!(out, "{f}")?;
