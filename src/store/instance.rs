@@ -62,6 +62,8 @@ pub struct Present {
     pub kernel: bool,
     pub initrd: bool,
     pub protected: bool,
+    /// A delete failed part-way and put back what was left (`delete-failed`).
+    pub delete_failed: bool,
 }
 
 /// Everything known about one instance directory, read without side effects.
@@ -179,6 +181,7 @@ pub fn inspect(home: &Home, env: &LoadEnv, name: &str) -> Instance {
         kernel: exists(files::KERNEL),
         initrd: exists(files::INITRD),
         protected: exists(files::PROTECTED),
+        delete_failed: exists(files::DELETE_FAILED),
     };
     let liveness = Liveness::probe(&dir);
     let mut inst = Instance {
@@ -219,6 +222,7 @@ pub fn inspect(home: &Home, env: &LoadEnv, name: &str) -> Instance {
             "instance directory {} has no lima.yaml",
             spec::yaml::quote_name(&dir.display().to_string())
         ));
+        inst.errors.extend(delete_failed(&dir, name));
         return inst;
     }
     let path = dir.join(files::LIMA_YAML);
@@ -237,6 +241,17 @@ pub fn inspect(home: &Home, env: &LoadEnv, name: &str) -> Instance {
         Err(e) => inst.errors.push(e.to_string()),
     }
     inst.ssh_local_port = ssh_port_from_config(&dir).unwrap_or(0);
+    if let Some(e) = delete_failed(&dir, name)
+        && !(liveness.host_agent || liveness.qemu)
+    {
+        // What a failed delete left (its disks may be gone) is not started,
+        // edited or applied to until someone decides: it has no usable
+        // configuration, only a way out (delete again, or keep it).
+        inst.errors.push(e);
+        inst.config = None;
+        inst.status = Status::Broken;
+        return inst;
+    }
     if inst.config.is_none() {
         // Lima: an instance whose lima.yaml does not load has an empty status.
         return inst;
@@ -266,6 +281,17 @@ pub fn inspect(home: &Home, env: &LoadEnv, name: &str) -> Instance {
         }
     };
     inst
+}
+
+/// Why the instance in `dir` is what a failed delete left, if it is.
+fn delete_failed(dir: &Path, name: &str) -> Option<String> {
+    let marker = dir.join(files::DELETE_FAILED);
+    let why = std::fs::read_to_string(&marker).ok()?;
+    Some(format!(
+        "a delete failed part-way and what is left was put back ({}); fix the cause and run `limactl delete {name}` again, or remove {} to keep the instance",
+        why.trim(),
+        spec::yaml::quote_name(&marker.display().to_string())
+    ))
 }
 
 /// Like [`inspect`], for an instance found by listing `home`: `None` if it

@@ -372,3 +372,151 @@ fn start_foreground_becomes_the_host_agent() {
     assert!(!status.success(), "killed by stop -f: {status:?}");
     assert_eq!(env.status("fg"), "Stopped");
 }
+
+/// What makes a delete fail part-way even for root, undone on drop (so the
+/// temp directory can go): `chattr +i` on a file (needs CAP_LINUX_IMMUTABLE
+/// and a filesystem with the flag: ext4, xfs, btrfs), else — for a user
+/// other than root, who bypasses permissions — a directory without write
+/// permission holding a file.
+struct Undeletable {
+    path: PathBuf,
+    immutable: bool,
+}
+
+impl Undeletable {
+    fn new(dir: &std::path::Path) -> Undeletable {
+        let file = dir.join("serial.log");
+        std::fs::write(&file, b"boot log").unwrap();
+        let chattr = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(&file)
+            .output();
+        if chattr.is_ok_and(|o| o.status.success()) {
+            return Undeletable {
+                path: file,
+                immutable: true,
+            };
+        }
+        assert!(
+            !nix::unistd::geteuid().is_root(),
+            "running as root, a failing delete needs `chattr +i` (e2fsprogs, and a LIMA_HOME on ext4, xfs or btrfs)"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let sub = dir.join("sock");
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join("agent.sock"), b"").unwrap();
+        std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o500)).unwrap();
+        Undeletable {
+            path: sub,
+            immutable: false,
+        }
+    }
+
+    /// The entry whose removal fails.
+    fn failing_entry(&self) -> PathBuf {
+        if self.immutable {
+            self.path.clone()
+        } else {
+            self.path.join("agent.sock")
+        }
+    }
+
+    fn undo(&self) {
+        if !self.path.exists() {
+            // Undone already, and deleted since.
+        } else if self.immutable {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(&self.path)
+                .output();
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o700));
+        }
+    }
+}
+
+impl Drop for Undeletable {
+    fn drop(&mut self) {
+        self.undo();
+    }
+}
+
+fn hidden_entries(env: &Env) -> Vec<String> {
+    std::fs::read_dir(env.lima_home())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect()
+}
+
+/// Issue 13 row 8: a delete that fails part-way puts the instance back —
+/// listed, Broken, with the reason, its disks intact — and hides nothing.
+#[test]
+fn a_failed_delete_leaves_the_instance_listed_and_hides_nothing() {
+    let env = Env::new();
+    let t = template(&env, "vm", "");
+    env.ok(&["create", t.to_str().unwrap()]);
+    let dir = env.instance_dir("vm");
+    let stuck = Undeletable::new(&dir);
+    let (code, _, err) = env.run(&["delete", "vm"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("`vm`: delete failed")
+            && err.contains(&format!(
+                "cannot remove {}",
+                stuck.failing_entry().display()
+            ))
+            && err.contains("was put back"),
+        "{err}"
+    );
+    assert!(
+        hidden_entries(&env).is_empty(),
+        "{:?}",
+        hidden_entries(&env)
+    );
+    for f in ["lima.yaml", "basedisk", "diffdisk"] {
+        assert!(dir.join(f).exists(), "{f} is kept");
+    }
+    let j = env.list_json("vm");
+    assert_eq!(j["status"], "Broken", "{j}");
+    assert!(
+        j["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("a delete failed part-way"),
+        "{j}"
+    );
+    // What a failed delete left is not started (its disks may be gone).
+    let (code, _, err) = env.run(&["start", "vm"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("a delete failed part-way"), "{err}");
+
+    // With the cause gone, deleting again finishes the job.
+    stuck.undo();
+    env.ok(&["delete", "vm"]);
+    assert!(!dir.exists());
+    assert!(
+        hidden_entries(&env).is_empty(),
+        "{:?}",
+        hidden_entries(&env)
+    );
+
+    // What a killed delete left hidden is reported by `list`.
+    let dead = std::process::Command::new("true").spawn().unwrap();
+    let pid = dead.id();
+    dead.wait_with_output().unwrap();
+    let left = env.lima_home().join(format!(".deleting-old-{pid}"));
+    std::fs::create_dir_all(&left).unwrap();
+    std::fs::write(left.join("diffdisk"), b"data").unwrap();
+    let (code, _, err) = env.run(&["list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(&format!(
+            "`{}` holds what an interrupted delete left",
+            left.display()
+        )) && err.contains(&format!("rm -rf {}", left.display())),
+        "{err}"
+    );
+}
