@@ -373,6 +373,51 @@ fn start_foreground_becomes_the_host_agent() {
     assert_eq!(env.status("fg"), "Stopped");
 }
 
+/// Issue 13 row 9: a directory without lima.yaml may be an instance being
+/// created or cloned into: neither `delete` nor `apply --prune` removes it.
+#[test]
+fn a_directory_without_lima_yaml_is_not_deleted() {
+    let env = Env::new();
+    let probe = env.instance_dir("probe");
+    std::fs::create_dir_all(&probe).unwrap();
+    std::fs::write(probe.join("diffdisk"), b"being copied").unwrap();
+    for args in [&["delete", "probe"][..], &["delete", "-f", "probe"]] {
+        let (code, _, err) = env.run(args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(
+            err.contains("instance `probe`")
+                && err.contains("has no lima.yaml")
+                && err.contains("NOT deleted")
+                && err.contains("cloned into")
+                && err.contains(&format!("rm -rf {}", probe.display())),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read(probe.join("diffdisk")).unwrap(),
+            b"being copied"
+        );
+    }
+
+    // An instance an apply source owns, whose lima.yaml is gone, and whose
+    // file is gone from the source: prune refuses it too.
+    let src = env.dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let t = template(&env, "owned", "runStrategy: Halted\n");
+    std::fs::rename(&t, src.join("owned.yaml")).unwrap();
+    env.ok(&["apply", "-f", src.to_str().unwrap()]);
+    let owned = env.instance_dir("owned");
+    assert!(owned.join("diffdisk").exists());
+    std::fs::remove_file(owned.join("lima.yaml")).unwrap();
+    std::fs::remove_file(src.join("owned.yaml")).unwrap();
+    let (code, out, err) = env.run(&["apply", "--prune", "-f", src.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("! owned: refused") && out.contains("has no lima.yaml"),
+        "{out}"
+    );
+    assert!(owned.join("diffdisk").exists(), "nothing was deleted");
+}
+
 /// What makes a delete fail part-way even for root, undone on drop (so the
 /// temp directory can go): `chattr +i` on a file (needs CAP_LINUX_IMMUTABLE
 /// and a filesystem with the flag: ext4, xfs, btrfs), else — for a user
