@@ -324,7 +324,7 @@ pub fn instance_names(home: &Home) -> std::io::Result<Vec<String>> {
     let rd = match std::fs::read_dir(&home.root) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
+        Err(e) => return Err(super::at(&home.root, "list the instances of LIMA_HOME")(e)),
     };
     let mut names: Vec<String> = rd
         .flatten()

@@ -20,20 +20,31 @@ pub const MUTATION_LOCK_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Takes the instance's mutation lock (every writer holds it while it works).
 pub fn lock_instance(dir: &Path, timeout: Duration) -> std::io::Result<lock::Held> {
-    lock::exclusive(&dir.join(paths::files::MUTATION_LOCK), timeout).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::WouldBlock {
-            std::io::Error::new(
-                e.kind(),
-                format!(
-                    "instance {} is being changed by another limactl process (lock {})",
-                    quote_name(&dir.file_name().unwrap_or_default().to_string_lossy()),
-                    dir.join(paths::files::MUTATION_LOCK).display()
-                ),
-            )
-        } else {
-            e
-        }
+    let path = dir.join(paths::files::MUTATION_LOCK);
+    let name = quote_name(&dir.file_name().unwrap_or_default().to_string_lossy());
+    lock::exclusive(&path, timeout).map_err(|e| {
+        let message = match e.kind() {
+            std::io::ErrorKind::WouldBlock => format!(
+                "instance {name} is being changed by another limactl process (lock {})",
+                path.display()
+            ),
+            std::io::ErrorKind::NotFound => format!(
+                "cannot take the lock {} of instance {name}: its directory is gone (deleted meanwhile?): {e}",
+                path.display()
+            ),
+            _ => format!(
+                "cannot take the lock {} of instance {name}: {e}",
+                path.display()
+            ),
+        };
+        std::io::Error::new(e.kind(), message)
     })
+}
+
+/// Names `path` (and what was being done to it) in an I/O error, keeping its kind.
+pub fn at(path: &Path, what: &str) -> impl FnOnce(std::io::Error) -> std::io::Error {
+    let context = format!("cannot {what} {}", path.display());
+    move |e| std::io::Error::new(e.kind(), format!("{context}: {e}"))
 }
 
 /// A file to put into a new instance directory.
@@ -51,7 +62,8 @@ pub fn create_instance_dir(home: &Home, name: &str, files: &[NewFile]) -> std::i
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(&home.root)?;
+        .create(&home.root)
+        .map_err(at(&home.root, "create LIMA_HOME"))?;
     let dest = home.instance_dir(name);
     if dest.symlink_metadata().is_ok() {
         return Err(std::io::Error::new(
@@ -67,21 +79,27 @@ pub fn create_instance_dir(home: &Home, name: &str, files: &[NewFile]) -> std::i
         .root
         .join(format!(".tmp-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::DirBuilder::new().mode(0o700).create(&tmp)?;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&tmp)
+        .map_err(at(&tmp, "create the new instance's directory"))?;
     let result = (|| {
         for f in files {
             use std::io::Write;
             let p = tmp.join(f.name);
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(f.mode)
-                .open(&p)?;
-            file.write_all(f.data)?;
-            file.set_permissions(std::fs::Permissions::from_mode(f.mode))?;
-            file.sync_all()?;
+            (|| {
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(f.mode)
+                    .open(&p)?;
+                file.write_all(f.data)?;
+                file.set_permissions(std::fs::Permissions::from_mode(f.mode))?;
+                file.sync_all()
+            })()
+            .map_err(at(&p, "write"))?;
         }
-        atomic::sync_dir(&tmp)?;
+        atomic::sync_dir(&tmp).map_err(at(&tmp, "sync"))?;
         // rename(2) onto an existing non-empty directory fails: no clobbering.
         std::fs::rename(&tmp, &dest).map_err(|e| {
             if dest.exists() {
@@ -94,10 +112,10 @@ pub fn create_instance_dir(home: &Home, name: &str, files: &[NewFile]) -> std::i
                     ),
                 )
             } else {
-                e
+                at(&dest, &format!("move {} into place as", tmp.display()))(e)
             }
         })?;
-        atomic::sync_dir(&home.root)
+        atomic::sync_dir(&home.root).map_err(at(&home.root, "sync"))
     })();
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);

@@ -565,3 +565,99 @@ fn a_failed_delete_leaves_the_instance_listed_and_hides_nothing() {
         "{err}"
     );
 }
+
+/// Issue 13 row 13: file errors name the instance and what was being done,
+/// never a bare "No such file or directory (os error 2)": direct calls on an
+/// instance whose directory is gone.
+#[test]
+fn file_errors_name_the_instance_and_the_operation() {
+    use lima::reconcile::{Action, ExecOptions, Plan, Reason, Step, execute};
+    let env = Env::new();
+    let home = lima::store::Home::new(env.lima_home());
+    let gone = home.instance_dir("gone");
+    let err = execute::lock(&gone, std::time::Duration::from_secs(1))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`gone`")
+            && err.contains("lock")
+            && err.contains(&gone.join("instance.lock").display().to_string())
+            && err.contains("deleted meanwhile"),
+        "{err}"
+    );
+    let mut plan = Plan::new("gone");
+    plan.steps.push(Step {
+        action: Action::Adopt {
+            owner: "/src".into(),
+        },
+        reason: Reason::Unmanaged,
+    });
+    let err = execute(&home, &plan, &ExecOptions::default(), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("`gone`: adopt failed: cannot write")
+            && err.contains(&gone.join("owner").display().to_string())
+            && err.ends_with("No such file or directory (os error 2)"),
+        "{err}"
+    );
+    // LIMA_HOME that cannot be made: named.
+    let file_home = env.dir.path().join("not-a-dir");
+    std::fs::write(&file_home, b"").unwrap();
+    let err = lima::store::create_instance_dir(&lima::store::Home::new(&file_home), "vm", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&file_home.display().to_string()) && err.contains("cannot create"),
+        "{err}"
+    );
+}
+
+/// Issue 13 row 13, as users meet it: a create racing a delete of the same
+/// name. Whatever errors the race produces name the instance, and a file
+/// error also says what it was doing and on which file.
+#[test]
+fn a_create_racing_a_delete_reports_errors_that_name_the_instance() {
+    let env = Env::new();
+    let t = template(&env, "r", "");
+    let spawn = |args: &[&str]| {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("limactl"))
+            .env("LIMA_HOME", env.lima_home())
+            .env("HOME", env.dir.path().join("home"))
+            .env_remove("LIMA_TEMPLATES_PATH")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut errors = Vec::new();
+    for _ in 0..30 {
+        let create = spawn(&["create", "--name", "r", t.to_str().unwrap()]);
+        let delete = spawn(&["delete", "-f", "r"]);
+        for child in [create, delete] {
+            let out = child.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(!err.contains("panicked"), "{err}");
+            errors.extend(
+                err.lines()
+                    .filter(|l| l.contains("level=fatal"))
+                    .map(String::from),
+            );
+        }
+    }
+    let home = env.lima_home().display().to_string();
+    for e in &errors {
+        assert!(e.contains("`r`"), "the instance is named: {e}");
+        if e.contains("(os error") {
+            assert!(
+                e.contains(" failed: ") && e.contains(&home),
+                "a file error says what failed on which file: {e}"
+            );
+        }
+    }
+    // Whatever happened, what is left is a whole instance or nothing.
+    let _ = env.run(&["delete", "-f", "r"]);
+    assert!(!env.instance_dir("r").exists());
+}
