@@ -1,5 +1,5 @@
 //! Standard output of every command. Everything a command prints goes
-//! through [`stdout`] (or the [`outln!`]/[`out!`] macros), whose writes
+//! through [`stdout`] (or the [`crate::outln!`]/[`crate::out!`] macros), whose writes
 //! report errors instead of panicking as `println!` does: Rust ignores
 //! SIGPIPE, so a reader that went away (`limactl list | head -1`) shows up
 //! as an `EPIPE` write error, and this module is the one place that knows
