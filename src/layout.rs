@@ -52,6 +52,9 @@ pub mod files {
     pub const OWNER: &str = "owner";
     /// The reconciler's step events (JSON lines; this project's addition).
     pub const RECONCILE_LOG: &str = "reconcile.log";
+    /// Written when a delete failed part-way and the instance was put back:
+    /// why, for `list` (Broken) and for the next delete (this project's addition).
+    pub const DELETE_FAILED: &str = "delete-failed";
     /// Fingerprint of the configuration the running VM was started with.
     pub const STARTED_SPEC: &str = "started.json";
     /// Directory for relative `portForwards[].hostSocket` paths.

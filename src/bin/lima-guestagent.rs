@@ -24,12 +24,18 @@ fn run(args: Vec<String>) -> Result<(), String> {
     let mut it = args.into_iter();
     match it.next().as_deref() {
         Some("--version" | "-v" | "version") => {
-            println!(
+            // writeln! reports a closed stdout where println! would panic.
+            use std::io::Write;
+            writeln!(
+                std::io::stdout(),
                 "lima-guestagent version {} (protocol {})",
                 lima::VERSION,
                 lima::guestagent::protocol::VERSION
-            );
-            Ok(())
+            )
+            .or_else(|e| match e.kind() {
+                std::io::ErrorKind::BrokenPipe => Ok(()),
+                _ => Err(format!("cannot print the version: {e}")),
+            })
         }
         Some("daemon") => {
             let mut port = lima::store::paths::cidata_files::VIRTIO_PORT.to_string();

@@ -1,6 +1,7 @@
 //! `lima [COMMAND…]`: `limactl shell` for `$LIMA_INSTANCE` (default `default`),
 //! honouring `$LIMA_SHELL` and `$LIMA_WORKDIR` (seed: environment variables).
 
+use std::io::Write;
 use std::os::unix::process::CommandExt;
 
 fn main() {
@@ -16,7 +17,10 @@ fn main() {
     let mut cmd = std::process::Command::new(&limactl);
     match args.first().map(String::as_str) {
         Some("-h" | "--help") => {
-            println!(
+            // A closed stdout (`lima --help | head -1`) is no error: writeln!
+            // reports it instead of panicking as println! does, and we are done.
+            let _ = writeln!(
+                std::io::stdout(),
                 "Usage: lima [COMMAND...]\n\nlima is an alias for \"limactl shell default\".\nThe instance name (\"default\") can be changed by specifying $LIMA_INSTANCE.\nThe shell and initial workdir inside the instance can be specified via $LIMA_SHELL\nand $LIMA_WORKDIR.\n\nSee `limactl shell --help` for further information."
             );
             return;

@@ -114,7 +114,7 @@ fn show(planned: &Planned, a: &Args, prefix: &str) -> anyhow::Result<()> {
             "unmanaged": planned.unmanaged.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "summary": s,
         });
-        println!("{report}");
+        crate::outln!("{report}")?;
         return Ok(());
     }
     if a.output != "text" {
@@ -122,17 +122,17 @@ fn show(planned: &Planned, a: &Args, prefix: &str) -> anyhow::Result<()> {
     }
     let tty = std::io::stdout().is_terminal();
     let plans: Vec<&Plan> = planned.items.iter().map(|i| &i.plan).collect();
-    print!("{}", render(&plans, tty));
+    crate::out!("{}", render(&plans, tty))?;
     for (f, e) in &planned.errors {
-        println!("{}", colour(Kind::Refuse, &format!("✗ {f}: {e}"), tty));
+        crate::outln!("{}", colour(Kind::Refuse, &format!("✗ {f}: {e}"), tty))?;
     }
     for u in &planned.unmanaged {
         match &u.not_pruned {
-            Some(why) => println!("  {}: not pruned: {why}", u.name),
-            None => println!("  {u}: not managed by this source; left alone"),
+            Some(why) => crate::outln!("  {}: not pruned: {why}", u.name)?,
+            None => crate::outln!("  {u}: not managed by this source; left alone")?,
         }
     }
-    println!("{}", summary_line(prefix, &s));
+    crate::outln!("{}", summary_line(prefix, &s))?;
     Ok(())
 }
 
@@ -178,7 +178,7 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
                 tuning.extend(["--prune-grace".into(), ms(g)]);
             }
             let unit = reconcile::daemon::systemd_unit(&exe, &ctx.home, &a.files, a.prune, &tuning);
-            print!("{unit}");
+            crate::out!("{unit}")?;
             return Ok(0);
         }
         if a.dry_run || a.wait {

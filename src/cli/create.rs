@@ -25,7 +25,7 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
     let ctx = Ctx::from_env();
     if a.list_templates {
         for (n, _) in ctx.env.store.list() {
-            println!("{n}");
+            crate::outln!("{n}")?;
         }
         return Ok(0);
     }

@@ -87,7 +87,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
                 .into_iter()
                 .filter(|d| names.is_empty() || names.contains(&d.name))
                 .collect();
-            let mut out = std::io::stdout().lock();
+            let mut out = super::out::stdout();
             if json {
                 for d in &shown {
                     writeln!(out, "{}", d.to_json())?;

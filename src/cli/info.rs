@@ -55,9 +55,9 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
     let outs = crate::yq::eval(a.yq.as_deref().unwrap_or("."), &v)?;
     for o in outs {
         if g.tty || o.is_object() {
-            println!("{}", super::list::pretty4(&o));
+            crate::outln!("{}", super::list::pretty4(&o))?;
         } else {
-            println!("{o}");
+            crate::outln!("{o}")?;
         }
     }
     Ok(0)

@@ -4,6 +4,6 @@
 pub struct Args {}
 
 pub fn run(_a: Args) -> anyhow::Result<i32> {
-    print!("{}", crate::spec::schema::schema_text());
+    crate::out!("{}", crate::spec::schema::schema_text())?;
     Ok(0)
 }

@@ -156,7 +156,7 @@ fn table_row(i: &Instance) -> Vec<String> {
 
 pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
     let home = Home::from_env();
-    let mut out = std::io::stdout().lock();
+    let mut out = super::out::stdout();
     if a.list_fields {
         for f in FIELDS {
             writeln!(out, "{f}")?;
@@ -181,6 +181,14 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
         anyhow::bail!("option --quiet can only be used with '--format table'");
     }
     let all = store::instance_names(&home)?;
+    for left in store::leftover_deletions(&home) {
+        let shown = left.display().to_string();
+        crate::warn!(
+            "{} holds what an interrupted delete left (hidden from this list); if you do not need it, remove it by hand: rm -rf {}",
+            quote_name(&shown),
+            crate::ssh::shell_quote(&shown)
+        );
+    }
     if all.is_empty() && a.names.is_empty() {
         crate::warn!("No instance found. Run `limactl create` to create an instance.");
         return Ok(0);

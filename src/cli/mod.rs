@@ -1,5 +1,7 @@
 //! The `limactl` command line: argument parsing and output only; the work is
-//! done by the library layers below.
+//! done by the library layers below. Output goes through [`out`]: nothing
+//! here prints with `println!` (it panics when stdout's reader is gone).
+#![deny(clippy::print_stdout)]
 
 use clap::{Parser, Subcommand};
 
@@ -15,6 +17,7 @@ mod hostagent;
 mod info;
 mod jsonschema;
 mod list;
+pub mod out;
 mod protect;
 mod prune;
 mod shell;
@@ -148,8 +151,11 @@ pub fn main_with_args(mut args: Vec<std::ffi::OsString>) -> i32 {
         }
     };
     if cli.version {
-        println!("limactl version {}", crate::version_string());
-        return 0;
+        return finish(
+            crate::outln!("limactl version {}", crate::version_string())
+                .map(|()| 0)
+                .map_err(Into::into),
+        );
     }
     let level = if cli.debug {
         Level::Debug
@@ -208,6 +214,7 @@ pub fn main_with_args(mut args: Vec<std::ffi::OsString>) -> i32 {
         Command::Apply(a) => apply::run(a, &globals),
         Command::Diff(a) => match apply::diff(a, &globals) {
             Ok(code) => Ok(code),
+            Err(e) if out::reader_gone(&e) => Err(e),
             Err(e) => {
                 fatal(&format!("{e:#}"));
                 Ok(2)
@@ -228,8 +235,16 @@ pub fn main_with_args(mut args: Vec<std::ffi::OsString>) -> i32 {
         Command::Yq(a) => yq::run(a),
         Command::Prune(a) => prune::run(a, &globals),
     };
+    finish(result)
+}
+
+/// The exit code of a command's result: its output flushed first (so that a
+/// write error is seen), a closed stdout ending it quietly ([`out`]).
+fn finish(result: anyhow::Result<i32>) -> i32 {
+    let result = result.and_then(|code| out::flush().map(|()| code).map_err(Into::into));
     match result {
         Ok(code) => code,
+        Err(e) if out::reader_gone(&e) => out::end_quietly(),
         Err(e) => {
             fatal(&format!("{e:#}"));
             1
@@ -246,7 +261,11 @@ pub fn main() -> i32 {
     // Nothing limactl creates is for other users: instance files, sockets,
     // logs and keys are private (files that must be shared set their mode).
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-    main_with_args(std::env::args_os().collect())
+    let code = main_with_args(std::env::args_os().collect());
+    if out::ended_quietly() {
+        return out::die_of_sigpipe();
+    }
+    code
 }
 
 /// Reads all of stdin (for `-` locators).

@@ -34,31 +34,31 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         }
     };
     match a.format.as_str() {
-        "cmd" => println!(
+        "cmd" => crate::outln!(
             "ssh {} {}",
             opts.iter()
                 .map(|o| format!("-o {}", quote(o)))
                 .collect::<Vec<_>>()
                 .join(" "),
             inst.hostname()
-        ),
-        "args" => println!(
+        )?,
+        "args" => crate::outln!(
             "{}",
             opts.iter()
                 .map(|o| format!("-o {}", quote(o)))
                 .collect::<Vec<_>>()
                 .join(" ")
-        ),
+        )?,
         "options" => {
             for o in &opts {
-                println!("{o}");
+                crate::outln!("{o}")?;
             }
         }
         "config" => {
-            println!("Host {}", inst.hostname());
+            crate::outln!("Host {}", inst.hostname())?;
             for o in &opts {
                 let (k, v) = o.split_once('=').unwrap_or((o, ""));
-                println!("  {k} {v}");
+                crate::outln!("  {k} {v}")?;
             }
         }
         other => anyhow::bail!("unknown format {other:?} (cmd, args, options, config)"),

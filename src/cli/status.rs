@@ -49,7 +49,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     } else {
         a.names.clone()
     };
-    let mut out = std::io::stdout().lock();
+    let mut out = super::out::stdout();
     let mut rows = vec![
         [
             "NAME",

@@ -92,7 +92,7 @@ fn copy(c: CopyArgs) -> anyhow::Result<i32> {
     };
     match c.dest.as_deref() {
         None | Some("-") => {
-            std::io::stdout().lock().write_all(text.as_bytes())?;
+            super::out::stdout().write_all(text.as_bytes())?;
         }
         Some(dest) => {
             std::fs::write(dest, &text)
@@ -106,7 +106,7 @@ fn copy(c: CopyArgs) -> anyhow::Result<i32> {
 
 fn list(l: ListArgs) -> anyhow::Result<i32> {
     let env = super::load_env();
-    let mut out = std::io::stdout().lock();
+    let mut out = super::out::stdout();
     for (name, location) in env.store.list() {
         if l.json {
             writeln!(

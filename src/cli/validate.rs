@@ -17,7 +17,7 @@ pub struct Args {
 pub fn run(a: Args, _g: &super::Globals) -> anyhow::Result<i32> {
     let env = super::load_env();
     let mut failures = Vec::new();
-    let mut out = std::io::stdout().lock();
+    let mut out = super::out::stdout();
     let many = a.files.len() > 1;
     for f in &a.files {
         let mut warnings = Vec::new();

@@ -68,7 +68,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     let home = Home::from_env();
     let mut followers: BTreeMap<String, (LineTail, LineTail)> = BTreeMap::new();
     let mut first = true;
-    let mut out = std::io::stdout();
+    let mut out = super::out::stdout();
     loop {
         let names = if a.names.is_empty() {
             store::instance_names(&home)?

@@ -78,7 +78,7 @@ pub fn run(mut a: Args) -> anyhow::Result<i32> {
             inputs.push((f.clone(), documents(&text, f)?));
         }
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = super::out::stdout();
     for (file, docs) in inputs {
         let mut rendered = Vec::new();
         for d in &docs {

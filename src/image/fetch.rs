@@ -137,6 +137,39 @@ pub(crate) fn ensure_cached(
     Ok((entry, CacheResult::Downloaded))
 }
 
+/// Downloads `url` again because its cached `data` (the file `corrupt`, as
+/// it was before it was read) does not match `expected`. Under the entry's
+/// lock, so that callers that found the same corruption cause one transfer:
+/// data replaced meanwhile is used as it is (the caller verifies it again).
+pub(crate) fn refetch(
+    cache: &Cache,
+    url: &str,
+    expected: &Digest,
+    opts: &FetchOptions,
+    what: &str,
+    corrupt: Option<&fs::Metadata>,
+) -> Result<(Entry, CacheResult), ImageError> {
+    use std::os::unix::fs::MetadataExt;
+    let entry = cache.entry(url);
+    let _lock = entry
+        .lock(url)
+        .map_err(|e| io_err("cannot lock the cache entry", &entry.dir, e))?;
+    let now = fs::metadata(entry.data()).ok();
+    let id = |m: &fs::Metadata| (m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec());
+    if let (Some(now), Some(corrupt)) = (&now, corrupt)
+        && id(now) != id(corrupt)
+    {
+        return Ok((entry, CacheResult::UsedCache));
+    }
+    // The digest files go first: whatever happens next, the corrupt data is
+    // never again taken for what they say.
+    for p in entry.digest_files() {
+        cache::remove_if_exists(&p).map_err(|e| io_err("cannot remove", &p, e))?;
+    }
+    fetch_into_entry(&entry, url, Some(expected), opts, what)?;
+    Ok((entry, CacheResult::Downloaded))
+}
+
 /// Whether the entry's `data` may be used as it is (entry locked by the caller).
 fn cached_is_usable(
     entry: &Entry,

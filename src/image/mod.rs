@@ -14,7 +14,10 @@
 //! `<cache>/download/by-url-sha256/<sha256 of URL>/`; every destination is
 //! written under a temporary name and renamed, so an interruption never leaves
 //! a half file under a final name. Concurrent callers asking for one URL wait
-//! on the entry's lock and cause one transfer.
+//! on the entry's lock and cause one transfer. Cached data of a location with
+//! a digest is verified as it is copied out (the entry's digest file records
+//! what was downloaded, not what the file holds now): a corrupted entry is
+//! downloaded again, with a warning, and never becomes a base disk.
 
 pub mod cache;
 pub mod decompress;
@@ -307,12 +310,16 @@ fn install(
                 format: c.name(),
                 err,
             };
-            let mut dec = c.decoder(&mut hr).map_err(dec_err)?;
-            decompress::copy(&mut dec, &mut w).map_err(|e| match e {
-                // Reading the (local) source rarely fails; the decoder does.
-                CopyError::Read(err) => dec_err(err),
-                CopyError::Write(err) => io_err("cannot write", &staged.path, err),
-            })
+            // A decoder that fails is reported after the digest check: for
+            // data that is not what its digest says, the mismatch is the news.
+            match c.decoder(&mut hr) {
+                Ok(mut dec) => decompress::copy(&mut dec, &mut w).map_err(|e| match e {
+                    // Reading the (local) source rarely fails; the decoder does.
+                    CopyError::Read(err) => dec_err(err),
+                    CopyError::Write(err) => io_err("cannot write", &staged.path, err),
+                }),
+                Err(err) => Err(dec_err(err)),
+            }
         }
         None => decompress::copy(&mut hr, &mut w).map_err(|e| match e {
             CopyError::Read(err) => io_err("cannot read", src, err),
@@ -350,9 +357,9 @@ pub(crate) fn stage(
     } else {
         req.description
     };
-    let staged = Staged::new(dest);
     match Location::parse(req.location)? {
         Location::Local(p) => {
+            let staged = Staged::new(dest);
             install(
                 &p,
                 req.location,
@@ -374,24 +381,50 @@ pub(crate) fn stage(
                 }
             };
             let cache = Cache::new(&cache_root);
-            let (entry, result) = fetch::ensure_cached(&cache, &url, digest.as_ref(), opts, what)?;
-            match result {
-                CacheResult::UsedCache => {
-                    crate::info!(
-                        "Using cache {}",
-                        quote_name(&entry.data().display().to_string())
-                    )
-                }
-                CacheResult::Downloaded => {
-                    crate::info!("Downloaded {what} from {}", quote_name(&url))
+            let (mut entry, mut result) =
+                fetch::ensure_cached(&cache, &url, digest.as_ref(), opts, what)?;
+            let mut refetched = false;
+            loop {
+                let data = entry.data();
+                let shown = quote_name(&data.display().to_string());
+                // Cached data is verified as it is copied out (its digest
+                // file says what it was, not what it is now): a corrupted
+                // entry never becomes a base disk. A fresh download was
+                // verified while it streamed in.
+                let verify = match result {
+                    CacheResult::UsedCache => {
+                        crate::info!("Using cache {shown}");
+                        digest.as_ref()
+                    }
+                    CacheResult::Downloaded => {
+                        crate::info!("Downloaded {what} from {}", quote_name(&url));
+                        None
+                    }
+                };
+                let before = fs::metadata(&data).ok();
+                let staged = Staged::new(dest);
+                match install(&data, &url, &staged, req.decompress, verify, what) {
+                    Err(ImageError::DigestMismatch {
+                        expected, actual, ..
+                    }) if verify.is_some() && !refetched => {
+                        crate::warn!(
+                            "The cache entry {shown} of {what} is corrupt: its data has digest `{actual}`, expected `{expected}`; downloading it again"
+                        );
+                        let d = verify.expect("verified against a digest");
+                        (entry, result) =
+                            fetch::refetch(&cache, &url, d, opts, what, before.as_ref())?;
+                        refetched = true;
+                    }
+                    Err(e) => return Err(e),
+                    Ok(()) => {
+                        let status = match result {
+                            CacheResult::UsedCache => Status::UsedCache,
+                            CacheResult::Downloaded => Status::Downloaded,
+                        };
+                        return Ok((staged, status));
+                    }
                 }
             }
-            install(&entry.data(), &url, &staged, req.decompress, None, what)?;
-            let status = match result {
-                CacheResult::UsedCache => Status::UsedCache,
-                CacheResult::Downloaded => Status::Downloaded,
-            };
-            Ok((staged, status))
         }
     }
 }

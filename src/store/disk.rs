@@ -192,16 +192,27 @@ pub fn create(home: &Home, name: &str, size: u64, format: &str) -> Result<Disk, 
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(home.disk_root())?;
+        .create(home.disk_root())
+        .map_err(super::at(&home.disk_root(), "create the disk directory"))?;
     // Build under a hidden name, then rename: a listing never sees a half disk.
     let tmp = home
         .disk_root()
         .join(format!(".tmp-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::DirBuilder::new().mode(0o700).create(&tmp)?;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&tmp)
+        .map_err(super::at(&tmp, "create"))?;
     let result = super::qemu_img::create(&tmp, disk_files::DATA_DISK, format, size, None)
         .map_err(DiskError::from)
-        .and_then(|_| std::fs::rename(&tmp, &dir).map_err(DiskError::from));
+        .and_then(|_| {
+            std::fs::rename(&tmp, &dir)
+                .map_err(super::at(
+                    &dir,
+                    &format!("move {} into place as", tmp.display()),
+                ))
+                .map_err(DiskError::from)
+        });
     if let Err(e) = result {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
@@ -228,7 +239,7 @@ pub fn delete(home: &Home, name: &str, force: bool) -> Result<PathBuf, DiskError
         }
         _ => {}
     }
-    std::fs::remove_dir_all(&disk.dir)?;
+    std::fs::remove_dir_all(&disk.dir).map_err(super::at(&disk.dir, "remove"))?;
     Ok(disk.dir)
 }
 
@@ -264,7 +275,8 @@ pub fn unlock(home: &Home, name: &str) -> Result<Lock, DiskError> {
         }),
         Lock::Free => Ok(Lock::Free),
         l @ Lock::Stale { .. } => {
-            std::fs::remove_file(disk.dir.join(disk_files::IN_USE_BY))?;
+            let link = disk.dir.join(disk_files::IN_USE_BY);
+            std::fs::remove_file(&link).map_err(super::at(&link, "remove"))?;
             Ok(l.clone())
         }
     }
@@ -296,8 +308,17 @@ pub fn lock_for(home: &Home, name: &str, instance_dir: &Path) -> Result<Option<S
         .dir
         .join(format!(".in_use_by.{}.tmp", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(instance_dir, &tmp)?;
-    std::fs::rename(&tmp, &link)?;
+    let locking = format!(
+        "lock disk {} for instance {}:",
+        quote_name(name),
+        quote_name(&me)
+    );
+    std::os::unix::fs::symlink(instance_dir, &tmp)
+        .map_err(super::at(&tmp, &format!("{locking} create the symlink")))?;
+    std::fs::rename(&tmp, &link).map_err(super::at(
+        &link,
+        &format!("{locking} move it into place as"),
+    ))?;
     Ok(stale_owner)
 }
 
@@ -306,7 +327,7 @@ pub fn unlock_for(home: &Home, name: &str, instance_dir: &Path) -> Result<(), Di
     let dir = disk_dir(home, name);
     let link = dir.join(disk_files::IN_USE_BY);
     if std::fs::read_link(&link).is_ok_and(|t| t == instance_dir) {
-        std::fs::remove_file(link)?;
+        std::fs::remove_file(&link).map_err(super::at(&link, "remove"))?;
     }
     Ok(())
 }

@@ -62,6 +62,8 @@ pub struct Present {
     pub kernel: bool,
     pub initrd: bool,
     pub protected: bool,
+    /// A delete failed part-way and put back what was left (`delete-failed`).
+    pub delete_failed: bool,
 }
 
 /// Everything known about one instance directory, read without side effects.
@@ -179,6 +181,7 @@ pub fn inspect(home: &Home, env: &LoadEnv, name: &str) -> Instance {
         kernel: exists(files::KERNEL),
         initrd: exists(files::INITRD),
         protected: exists(files::PROTECTED),
+        delete_failed: exists(files::DELETE_FAILED),
     };
     let liveness = Liveness::probe(&dir);
     let mut inst = Instance {
@@ -219,6 +222,7 @@ pub fn inspect(home: &Home, env: &LoadEnv, name: &str) -> Instance {
             "instance directory {} has no lima.yaml",
             spec::yaml::quote_name(&dir.display().to_string())
         ));
+        inst.errors.extend(delete_failed(&dir, name));
         return inst;
     }
     let path = dir.join(files::LIMA_YAML);
@@ -237,6 +241,17 @@ pub fn inspect(home: &Home, env: &LoadEnv, name: &str) -> Instance {
         Err(e) => inst.errors.push(e.to_string()),
     }
     inst.ssh_local_port = ssh_port_from_config(&dir).unwrap_or(0);
+    if let Some(e) = delete_failed(&dir, name)
+        && !(liveness.host_agent || liveness.qemu)
+    {
+        // What a failed delete left (its disks may be gone) is not started,
+        // edited or applied to until someone decides: it has no usable
+        // configuration, only a way out (delete again, or keep it).
+        inst.errors.push(e);
+        inst.config = None;
+        inst.status = Status::Broken;
+        return inst;
+    }
     if inst.config.is_none() {
         // Lima: an instance whose lima.yaml does not load has an empty status.
         return inst;
@@ -268,23 +283,45 @@ pub fn inspect(home: &Home, env: &LoadEnv, name: &str) -> Instance {
     inst
 }
 
+/// Why the instance in `dir` is what a failed delete left, if it is.
+fn delete_failed(dir: &Path, name: &str) -> Option<String> {
+    let marker = dir.join(files::DELETE_FAILED);
+    let why = std::fs::read_to_string(&marker).ok()?;
+    Some(format!(
+        "a delete failed part-way and what is left was put back ({}); fix the cause and run `limactl delete {name}` again, or remove {} to keep the instance",
+        why.trim(),
+        spec::yaml::quote_name(&marker.display().to_string())
+    ))
+}
+
 /// Like [`inspect`], for an instance found by listing `home`: `None` if it
 /// vanished meanwhile. Deletion renames the directory away before removing
-/// it, so a missing `lima.yaml` in a directory that is still the same inode at
+/// it, so a missing `lima.yaml` in a directory that is still the same one at
 /// the same path is a genuinely broken instance, while a changed or missing
-/// inode means it was deleted (and maybe recreated) under us.
+/// directory means it was deleted (and maybe recreated) under us.
 pub fn inspect_listed(home: &Home, env: &LoadEnv, name: &str) -> Option<Instance> {
+    inspect_listed_with(home, name, &mut || inspect(home, env, name))
+}
+
+fn inspect_listed_with(
+    home: &Home,
+    name: &str,
+    inspect: &mut dyn FnMut() -> Instance,
+) -> Option<Instance> {
     use std::os::unix::fs::MetadataExt;
     let dir = home.instance_dir(name);
+    // The inode number alone does not tell: ext4 gives a directory made
+    // right after one was removed the same number. Its birth time does.
+    let identity = |m: std::fs::Metadata| (m.dev(), m.ino(), m.created().ok());
     for _ in 0..5 {
-        let before = std::fs::metadata(&dir).ok()?.ino();
-        let inst = inspect(home, env, name);
+        let before = identity(std::fs::metadata(&dir).ok()?);
+        let inst = inspect();
         if inst.errors.is_empty() && inst.dir_exists {
             return Some(inst);
         }
         // A problem was seen: believe it only if the directory is still the
         // one we started with.
-        let after = std::fs::metadata(&dir).ok()?.ino();
+        let after = identity(std::fs::metadata(&dir).ok()?);
         if after == before {
             return Some(inst);
         }
@@ -298,7 +335,7 @@ pub fn instance_names(home: &Home) -> std::io::Result<Vec<String>> {
     let rd = match std::fs::read_dir(&home.root) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
+        Err(e) => return Err(super::at(&home.root, "list the instances of LIMA_HOME")(e)),
     };
     let mut names: Vec<String> = rd
         .flatten()
@@ -421,6 +458,36 @@ mod tests {
         assert_eq!(image_virtual_size(&p), Some(5 << 30));
         std::fs::write(&p, b"raw").unwrap();
         assert_eq!(image_virtual_size(&p), Some(3));
+    }
+
+    /// An instance deleted and made again while it is inspected is not
+    /// reported as the broken half it was seen as, although its new
+    /// directory may have the old one's inode number (ext4 reuses it).
+    #[test]
+    fn an_instance_recreated_while_inspected_is_inspected_again() {
+        let d = tempfile::tempdir().unwrap();
+        let home = Home::new(d.path());
+        let env = LoadEnv::new(d.path());
+        let dir = home.instance_dir("vm");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join(files::LIMA_YAML), "").unwrap();
+        let mut calls = 0;
+        let inst = inspect_listed_with(&home, "vm", &mut || {
+            calls += 1;
+            if calls == 1 {
+                // Seen half-deleted, then deleted and made again.
+                std::fs::remove_file(dir.join(files::LIMA_YAML)).unwrap();
+                let seen = inspect(&home, &env, "vm");
+                std::fs::remove_dir(&dir).unwrap();
+                std::fs::create_dir(&dir).unwrap();
+                std::fs::write(dir.join(files::LIMA_YAML), "").unwrap();
+                return seen;
+            }
+            inspect(&home, &env, "vm")
+        })
+        .unwrap();
+        assert_eq!(calls, 2, "inspected again");
+        assert!(inst.present.lima_yaml, "{:?}", inst.errors);
     }
 
     #[test]

@@ -372,3 +372,292 @@ fn start_foreground_becomes_the_host_agent() {
     assert!(!status.success(), "killed by stop -f: {status:?}");
     assert_eq!(env.status("fg"), "Stopped");
 }
+
+/// Issue 13 row 9: a directory without lima.yaml may be an instance being
+/// created or cloned into: neither `delete` nor `apply --prune` removes it.
+#[test]
+fn a_directory_without_lima_yaml_is_not_deleted() {
+    let env = Env::new();
+    let probe = env.instance_dir("probe");
+    std::fs::create_dir_all(&probe).unwrap();
+    std::fs::write(probe.join("diffdisk"), b"being copied").unwrap();
+    for args in [&["delete", "probe"][..], &["delete", "-f", "probe"]] {
+        let (code, _, err) = env.run(args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(
+            err.contains("instance `probe`")
+                && err.contains("has no lima.yaml")
+                && err.contains("NOT deleted")
+                && err.contains("cloned into")
+                && err.contains(&format!("rm -rf {}", probe.display())),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read(probe.join("diffdisk")).unwrap(),
+            b"being copied"
+        );
+    }
+
+    // An instance an apply source owns, whose lima.yaml is gone, and whose
+    // file is gone from the source: prune refuses it too.
+    let src = env.dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let t = template(&env, "owned", "runStrategy: Halted\n");
+    std::fs::rename(&t, src.join("owned.yaml")).unwrap();
+    env.ok(&["apply", "-f", src.to_str().unwrap()]);
+    let owned = env.instance_dir("owned");
+    assert!(owned.join("diffdisk").exists());
+    std::fs::remove_file(owned.join("lima.yaml")).unwrap();
+    std::fs::remove_file(src.join("owned.yaml")).unwrap();
+    let (code, out, err) = env.run(&["apply", "--prune", "-f", src.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("! owned: refused") && out.contains("has no lima.yaml"),
+        "{out}"
+    );
+    assert!(owned.join("diffdisk").exists(), "nothing was deleted");
+}
+
+/// What makes a delete fail part-way even for root, undone on drop (so the
+/// temp directory can go): `chattr +i` on a file (needs CAP_LINUX_IMMUTABLE
+/// and a filesystem with the flag: ext4, xfs, btrfs), else — for a user
+/// other than root, who bypasses permissions — a directory without write
+/// permission holding a file.
+struct Undeletable {
+    path: PathBuf,
+    immutable: bool,
+}
+
+impl Undeletable {
+    fn new(dir: &std::path::Path) -> Undeletable {
+        let file = dir.join("serial.log");
+        std::fs::write(&file, b"boot log").unwrap();
+        let chattr = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(&file)
+            .output();
+        if chattr.is_ok_and(|o| o.status.success()) {
+            return Undeletable {
+                path: file,
+                immutable: true,
+            };
+        }
+        assert!(
+            !nix::unistd::geteuid().is_root(),
+            "running as root, a failing delete needs `chattr +i` (e2fsprogs, and a LIMA_HOME on ext4, xfs or btrfs)"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let sub = dir.join("sock");
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join("agent.sock"), b"").unwrap();
+        std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o500)).unwrap();
+        Undeletable {
+            path: sub,
+            immutable: false,
+        }
+    }
+
+    /// The entry whose removal fails.
+    fn failing_entry(&self) -> PathBuf {
+        if self.immutable {
+            self.path.clone()
+        } else {
+            self.path.join("agent.sock")
+        }
+    }
+
+    fn undo(&self) {
+        if !self.path.exists() {
+            // Undone already, and deleted since.
+        } else if self.immutable {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(&self.path)
+                .output();
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o700));
+        }
+    }
+}
+
+impl Drop for Undeletable {
+    fn drop(&mut self) {
+        self.undo();
+    }
+}
+
+fn hidden_entries(env: &Env) -> Vec<String> {
+    std::fs::read_dir(env.lima_home())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect()
+}
+
+/// Issue 13 row 8: a delete that fails part-way puts the instance back —
+/// listed, Broken, with the reason, its disks intact — and hides nothing.
+#[test]
+fn a_failed_delete_leaves_the_instance_listed_and_hides_nothing() {
+    let env = Env::new();
+    let t = template(&env, "vm", "");
+    env.ok(&["create", t.to_str().unwrap()]);
+    let dir = env.instance_dir("vm");
+    let stuck = Undeletable::new(&dir);
+    let (code, _, err) = env.run(&["delete", "vm"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("`vm`: delete failed")
+            && err.contains(&format!(
+                "cannot remove {}",
+                stuck.failing_entry().display()
+            ))
+            && err.contains("was put back"),
+        "{err}"
+    );
+    assert!(
+        hidden_entries(&env).is_empty(),
+        "{:?}",
+        hidden_entries(&env)
+    );
+    for f in ["lima.yaml", "basedisk", "diffdisk"] {
+        assert!(dir.join(f).exists(), "{f} is kept");
+    }
+    let j = env.list_json("vm");
+    assert_eq!(j["status"], "Broken", "{j}");
+    assert!(
+        j["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("a delete failed part-way"),
+        "{j}"
+    );
+    // What a failed delete left is not started (its disks may be gone).
+    let (code, _, err) = env.run(&["start", "vm"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("a delete failed part-way"), "{err}");
+
+    // With the cause gone, deleting again finishes the job.
+    stuck.undo();
+    env.ok(&["delete", "vm"]);
+    assert!(!dir.exists());
+    assert!(
+        hidden_entries(&env).is_empty(),
+        "{:?}",
+        hidden_entries(&env)
+    );
+
+    // What a killed delete left hidden is reported by `list`.
+    let dead = std::process::Command::new("true").spawn().unwrap();
+    let pid = dead.id();
+    dead.wait_with_output().unwrap();
+    let left = env.lima_home().join(format!(".deleting-old-{pid}"));
+    std::fs::create_dir_all(&left).unwrap();
+    std::fs::write(left.join("diffdisk"), b"data").unwrap();
+    let (code, _, err) = env.run(&["list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(&format!(
+            "`{}` holds what an interrupted delete left",
+            left.display()
+        )) && err.contains(&format!("rm -rf {}", left.display())),
+        "{err}"
+    );
+}
+
+/// Issue 13 row 13: file errors name the instance and what was being done,
+/// never a bare "No such file or directory (os error 2)": direct calls on an
+/// instance whose directory is gone.
+#[test]
+fn file_errors_name_the_instance_and_the_operation() {
+    use lima::reconcile::{Action, ExecOptions, Plan, Reason, Step, execute};
+    let env = Env::new();
+    let home = lima::store::Home::new(env.lima_home());
+    let gone = home.instance_dir("gone");
+    let err = execute::lock(&gone, std::time::Duration::from_secs(1))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`gone`")
+            && err.contains("lock")
+            && err.contains(&gone.join("instance.lock").display().to_string())
+            && err.contains("deleted meanwhile"),
+        "{err}"
+    );
+    let mut plan = Plan::new("gone");
+    plan.steps.push(Step {
+        action: Action::Adopt {
+            owner: "/src".into(),
+        },
+        reason: Reason::Unmanaged,
+    });
+    let err = execute(&home, &plan, &ExecOptions::default(), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("`gone`: adopt failed: cannot write")
+            && err.contains(&gone.join("owner").display().to_string())
+            && err.ends_with("No such file or directory (os error 2)"),
+        "{err}"
+    );
+    // LIMA_HOME that cannot be made: named.
+    let file_home = env.dir.path().join("not-a-dir");
+    std::fs::write(&file_home, b"").unwrap();
+    let err = lima::store::create_instance_dir(&lima::store::Home::new(&file_home), "vm", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&file_home.display().to_string()) && err.contains("cannot create"),
+        "{err}"
+    );
+}
+
+/// Issue 13 row 13, as users meet it: a create racing a delete of the same
+/// name. Whatever errors the race produces name the instance, and a file
+/// error also says what it was doing and on which file.
+#[test]
+fn a_create_racing_a_delete_reports_errors_that_name_the_instance() {
+    let env = Env::new();
+    let t = template(&env, "r", "");
+    let spawn = |args: &[&str]| {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("limactl"))
+            .env("LIMA_HOME", env.lima_home())
+            .env("HOME", env.dir.path().join("home"))
+            .env_remove("LIMA_TEMPLATES_PATH")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut errors = Vec::new();
+    for _ in 0..30 {
+        let create = spawn(&["create", "--name", "r", t.to_str().unwrap()]);
+        let delete = spawn(&["delete", "-f", "r"]);
+        for child in [create, delete] {
+            let out = child.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(!err.contains("panicked"), "{err}");
+            errors.extend(
+                err.lines()
+                    .filter(|l| l.contains("level=fatal"))
+                    .map(String::from),
+            );
+        }
+    }
+    let home = env.lima_home().display().to_string();
+    for e in &errors {
+        assert!(e.contains("`r`"), "the instance is named: {e}");
+        if e.contains("(os error") {
+            assert!(
+                e.contains(" failed: ") && e.contains(&home),
+                "a file error says what failed on which file: {e}"
+            );
+        }
+    }
+    // Whatever happened, what is left is a whole instance or nothing.
+    let _ = env.run(&["delete", "-f", "r"]);
+    assert!(!env.instance_dir("r").exists());
+}

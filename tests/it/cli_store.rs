@@ -31,6 +31,14 @@ impl Env {
             .env_remove("LIMA_TEMPLATES_PATH");
         c
     }
+    /// `cmd` as a std `Command`, for control over its pipes.
+    fn std_cmd(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("limactl"));
+        c.env("LIMA_HOME", self.lima_home())
+            .env("HOME", self.dir.path().join("home"))
+            .env_remove("LIMA_TEMPLATES_PATH");
+        c
+    }
     fn instance(&self, name: &str, yaml: &str) -> PathBuf {
         let d = self.lima_home().join(name);
         std::fs::create_dir_all(&d).unwrap();
@@ -459,4 +467,103 @@ fn info_reports_home_and_templates() {
     assert!(v["defaultTemplate"]["images"].is_array());
     let (_, out, _) = env.run(&["info", "--yq", ".hostOS"]);
     assert_eq!(out.trim(), "\"linux\"");
+}
+
+/// How a command ended whose stdout's reader went away: (signal, exit code, stderr).
+fn ended(child: std::process::Child) -> (Option<i32>, Option<i32>, String) {
+    use std::os::unix::process::ExitStatusExt;
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.signal(),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Issue 13 row 6: a closed stdout ends every command quietly, as it ends
+/// Lima (a Go program killed by SIGPIPE: the shell reports 141), never with
+/// a panic or a `level=fatal` line.
+#[test]
+fn a_closed_stdout_ends_commands_quietly() {
+    use std::io::BufRead;
+    let env = Env::new();
+    for n in ["a", "b"] {
+        env.instance(n, YAML);
+    }
+    let file = env.dir.path().join("c.yaml");
+    std::fs::write(&file, YAML).unwrap();
+    let file = file.to_str().unwrap();
+    let commands: &[&[&str]] = &[
+        &["info"],
+        &["list"],
+        &["list", "--format", "json"],
+        &["list", "--format", "{{.Name}}"],
+        &["apply", "--dry-run", "-o", "json", "-f", file],
+        &["apply", "--dry-run", "-f", file],
+        &["diff", "-f", file],
+        &["template", "list"],
+        &["template", "copy", "template:default"],
+        &["validate", "--fill", file],
+        &["status"],
+        &["yq", "-n", ".a = 1"],
+        &["--version"],
+        &["generate-jsonschema"],
+    ];
+    // The reader is gone before the first write: every command meets EPIPE.
+    for args in commands {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        drop(r);
+        let child = env
+            .std_cmd()
+            .args(*args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(w))
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (signal, code, err) = ended(child);
+        assert!(
+            !err.contains("panicked") && !err.contains("level=fatal"),
+            "limactl {args:?}: {err}"
+        );
+        assert_eq!(
+            (signal, code),
+            (Some(nix::libc::SIGPIPE), None),
+            "limactl {args:?} dies of SIGPIPE, as Lima does: {err}"
+        );
+    }
+    // The reader goes away after the first line of an output larger than
+    // the pipe's buffer, so the command is still writing when it does.
+    for n in 0..300 {
+        env.instance(&format!("vm{n:03}"), YAML);
+    }
+    let big: &[&[&str]] = &[
+        &["list", "--format", "json"],
+        &["yq", "-n", "-o", "json", "-I", "0", "range(200000)"],
+    ];
+    for args in big {
+        let mut child = env
+            .std_cmd()
+            .args(*args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        reader.read_line(&mut first).unwrap();
+        assert!(!first.is_empty(), "limactl {args:?} printed a first line");
+        drop(reader);
+        let (signal, code, err) = ended(child);
+        assert!(
+            !err.contains("panicked") && !err.contains("level=fatal"),
+            "limactl {args:?}: {err}"
+        );
+        assert_eq!(
+            (signal, code),
+            (Some(nix::libc::SIGPIPE), None),
+            "limactl {args:?}: {err}"
+        );
+    }
 }

@@ -949,3 +949,110 @@ fn prune_removes_unreferenced_entries_and_reports_bytes() {
     assert!(r.bytes_freed >= a.len() as u64);
     assert!(!cache.exists());
 }
+
+/// Issue 13 row 11: a cached `data` that no longer matches the digest its
+/// entry records (`sha256.digest` intact) is downloaded again before it
+/// becomes a base disk, with a warning; the repaired entry serves the next
+/// prepare.
+#[test]
+fn a_corrupted_cache_entry_never_becomes_a_base_disk() {
+    let srv = Server::start();
+    let tmp = tempfile::tempdir().unwrap();
+    // A real (tiny) qcow2 image, so that `limactl create` can use it below.
+    let body = fs::read(crate::common::tiny_image(tmp.path())).unwrap();
+    srv.put("/disk.qcow2", res(body.clone()));
+    let url = srv.url("/disk.qcow2");
+    let digest = sha256(&body);
+    let cache = tmp.path().join("xdg/lima");
+    let o = opts(&cache);
+    let images = [image(&url, Some(digest.clone()))];
+    let corrupt = |entry: &image::cache::Entry| {
+        let mut data = fs::read(entry.data()).unwrap();
+        let mid = data.len() / 2;
+        data[mid] ^= 0xff;
+        fs::write(entry.data(), &data).unwrap();
+        assert_eq!(
+            fs::read_to_string(entry.digest_file(image::Algorithm::Sha256)).unwrap(),
+            digest,
+            "the digest file still vouches for the data"
+        );
+    };
+    let prepare = |name: &str| {
+        let inst = tmp.path().join(name);
+        fs::create_dir_all(&inst).unwrap();
+        let p = prepare_images(&images, "x86_64", &inst, &o).unwrap();
+        (p.status, sha256(&fs::read(inst.join("basedisk")).unwrap()))
+    };
+    assert_eq!(prepare("a"), (Status::Downloaded, digest.clone()));
+    let entry = Cache::new(&cache).entry(&url);
+    corrupt(&entry);
+    assert_eq!(prepare("b"), (Status::Downloaded, digest.clone()));
+    assert_eq!(srv.count("GET", "/disk.qcow2"), 2);
+    assert_eq!(
+        fs::read(entry.data()).unwrap(),
+        body,
+        "the entry is repaired"
+    );
+    assert_eq!(prepare("c"), (Status::UsedCache, digest.clone()));
+    assert_eq!(srv.count("GET", "/disk.qcow2"), 2);
+
+    // As users see it: `limactl create` says so, and its base disk is intact.
+    corrupt(&entry);
+    let env = crate::common::Env::new();
+    let template = tmp.path().join("vm.yaml");
+    fs::write(
+        &template,
+        format!(
+            "images:\n- location: {url}\n  arch: x86_64\n  digest: {digest}\nmounts: []\ncontainerd: {{user: false, system: false}}\n"
+        ),
+    )
+    .unwrap();
+    let out = env
+        .cmd()
+        .env("XDG_CACHE_HOME", tmp.path().join("xdg"))
+        .args(["create", "--name", "vm", template.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "The cache entry `{}` of the image is corrupt",
+            entry.data().display()
+        )) && err.contains("downloading it again"),
+        "{err}"
+    );
+    let base = fs::read(env.instance_dir("vm").join("basedisk")).unwrap();
+    assert_eq!(sha256(&base), digest);
+    assert_eq!(srv.count("GET", "/disk.qcow2"), 3);
+}
+
+/// Issue 13 row 11, compressed: a corrupted cached `.xz` is reported as the
+/// corruption it is (not as undecodable data) and downloaded again.
+#[test]
+fn a_corrupted_compressed_cache_entry_is_downloaded_again() {
+    let srv = Server::start();
+    let raw = payload(300_000, 31);
+    let body = compressed("xz", &raw);
+    srv.put("/disk.img.xz", res(body.clone()));
+    let url = srv.url("/disk.img.xz");
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let o = opts(&cache);
+    let images = [image(&url, Some(sha256(&body)))];
+    let prepare = |name: &str| {
+        let inst = tmp.path().join(name);
+        fs::create_dir_all(&inst).unwrap();
+        let p = prepare_images(&images, "x86_64", &inst, &o).unwrap();
+        (p.status, fs::read(inst.join("basedisk")).unwrap() == raw)
+    };
+    assert_eq!(prepare("a"), (Status::Downloaded, true));
+    let entry = Cache::new(&cache).entry(&url);
+    let mut data = fs::read(entry.data()).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0xff;
+    fs::write(entry.data(), &data).unwrap();
+    assert_eq!(prepare("b"), (Status::Downloaded, true));
+    assert_eq!(srv.count("GET", "/disk.img.xz"), 2);
+    assert_eq!(fs::read(entry.data()).unwrap(), body);
+}

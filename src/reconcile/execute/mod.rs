@@ -12,7 +12,7 @@ use crate::hostagent::launch;
 use crate::spec::units::format_size;
 use crate::spec::yaml::quote_name;
 use crate::store::paths::files;
-use crate::store::{self, Home, lock::Held, qemu_img};
+use crate::store::{self, Home, at, lock::Held, qemu_img};
 
 /// How the executor behaves.
 #[derive(Clone, Debug)]
@@ -62,16 +62,46 @@ pub enum ExecError {
         message: String,
     },
     #[error(transparent)]
-    Launch(#[from] launch::LaunchError),
-    #[error(transparent)]
-    Io(#[from] std::io::Error),
+    Launch(launch::LaunchError),
+    /// A file operation failed: which instance, in which step (the error
+    /// names the file). Never a bare `os error`.
+    #[error("{}: {step} failed: {error}", quote_name(instance))]
+    Io {
+        instance: String,
+        step: &'static str,
+        error: std::io::Error,
+    },
+}
+
+impl ExecError {
+    /// An I/O error of `step` of `instance`.
+    pub fn io(instance: &str, step: &'static str, error: std::io::Error) -> ExecError {
+        ExecError::Io {
+            instance: instance.to_string(),
+            step,
+            error,
+        }
+    }
+
+    /// A host agent error of `step`: its I/O errors say on which instance
+    /// and in which step they happened (the others name the instance).
+    pub fn launch(instance: &str, step: &'static str, error: launch::LaunchError) -> ExecError {
+        match error {
+            launch::LaunchError::Io(e) => ExecError::io(instance, step, e),
+            other => ExecError::Launch(other),
+        }
+    }
 }
 
 /// Takes an instance's mutation lock, telling "busy" apart from I/O errors.
 pub fn lock(dir: &std::path::Path, timeout: Duration) -> Result<Held, ExecError> {
     store::lock_instance(dir, timeout).map_err(|e| match e.kind() {
         std::io::ErrorKind::WouldBlock => ExecError::Busy(e),
-        _ => ExecError::Io(e),
+        _ => ExecError::io(
+            &dir.file_name().unwrap_or_default().to_string_lossy(),
+            "lock",
+            e,
+        ),
     })
 }
 
@@ -170,7 +200,13 @@ impl Executor<'_> {
             ],
         )
         .map_err(|e| failed(&e))?;
-        self.lock = Some(lock(&self.dir, self.opts.lock_timeout)?);
+        // Deleted already by someone else, the lock says so (naming this step).
+        self.lock = Some(
+            lock(&self.dir, self.opts.lock_timeout).map_err(|e| match e {
+                ExecError::Io { error, .. } => failed(&error),
+                other => other,
+            })?,
+        );
         self.created = true;
         match owner {
             Some(owner) => self.write_owner(owner),
@@ -218,7 +254,10 @@ impl Executor<'_> {
             Some((files::BASE_DISK, &fmt)),
         )
         .map_err(|e| failed(&e))?;
-        std::fs::rename(self.dir.join(&tmp), self.dir.join(files::DIFF_DISK))?;
+        let diffdisk = self.dir.join(files::DIFF_DISK);
+        std::fs::rename(self.dir.join(&tmp), &diffdisk)
+            .map_err(at(&diffdisk, "move the new disk into place as"))
+            .map_err(|e| failed(&e))?;
         Ok(())
     }
 
@@ -234,18 +273,19 @@ impl Executor<'_> {
             0o600,
         )
         .map_err(|e| failed(&e))?;
-        super::status::bump_generation(&self.dir)?;
+        let status = self.dir.join(files::STATUS);
+        super::status::bump_generation(&self.dir)
+            .map_err(at(&status, "record the new generation in"))
+            .map_err(|e| failed(&e))?;
         crate::info!("configuration updated ({})", step.reason);
         Ok(())
     }
 
     fn write_owner(&mut self, owner: &str) -> Result<(), ExecError> {
-        store::atomic::write(
-            &self.dir.join(files::OWNER),
-            format!("{owner}\n").as_bytes(),
-            0o600,
-        )?;
-        Ok(())
+        let path = self.dir.join(files::OWNER);
+        store::atomic::write(&path, format!("{owner}\n").as_bytes(), 0o600)
+            .map_err(at(&path, "write"))
+            .map_err(|e| ExecError::io(self.name, "adopt", e))
     }
 
     fn grow_disk(
@@ -283,11 +323,13 @@ impl Executor<'_> {
         );
         if self.opts.foreground {
             // Only returns if the exec failed.
-            return Err(launch::exec_foreground(&self.dir, self.name, self.opts.debug).into());
+            let e = launch::exec_foreground(&self.dir, self.name, self.opts.debug);
+            return Err(ExecError::launch(self.name, "start", e));
         }
-        let child = launch::spawn(&self.dir, self.name, self.opts.debug)?;
-        launch::wait_launched(&self.dir, self.name, child, self.opts.launch_timeout)?;
-        Ok(())
+        let launched = |e| ExecError::launch(self.name, "start", e);
+        let child = launch::spawn(&self.dir, self.name, self.opts.debug).map_err(launched)?;
+        launch::wait_launched(&self.dir, self.name, child, self.opts.launch_timeout)
+            .map_err(launched)
     }
 
     fn stop(&mut self, force: bool) -> Result<(), ExecError> {
@@ -296,7 +338,9 @@ impl Executor<'_> {
         } else {
             crate::info!("Stopping the instance {}", quote_name(self.name));
         }
-        launch::stop(&self.dir, self.name, force, self.opts.stop_timeout)?;
+        let step = if force { "force-stop" } else { "stop" };
+        launch::stop(&self.dir, self.name, force, self.opts.stop_timeout)
+            .map_err(|e| ExecError::launch(self.name, step, e))?;
         crate::info!("The instance {} has stopped", quote_name(self.name));
         Ok(())
     }

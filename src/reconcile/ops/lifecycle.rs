@@ -57,7 +57,8 @@ fn wait_if_started(ctx: &Ctx, plan: &Plan, timeout: Duration) -> Result<Started,
         timeout,
         progress: true,
     };
-    let ready = wait::ready(&dir, &plan.instance, opts).map_err(ExecError::from)?;
+    let ready = wait::ready(&dir, &plan.instance, opts)
+        .map_err(|e| ExecError::launch(&plan.instance, "wait until ready", e))?;
     Ok(Started::Ready(ready))
 }
 

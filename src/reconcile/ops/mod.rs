@@ -80,10 +80,9 @@ pub enum OpsError {
     Edit(#[from] crate::yq::YqError),
     #[error("failed to delete instance {}: {}", quote_name(name), refused.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     DeleteRefused { name: String, refused: Vec<Refusal> },
+    /// A step failed (its error names the instance and the step).
     #[error(transparent)]
     Exec(#[from] ExecError),
-    #[error(transparent)]
-    Io(#[from] std::io::Error),
 }
 
 impl From<SpecError> for OpsError {

@@ -345,6 +345,14 @@ fn stop(p: &mut Plan, opts: &PlanOptions, graceful: bool, reason: Reason) {
 
 /// Plans the deletion of an existing instance.
 fn plan_delete(mut p: Plan, observed: &Instance, opts: &PlanOptions) -> Plan {
+    // Only what limactl made is deleted: an instance (it has lima.yaml), or
+    // what a failed delete of one left (it says so).
+    if observed.dir_exists && !observed.present.lima_yaml && !observed.present.delete_failed {
+        return p.refuse(vec![Refusal::NoLimaYaml {
+            instance: observed.name.clone(),
+            dir: observed.dir.display().to_string(),
+        }]);
+    }
     if observed.present.protected {
         return p.refuse(vec![Refusal::Protected {
             instance: observed.name.clone(),

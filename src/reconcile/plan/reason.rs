@@ -181,6 +181,9 @@ pub enum Refusal {
     Shrink { from: u64, to: u64 },
     /// A power-only patch (stop, start) of an instance that does not exist.
     NotFound { instance: String },
+    /// A directory without `lima.yaml` is never deleted: it may be an
+    /// instance being created or cloned into (Lima refuses too).
+    NoLimaYaml { instance: String, dir: String },
 }
 
 impl std::fmt::Display for Refusal {
@@ -222,6 +225,13 @@ impl std::fmt::Display for Refusal {
                 f,
                 "instance {} does not exist, run `limactl create {instance}` to create a new instance",
                 quote_name(instance)
+            ),
+            Refusal::NoLimaYaml { instance, dir } => write!(
+                f,
+                "instance {} directory {} exists but has no lima.yaml; it was NOT deleted, because it may be an instance that is being created or cloned into; if nothing uses it, remove it by hand: rm -rf {}",
+                quote_name(instance),
+                quote_name(dir),
+                crate::ssh::shell_quote(dir)
             ),
         }
     }

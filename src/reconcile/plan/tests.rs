@@ -260,6 +260,44 @@ fn delete_and_adopt() {
     assert!(plan(Some(&d), &owned, &o).is_empty());
 }
 
+/// Issue 13 row 9: a directory without lima.yaml may be being cloned into;
+/// only what a failed delete put back (it says so) is deleted without one.
+#[test]
+fn a_directory_without_lima_yaml_is_not_deleted() {
+    let mut bare = observed(Status::Broken, None, None);
+    bare.dir_exists = true;
+    for cause in [Cause::Requested, Cause::Pruned, Cause::Declared] {
+        let opts = PlanOptions {
+            cause,
+            force_stop: true,
+            ..Default::default()
+        };
+        let p = plan(None, &bare, &opts);
+        assert!(p.steps.is_empty(), "{p:?}");
+        assert_eq!(p.kind, Kind::Refuse);
+        assert_eq!(
+            p.refused,
+            [Refusal::NoLimaYaml {
+                instance: "vm".into(),
+                dir: "/lh/vm".into()
+            }]
+        );
+        let text = p.refused[0].to_string();
+        assert!(
+            text.contains("has no lima.yaml")
+                && text.contains("cloned into")
+                && text.contains("rm -rf /lh/vm"),
+            "{text}"
+        );
+    }
+    let mut left = bare.clone();
+    left.present.delete_failed = true;
+    assert_eq!(
+        verbs(&plan(None, &left, &PlanOptions::default())),
+        ["delete"]
+    );
+}
+
 use proptest::prelude::*;
 
 fn arb_config() -> impl Strategy<Value = LimaYaml> {
