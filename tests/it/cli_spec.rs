@@ -261,6 +261,25 @@ fn huge_file_and_alias_bomb_are_refused() {
     assert!(start.elapsed().as_secs() < 60);
 }
 
+#[test]
+fn aliases_of_one_large_string_are_refused_by_expanded_bytes() {
+    // 3 MB, one string, 2000 aliases of it: 6 GB once expanded.
+    let env = Env::new();
+    let mut text = format!("{IMAGE}message: &m \"{}\"\ncopies:\n", "x".repeat(3 << 20));
+    for _ in 0..2000 {
+        text.push_str("- *m\n");
+    }
+    let limit = lima::spec::yaml::alias_byte_limit(text.len());
+    assert_fails(
+        &env,
+        "strings.yaml",
+        &text,
+        &[&format!(
+            "strings.yaml: YAML aliases expand to more than {limit} bytes"
+        )],
+    );
+}
+
 /// Runs limactl with a deadline; a run that would block for ever (the bug
 /// this guards against) is killed and fails the test instead of hanging it.
 /// Returns the exit code and stdout followed by stderr.
