@@ -280,6 +280,35 @@ fn aliases_of_one_large_string_are_refused_by_expanded_bytes() {
     );
 }
 
+#[test]
+fn runaway_set_expressions_fail_cleanly_and_errors_are_readable() {
+    let env = Env::new();
+    let f = env.write("vm.yaml", IMAGE);
+    let expr = "def f: 1+f; .cpus=f";
+    let (code, err) = run_bounded(
+        &env,
+        &["create", "--tty=false", "--set", expr, f.to_str().unwrap()],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(!err.contains("overflowed its stack"), "{err}");
+    // Depth is what this expression exhausts; the 5 s deadline is accepted
+    // too, so that a very slow machine cannot fail the test.
+    assert!(
+        err.contains(&format!("expression `{expr}` recursed too deeply"))
+            || err.contains(&format!("expression `{expr}` did not finish within")),
+        "{err}"
+    );
+    assert!(!env.lima_home().join("vm").exists(), "nothing is created");
+
+    let (code, err) = run_bounded(&env, &["yq", "-n", ".a | {b:}"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("invalid expression `.a | {b:}`: expected a term, found `}` at column 9"),
+        "{err}"
+    );
+    assert!(!err.contains("Parse("), "{err}");
+}
+
 /// Runs limactl with a deadline; a run that would block for ever (the bug
 /// this guards against) is killed and fails the test instead of hanging it.
 /// Returns the exit code and stdout followed by stderr.
