@@ -393,6 +393,23 @@ fn fifos_devices_and_directories_are_refused_without_blocking() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("default.yaml`: it is a FIFO"), "{err}");
     std::fs::remove_file(&cfg_fifo).unwrap();
+    // `_config/base.yaml`, and a `template:NAME` in `_templates`.
+    std::fs::create_dir_all(cfg.join("base.yaml")).unwrap();
+    let (code, err) = run_bounded(&env, &["apply", "--dry-run", "-f", ok.to_str().unwrap()]);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("base.yaml`: it is a directory"), "{err}");
+    std::fs::remove_dir(cfg.join("base.yaml")).unwrap();
+    let templates = env.lima_home().join("_templates");
+    std::fs::create_dir_all(&templates).unwrap();
+    nix::unistd::mkfifo(
+        &templates.join("piped.yaml"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let f = env.write("tmpl.yaml", "base: template:piped\n");
+    let (code, err) = run_bounded(&env, &["validate", f.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("piped.yaml`: it is a FIFO"), "{err}");
 
     // An instance whose lima.yaml is a FIFO is listed with the error.
     let inst = env.lima_home().join("pipe");

@@ -270,7 +270,7 @@ fn embed_inner(
     let mut bases: Vec<(String, Option<String>)> = Vec::new();
     if top
         && let Some(b) = &ctx.default_base
-        && b.is_file()
+        && b.exists()
         && stack.first().map(String::as_str) != Some(&b.display().to_string())
     {
         bases.push((b.display().to_string(), None));
