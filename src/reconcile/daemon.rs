@@ -370,9 +370,7 @@ impl Daemon {
             orphaned.remove(name);
             return None;
         }
-        let since = *orphaned
-            .entry(name.to_string())
-            .or_insert_with(Instant::now);
+        let since = *orphaned.entry(name.to_string()).or_insert_with(Instant::now);
         (since.elapsed() < SETTLE).then_some(Duration::from_secs(1))
     }
 
