@@ -2,9 +2,15 @@
 //! `limactl yq`, `list --yq/--filter` and the `--set` edit flags evaluate.
 //! Environment and input operations are not available to expressions.
 
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use jaq_core::load::{Arena, File, Loader};
 use jaq_core::{Compiler, Ctx, Vars, data, unwrap_valr};
 use jaq_json::Val;
+
+use crate::spec::yaml::quote_name;
+use crate::sync::MutexExt;
 
 /// Natives and definitions that read the environment, other inputs, or end the process.
 const BLOCKED: &[&str] = &[
@@ -25,19 +31,70 @@ const BLOCKED: &[&str] = &[
 
 #[derive(Debug, thiserror::Error)]
 pub enum YqError {
-    #[error(
-        "invalid expression {}: {message}",
-        crate::spec::yaml::quote_name(expr)
-    )]
+    #[error("invalid expression {}: {message}", quoted(expr))]
     Compile { expr: String, message: String },
-    #[error("expression {} failed: {message}", crate::spec::yaml::quote_name(expr))]
+    #[error("expression {} failed: {message}", quoted(expr))]
     Run { expr: String, message: String },
     #[error(
         "expression {} produced {count} results, expected exactly one",
-        crate::spec::yaml::quote_name(expr)
+        quoted(expr)
     )]
     NotOne { expr: String, count: usize },
+    /// The evaluation reached one of its [`Limits`].
+    #[error("expression {} {bound}", quoted(expr))]
+    Bound { expr: String, bound: Bound },
 }
+
+/// An expression as shown in messages: quoted, and cut when very long.
+fn quoted(expr: &str) -> String {
+    const SHOWN: usize = 120;
+    if expr.chars().count() <= SHOWN {
+        return quote_name(expr);
+    }
+    let head: String = expr.chars().take(SHOWN).collect();
+    format!("{}…", quote_name(&head))
+}
+
+/// Which of the [`Limits`] an evaluation reached.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Bound {
+    #[error("did not finish within {}s (an endless loop?)", .0.as_secs_f64())]
+    Time(Duration),
+    #[error(
+        "recursed too deeply: its {} MiB evaluation stack is exhausted (an endless recursion?)",
+        STACK_BYTES >> 20
+    )]
+    Depth,
+    #[error("needed more than {} MiB of memory", .0 >> 20)]
+    Memory(usize),
+    #[error("produced more than {0} results")]
+    Outputs(usize),
+}
+
+/// What one evaluation may use. jq is a programming language: unbounded,
+/// `def f: 1+f; f` overflows the stack (which aborts the whole process),
+/// `def f: f; f` never ends and `[repeat(.)]` takes all memory.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub time: Duration,
+    /// Bytes the evaluation may have allocated at once (its copy of the
+    /// input included).
+    pub memory: usize,
+    pub outputs: usize,
+}
+
+impl Limits {
+    pub const DEFAULT: Limits = Limits {
+        time: Duration::from_secs(5),
+        memory: 512 << 20,
+        outputs: 100_000,
+    };
+}
+
+/// The evaluation thread's stack. jaq recurses in Rust for each nested
+/// call; 64 MiB takes recursions thousands of levels deep while an endless
+/// one still ends quickly. Only the pages touched become resident.
+const STACK_BYTES: usize = 64 << 20;
 
 fn to_val(v: &serde_json::Value) -> Val {
     jaq_json::read::parse_single(v.to_string().as_bytes()).expect("serde_json output is valid JSON")
@@ -48,8 +105,112 @@ fn from_val(v: &Val) -> Result<serde_json::Value, String> {
         .map_err(|e| format!("result is not representable as JSON: {e}"))
 }
 
-/// Evaluates `expr` on `input` and returns every output.
+/// Evaluates `expr` on `input` and returns every output, within [`Limits::DEFAULT`].
 pub fn eval(expr: &str, input: &serde_json::Value) -> Result<Vec<serde_json::Value>, YqError> {
+    eval_with(expr, input, &Limits::DEFAULT)
+}
+
+/// Evaluates `expr` on `input` within `limits`.
+///
+/// Compilation (jaq's lexer and parser recurse too) and evaluation run on a
+/// thread of their own, watched from here. A thread cannot be killed: one
+/// that reaches a bound is stopped where it stands and stays parked until
+/// the process exits (limactl is a CLI: it exits after reporting the error):
+/// - depth: a stack overflow hits the thread's guard page; [`guard`]'s
+///   SIGSEGV handler parks the thread instead of letting the process abort;
+/// - memory: [`guard`]'s allocator parks the thread at the allocation that
+///   would exceed the budget, so memory stays bounded;
+/// - time: the thread is told to stop (it parks at its next allocation)
+///   and gets the lowest CPU priority, for a loop that allocates nothing
+///   cannot be stopped from outside.
+///
+/// An expression left behind is not run again in this process: it fails at
+/// once with the same error, so that filtering many instances with a
+/// runaway expression leaves one thread behind, not one per instance.
+pub fn eval_with(
+    expr: &str,
+    input: &serde_json::Value,
+    limits: &Limits,
+) -> Result<Vec<serde_json::Value>, YqError> {
+    let reached = |bound: Bound| YqError::Bound {
+        expr: expr.to_string(),
+        bound,
+    };
+    if let Some(b) = abandoned(expr) {
+        return Err(reached(b));
+    }
+    guard::install();
+    let shared = Arc::new(guard::Shared::new(limits.memory));
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let worker = {
+        let (expr, input, shared) = (expr.to_string(), input.clone(), shared.clone());
+        let outputs = limits.outputs;
+        move || {
+            let watched = guard::Watched::enter(shared);
+            let result = run(&expr, &input, outputs);
+            drop(watched);
+            let _ = tx.send(result);
+        }
+    };
+    std::thread::Builder::new()
+        .name("yq".into())
+        .stack_size(STACK_BYTES)
+        .spawn(worker)
+        .map_err(|e| YqError::Run {
+            expr: expr.to_string(),
+            message: format!("cannot start its evaluation thread: {e}"),
+        })?;
+    let deadline = Instant::now() + limits.time;
+    loop {
+        // Polled: a parked thread cannot send (its handler may not allocate).
+        match rx.recv_timeout(Duration::from_millis(10)) {
+            Ok(result) => return result,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                // Ended without a result: jaq panicked (the panic hook has
+                // reported where).
+                return Err(YqError::Run {
+                    expr: expr.to_string(),
+                    message: "the evaluator failed unexpectedly".into(),
+                });
+            }
+        }
+        let bound = match shared.parked() {
+            Some(guard::Parked::Stack) => Bound::Depth,
+            Some(guard::Parked::Memory) => Bound::Memory(limits.memory),
+            Some(guard::Parked::Stopped) => Bound::Time(limits.time),
+            None if Instant::now() >= deadline => {
+                shared.stop();
+                Bound::Time(limits.time)
+            }
+            None => continue,
+        };
+        abandon(expr, bound.clone());
+        return Err(reached(bound));
+    }
+}
+
+/// Expressions whose evaluation was left behind, with the bound they reached.
+static ABANDONED: Mutex<Vec<(String, Bound)>> = Mutex::new(Vec::new());
+
+fn abandoned(expr: &str) -> Option<Bound> {
+    ABANDONED
+        .locked()
+        .iter()
+        .find(|(e, _)| e == expr)
+        .map(|(_, b)| b.clone())
+}
+
+fn abandon(expr: &str, bound: Bound) {
+    ABANDONED.locked().push((expr.to_string(), bound));
+}
+
+/// Compiles and runs `expr` (on the evaluation thread).
+fn run(
+    expr: &str,
+    input: &serde_json::Value,
+    max_outputs: usize,
+) -> Result<Vec<serde_json::Value>, YqError> {
     let compile_err = |message: String| YqError::Compile {
         expr: expr.to_string(),
         message,
@@ -75,14 +236,20 @@ pub fn eval(expr: &str, input: &serde_json::Value) -> Result<Vec<serde_json::Val
                 path: (),
             },
         )
-        .map_err(|errs| compile_err(describe(&errs, expr)))?;
+        .map_err(|errs| compile_err(describe_load(&errs, expr)))?;
     let filter = Compiler::default()
         .with_funs(funs)
         .compile(modules)
-        .map_err(|errs| compile_err(describe(&errs, expr)))?;
+        .map_err(|errs| compile_err(describe_compile(&errs, expr)))?;
     let ctx = Ctx::<data::JustLut<Val>>::new(&filter.lut, Vars::new([]));
     let mut out = Vec::new();
     for r in filter.id.run((ctx, to_val(input))).map(unwrap_valr) {
+        if out.len() == max_outputs {
+            return Err(YqError::Bound {
+                expr: expr.to_string(),
+                bound: Bound::Outputs(max_outputs),
+            });
+        }
         match r {
             Ok(v) => out.push(from_val(&v).map_err(|message| YqError::Run {
                 expr: expr.to_string(),
@@ -99,24 +266,141 @@ pub fn eval(expr: &str, input: &serde_json::Value) -> Result<Vec<serde_json::Val
     Ok(out)
 }
 
-fn describe<T: std::fmt::Debug>(errs: &T, expr: &str) -> String {
-    let s = format!("{errs:?}");
-    for b in BLOCKED {
-        if s.contains(&format!("\"{b}\"")) && expr.contains(b) {
-            return if *b == "env" {
+/// Where `part` (a slice of `code`, as jaq's errors hold them) starts, in words.
+fn position(code: &str, part: &str) -> String {
+    let at = (part.as_ptr() as usize).wrapping_sub(code.as_ptr() as usize);
+    if at >= code.len() {
+        // The end of the text (jaq's "no token found" is the empty slice there).
+        return "at the end of the expression".into();
+    }
+    let before = &code[..at];
+    let col = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    match before.matches('\n').count() {
+        0 => format!("at column {col}"),
+        n => format!("at line {}, column {col}", n + 1),
+    }
+}
+
+/// What was found at `part`: its beginning, quoted, and where.
+fn found(code: &str, part: &str) -> String {
+    let at = (part.as_ptr() as usize).wrapping_sub(code.as_ptr() as usize);
+    if part.is_empty() || at >= code.len() {
+        return "the end of the expression".into();
+    }
+    let shown: String = part.chars().take(20).take_while(|c| *c != '\n').collect();
+    format!("{} {}", quote_name(&shown), position(code, part))
+}
+
+/// `term` → "a term", `identifier` → "an identifier".
+fn with_article(what: &str) -> String {
+    match what.chars().next() {
+        Some(c) if "aeiou".contains(c) => format!("an {what}"),
+        _ => format!("a {what}"),
+    }
+}
+
+/// Lexer and parser errors in words: what was expected, what was found, where.
+fn describe_load(errs: &jaq_core::load::Errors<&str, ()>, expr: &str) -> String {
+    use jaq_core::load::Error;
+    use jaq_core::load::lex::Expect;
+    let mut out = Vec::new();
+    for (file, e) in errs {
+        let code = file.code;
+        match e {
+            Error::Io(es) => out.extend(
+                es.iter()
+                    .map(|(path, msg)| format!("cannot load module {}: {msg}", quote_name(path))),
+            ),
+            Error::Lex(es) => out.extend(es.iter().map(|(want, rest)| match want {
+                Expect::Delim(open) => format!(
+                    "{} {} is not closed: expected a {} {}",
+                    quote_name(open),
+                    position(code, open),
+                    match *open {
+                        "(" => "closing parenthesis",
+                        "[" => "closing bracket",
+                        "{" => "closing brace",
+                        _ => "closing quote",
+                    },
+                    position(code, rest)
+                ),
+                Expect::Token => format!("unexpected {}", found(code, rest)),
+                other => format!(
+                    "expected {} {}",
+                    with_article(other.as_str()),
+                    position(code, rest)
+                ),
+            })),
+            Error::Parse(es) => out.extend(es.iter().map(|(want, got)| {
+                use jaq_core::load::parse::Expect as P;
+                let want = match want {
+                    P::Just(tok) => quote_name(tok),
+                    P::ElseOrEnd => "`else` or `end`".into(),
+                    P::CommaOrRBrack => "`,` or `]`".into(),
+                    P::CommaOrRBrace => "`,` or `}`".into(),
+                    P::SemicolonOrRParen => "`;` or `)`".into(),
+                    P::Nothing => "the end of the expression".into(),
+                    other => with_article(other.as_str()),
+                };
+                format!("expected {want}, found {}", found(code, got))
+            })),
+        }
+    }
+    if out.is_empty() {
+        out.push(format!("cannot parse {}", quoted(expr)));
+    }
+    first_few(out)
+}
+
+/// The first errors (one unclosed bracket is often reported for each level).
+fn first_few(mut errors: Vec<String>) -> String {
+    const SHOWN: usize = 3;
+    let more = errors.len().saturating_sub(SHOWN);
+    errors.truncate(SHOWN);
+    let mut s = errors.join("; ");
+    if more > 0 {
+        s.push_str(&format!(" (and {more} more)"));
+    }
+    s
+}
+
+/// Undefined names in words; blocked ones are said to be unavailable.
+fn describe_compile(errs: &jaq_core::compile::Errors<&str, ()>, expr: &str) -> String {
+    use jaq_core::compile::Undefined;
+    let mut out = Vec::new();
+    for (file, es) in errs {
+        for (name, what) in es {
+            if let Some(m) = blocked(name, expr) {
+                return m;
+            }
+            let shown = match what {
+                Undefined::Filter(n) if *n > 0 => format!("{name}/{n}"),
+                _ => name.to_string(),
+            };
+            out.push(format!(
+                "undefined {} {} {}",
+                what.as_str(),
+                quote_name(&shown),
+                position(file.code, name)
+            ));
+        }
+    }
+    first_few(out)
+}
+
+/// The message for a blocked name, if `name` is one used in `expr`.
+fn blocked(name: &str, expr: &str) -> Option<String> {
+    let bare = name.trim_start_matches('$');
+    BLOCKED
+        .iter()
+        .find(|b| b.trim_start_matches('$') == bare && expr.contains(*b))
+        .map(|b| {
+            if *b == "env" {
                 "env operations have been disabled".into()
             } else {
                 format!("{b} is not available in limactl expressions")
-            };
-        }
-    }
-    // jaq's errors are structured; keep the readable part.
-    let s = s.replace("[(File { code: ", "").replace(", path: () }", "");
-    if s.len() > 300 {
-        format!("{}…", &s[..300])
-    } else {
-        s
-    }
+            }
+        })
 }
 
 /// Evaluates an expression that must produce exactly one value (an edit).
@@ -129,6 +413,282 @@ pub fn eval_one(expr: &str, input: &serde_json::Value) -> Result<serde_json::Val
         });
     }
     Ok(out.pop().unwrap())
+}
+
+/// Stopping an evaluation thread that reaches a bound: it is parked (it
+/// cannot be killed), and its watcher in [`eval_with`] reports the bound.
+mod guard {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+    use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+    use std::sync::atomic::{AtomicBool, AtomicI32, AtomicIsize, AtomicU8};
+    use std::sync::{Arc, Once, OnceLock};
+
+    use nix::libc;
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Parked {
+        /// Its stack overflowed.
+        Stack,
+        /// It would have exceeded its memory budget.
+        Memory,
+        /// It was told to stop (its time is up).
+        Stopped,
+    }
+
+    const RUNNING: u8 = 0;
+    const STACK: u8 = 1;
+    const MEMORY: u8 = 2;
+    const STOPPED: u8 = 3;
+
+    /// What an evaluation thread and its watcher share.
+    pub struct Shared {
+        parked: AtomicU8,
+        /// Bytes allocated minus bytes freed by the thread.
+        used: AtomicIsize,
+        limit: isize,
+        stop: AtomicBool,
+        tid: AtomicI32,
+    }
+
+    impl Shared {
+        pub fn new(limit: usize) -> Shared {
+            Shared {
+                parked: AtomicU8::new(RUNNING),
+                used: AtomicIsize::new(0),
+                limit: isize::try_from(limit).unwrap_or(isize::MAX),
+                stop: AtomicBool::new(false),
+                tid: AtomicI32::new(0),
+            }
+        }
+
+        pub fn parked(&self) -> Option<Parked> {
+            match self.parked.load(Acquire) {
+                STACK => Some(Parked::Stack),
+                MEMORY => Some(Parked::Memory),
+                STOPPED => Some(Parked::Stopped),
+                _ => None,
+            }
+        }
+
+        /// Tells the thread to park at its next allocation, and gives it
+        /// the lowest CPU priority in case it loops without allocating.
+        pub fn stop(&self) {
+            self.stop.store(true, Release);
+            let tid = self.tid.load(Acquire);
+            if tid > 0 {
+                // Lowering a thread's priority needs no privilege; should it
+                // fail, the thread only keeps its priority.
+                unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19) };
+            }
+        }
+    }
+
+    thread_local! {
+        /// The evaluation this thread runs, when it is an evaluation thread.
+        /// (Const-initialised without destructor: readable from the
+        /// allocator and from a signal handler.)
+        static WATCHED: Cell<*const Shared> = const { Cell::new(std::ptr::null()) };
+        /// Addresses around the guard page below this thread's stack.
+        static GUARD: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+    }
+
+    /// Marks the current thread as running the evaluation of `shared`.
+    pub struct Watched {
+        _shared: Arc<Shared>,
+        altstack: Option<Vec<u8>>,
+    }
+
+    impl Watched {
+        pub fn enter(shared: Arc<Shared>) -> Watched {
+            shared.tid.store(nix::unistd::gettid().as_raw(), Release);
+            let altstack = ensure_altstack();
+            if let Some(range) = guard_range() {
+                GUARD.set(range);
+            }
+            WATCHED.set(Arc::as_ptr(&shared));
+            Watched {
+                _shared: shared,
+                altstack,
+            }
+        }
+    }
+
+    impl Drop for Watched {
+        fn drop(&mut self) {
+            WATCHED.set(std::ptr::null());
+            GUARD.set((0, 0));
+            if self.altstack.is_some() {
+                let off = libc::stack_t {
+                    ss_sp: std::ptr::null_mut(),
+                    ss_flags: libc::SS_DISABLE,
+                    ss_size: 0,
+                };
+                unsafe { libc::sigaltstack(&off, std::ptr::null_mut()) };
+            }
+        }
+    }
+
+    /// A SIGSEGV handler runs on the alternate signal stack (the thread's
+    /// own is exhausted). Rust gives its threads one; should this one have
+    /// none, it gets one for as long as it is watched.
+    fn ensure_altstack() -> Option<Vec<u8>> {
+        unsafe {
+            let mut current: libc::stack_t = std::mem::zeroed();
+            if libc::sigaltstack(std::ptr::null(), &mut current) != 0
+                || current.ss_flags & libc::SS_DISABLE == 0
+            {
+                return None;
+            }
+            let mut stack = vec![0u8; libc::SIGSTKSZ.max(64 << 10)];
+            let new = libc::stack_t {
+                ss_sp: stack.as_mut_ptr().cast(),
+                ss_flags: 0,
+                ss_size: stack.len(),
+            };
+            (libc::sigaltstack(&new, std::ptr::null_mut()) == 0).then_some(stack)
+        }
+    }
+
+    /// Where a fault means "this thread's stack overflowed": around the
+    /// lowest address of its stack. glibc before 2.27 put the guard page
+    /// inside the reported stack, later ones below it; both are taken, as
+    /// Rust's own handler does.
+    fn guard_range() -> Option<(usize, usize)> {
+        unsafe {
+            let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+            if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+                return None;
+            }
+            let (mut addr, mut size, mut guard) = (std::ptr::null_mut(), 0, 0);
+            let ok = libc::pthread_attr_getstack(&attr, &mut addr, &mut size) == 0
+                && libc::pthread_attr_getguardsize(&attr, &mut guard) == 0;
+            libc::pthread_attr_destroy(&mut attr);
+            let page = usize::try_from(libc::sysconf(libc::_SC_PAGESIZE)).unwrap_or(4096);
+            let guard = guard.max(page);
+            let low = addr as usize;
+            ok.then(|| (low.saturating_sub(guard), low + guard))
+        }
+    }
+
+    /// Parks the calling thread for good.
+    fn park() -> ! {
+        loop {
+            // nanosleep(2): allocates nothing, holds no lock.
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+
+    /// The system allocator, counting what evaluation threads hold: the
+    /// only way to bound the memory of code (jaq's) that has no hook for
+    /// it. Other threads pay one thread-local read per call.
+    pub struct CountingAlloc;
+
+    fn charge(bytes: isize) {
+        let Ok(watched) = WATCHED.try_with(Cell::get) else {
+            return;
+        };
+        if watched.is_null() {
+            return;
+        }
+        // Valid: `Watched` holds the Arc while the pointer is set.
+        let shared = unsafe { &*watched };
+        let used = shared.used.fetch_add(bytes, Relaxed) + bytes;
+        // A panicking thread is let through: its panic hook holds the stderr
+        // lock while it allocates, and parking there would block every
+        // other thread's output.
+        if bytes <= 0 || std::thread::panicking() {
+            return;
+        }
+        let why = if used > shared.limit {
+            MEMORY
+        } else if shared.stop.load(Relaxed) {
+            STOPPED
+        } else {
+            return;
+        };
+        shared.parked.store(why, Release);
+        park()
+    }
+
+    unsafe impl GlobalAlloc for CountingAlloc {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            charge(layout.size() as isize);
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            charge(layout.size() as isize);
+            unsafe { System.alloc_zeroed(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            unsafe { System.dealloc(ptr, layout) };
+            charge(-(layout.size() as isize));
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            charge(new_size as isize - layout.size() as isize);
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    #[global_allocator]
+    static ALLOC: CountingAlloc = CountingAlloc;
+
+    static INSTALL: Once = Once::new();
+    /// The SIGSEGV action before ours (Rust's stack overflow reporter).
+    static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
+
+    /// Installs the SIGSEGV handler that parks an evaluation thread whose
+    /// stack overflowed. Without it, Rust's handler reports the overflow
+    /// and aborts the whole process; every other fault still goes to it.
+    pub fn install() {
+        INSTALL.call_once(|| unsafe {
+            let mut previous: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(libc::SIGSEGV, std::ptr::null(), &mut previous) != 0 {
+                return;
+            }
+            let _ = PREVIOUS.set(previous);
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_segv as *const () as usize;
+            action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+            // Every signal stays blocked while the handler runs, so that a
+            // parked thread never runs another handler.
+            libc::sigfillset(&mut action.sa_mask);
+            libc::sigaction(libc::SIGSEGV, &action, std::ptr::null_mut());
+        });
+    }
+
+    extern "C" fn on_segv(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+        let addr = unsafe { (*info).si_addr() } as usize;
+        let watched = WATCHED.try_with(Cell::get).unwrap_or(std::ptr::null());
+        let (low, high) = GUARD.try_with(Cell::get).unwrap_or((0, 0));
+        if !watched.is_null() && low <= addr && addr < high {
+            unsafe { (*watched).parked.store(STACK, Release) };
+            // All signals are blocked here (sa_mask): pause(2) never returns.
+            loop {
+                unsafe { libc::pause() };
+            }
+        }
+        // Not an evaluation's overflow: what would have happened without us.
+        match PREVIOUS.get() {
+            Some(p) if p.sa_sigaction != libc::SIG_DFL && p.sa_sigaction != libc::SIG_IGN => unsafe {
+                if p.sa_flags & libc::SA_SIGINFO != 0 {
+                    let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                        std::mem::transmute(p.sa_sigaction);
+                    f(sig, info, ctx)
+                } else {
+                    let f: extern "C" fn(libc::c_int) = std::mem::transmute(p.sa_sigaction);
+                    f(sig)
+                }
+            },
+            _ => unsafe {
+                // The default action: returning re-runs the faulting
+                // instruction, which now kills the process.
+                let mut dfl: libc::sigaction = std::mem::zeroed();
+                dfl.sa_sigaction = libc::SIG_DFL;
+                libc::sigaction(sig, &dfl, std::ptr::null_mut());
+            },
+        }
+    }
 }
 
 #[cfg(test)]
@@ -197,5 +757,161 @@ mod tests {
             eval_one(".[]", &json!([1, 2])),
             Err(YqError::NotOne { .. })
         ));
+    }
+
+    /// Limits whose deadline is never what a test waits for: whatever the
+    /// machine's speed, the bound under test is reached first.
+    fn patient(memory: usize, outputs: usize) -> Limits {
+        Limits {
+            time: Duration::from_secs(600),
+            memory,
+            outputs,
+        }
+    }
+
+    fn bound_of(r: Result<Vec<serde_json::Value>, YqError>) -> Bound {
+        match r {
+            Err(YqError::Bound { bound, .. }) => bound,
+            other => panic!("expected a bound to be reached, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn endless_recursion_is_an_error_not_an_abort() {
+        let limits = patient(Limits::DEFAULT.memory, Limits::DEFAULT.outputs);
+        let expr = "def f: 1+f; .cpus=f";
+        let err = eval_with(expr, &json!({"cpus": 1}), &limits).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                YqError::Bound {
+                    bound: Bound::Depth,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("expression `def f: 1+f; .cpus=f` recursed too deeply"),
+            "{err}"
+        );
+        // The process goes on: the next evaluation works.
+        assert_eq!(
+            eval_one(".cpus = 2", &json!({})).unwrap(),
+            json!({"cpus": 2})
+        );
+        // Its thread is left behind, and the expression is not run again.
+        assert_eq!(abandoned(expr), Some(Bound::Depth));
+        assert_eq!(
+            eval_one(expr, &json!({})).unwrap_err().to_string(),
+            err.to_string()
+        );
+        // The lexer and parser recurse too.
+        let nested = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(
+            bound_of(eval_with(&nested, &json!(null), &limits)),
+            Bound::Depth
+        );
+    }
+
+    #[test]
+    fn endless_loops_end_at_the_deadline() {
+        let limits = Limits {
+            time: Duration::from_secs(1),
+            ..Limits::DEFAULT
+        };
+        // A tail call loops without growing the stack or allocating.
+        let err = eval_with("def f: f; f", &json!({}), &limits).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                YqError::Bound {
+                    bound: Bound::Time(_),
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "expression `def f: f; f` did not finish within 1s (an endless loop?)"
+        );
+    }
+
+    #[test]
+    fn memory_and_outputs_are_bounded() {
+        let limits = patient(8 << 20, 1000);
+        assert_eq!(
+            bound_of(eval_with("[repeat(.)]", &json!({}), &limits)),
+            Bound::Memory(8 << 20)
+        );
+        assert_eq!(
+            bound_of(eval_with(
+                "reduce range(64) as $i (\"x\"; . + .)",
+                &json!({}),
+                &limits
+            )),
+            Bound::Memory(8 << 20)
+        );
+        let err = eval_with("repeat(.)", &json!({}), &limits).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "expression `repeat(.)` produced more than 1000 results"
+        );
+        // Within the bounds, the same kinds of expressions work.
+        assert_eq!(
+            eval_with("[limit(3; repeat(1))]", &json!({}), &limits).unwrap(),
+            vec![json!([1, 1, 1])]
+        );
+        assert_eq!(
+            eval_with("[range(100000)] | length", &json!({}), &limits).unwrap(),
+            vec![json!(100000)]
+        );
+    }
+
+    #[test]
+    fn syntax_errors_say_what_and_where_in_words() {
+        let msg = |e: &str| eval(e, &json!({})).unwrap_err().to_string();
+        for (expr, want) in [
+            (
+                ".[",
+                "invalid expression `.[`: `[` at column 2 is not closed: expected a closing bracket at the end of the expression",
+            ),
+            (
+                "{a:}",
+                "invalid expression `{a:}`: expected a term, found `}` at column 4",
+            ),
+            (
+                "if . then 1",
+                "invalid expression `if . then 1`: expected `else` or `end`, found the end of the expression",
+            ),
+            (
+                ".a &",
+                "invalid expression `.a &`: unexpected `&` at column 4",
+            ),
+            (
+                ".a | foo",
+                "invalid expression `.a | foo`: undefined filter `foo` at column 6",
+            ),
+            (
+                ".a |\n  f(1)",
+                "invalid expression \".a |\\n  f(1)\": undefined filter `f/1` at line 2, column 3",
+            ),
+            (
+                "$x",
+                "invalid expression `$x`: undefined variable `$x` at column 1",
+            ),
+        ] {
+            assert_eq!(msg(expr), want);
+        }
+        let many = msg("((((((");
+        assert!(many.ends_with("(and 3 more)"), "{many}");
+        for e in [".[", "{a:}", "(((", "1 +", "\"\\x\""] {
+            let m = msg(e);
+            for internal in ["Lex(", "Parse(", "Delim", "Filter(", "File {"] {
+                assert!(!m.contains(internal), "{e}: {m}");
+            }
+        }
     }
 }

@@ -30,6 +30,13 @@ pub enum SpecError {
         path: String,
         source: std::io::Error,
     },
+    /// FIFOs, sockets, devices and directories are never read: they could
+    /// block the reader for ever or never end.
+    #[error(
+        "cannot read {}: it is {kind}, not a regular file; give the path of a YAML file",
+        quote_name(path)
+    )]
+    NotRegular { path: String, kind: &'static str },
     /// Lima refuses templates over 4 MiB.
     #[error(
         "{} is larger than {} bytes; refusing to load it",

@@ -515,3 +515,48 @@ fn a_file_gone_for_a_moment_is_not_pruned() {
     std::fs::remove_file(&file).unwrap();
     wait_for("w to be deleted", Duration::from_secs(30), || !dir.exists());
 }
+
+#[test]
+fn files_whose_base_is_a_fifo_never_hold_a_worker() {
+    let env = Env::new();
+    let img = tiny_image(&env);
+    let src = env.dir.path().join("watched");
+    std::fs::create_dir_all(&src).unwrap();
+    let fifo = env.dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    // Two bad files: as many as the daemon has workers.
+    for f in ["e1.yaml", "e2.yaml"] {
+        std::fs::write(src.join(f), format!("base: {}\n", fifo.display())).unwrap();
+    }
+    std::fs::write(src.join("good.yaml"), yaml(&img, 1)).unwrap();
+    let mut d = Daemon::start_with(&env, &src, &[], &["--parallel", "2"]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = d.0.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    wait_for("good to be created", Duration::from_secs(60), || {
+        cpus(&env, "good") == Some(1)
+    });
+    // Each bad file's error is reported, naming the FIFO.
+    let mut log = String::new();
+    let fifo_err = format!("cannot read `{}`: it is a FIFO", fifo.display());
+    wait_for(
+        "both FIFO errors in the log",
+        Duration::from_secs(60),
+        || {
+            log.extend(rx.try_iter().map(|l| l + "\n"));
+            ["e1.yaml", "e2.yaml"]
+                .iter()
+                .all(|f| log.lines().any(|l| l.contains(f) && l.contains(&fifo_err)))
+        },
+    );
+    assert!(!env.instance_dir("e1").exists());
+    assert!(!env.instance_dir("e2").exists());
+}

@@ -321,6 +321,169 @@ fn huge_file_and_alias_bomb_are_refused() {
 }
 
 #[test]
+fn aliases_of_one_large_string_are_refused_by_expanded_bytes() {
+    // 3 MB, one string, 2000 aliases of it: 6 GB once expanded.
+    let env = Env::new();
+    let mut text = format!("{IMAGE}message: &m \"{}\"\ncopies:\n", "x".repeat(3 << 20));
+    for _ in 0..2000 {
+        text.push_str("- *m\n");
+    }
+    let limit = lima::spec::yaml::alias_byte_limit(text.len());
+    assert_fails(
+        &env,
+        "strings.yaml",
+        &text,
+        &[&format!(
+            "strings.yaml: YAML aliases expand to more than {limit} bytes"
+        )],
+    );
+}
+
+#[test]
+fn runaway_set_expressions_fail_cleanly_and_errors_are_readable() {
+    let env = Env::new();
+    let f = env.write("vm.yaml", IMAGE);
+    let expr = "def f: 1+f; .cpus=f";
+    let (code, err) = run_bounded(
+        &env,
+        &["create", "--tty=false", "--set", expr, f.to_str().unwrap()],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(!err.contains("overflowed its stack"), "{err}");
+    // Depth is what this expression exhausts; the 5 s deadline is accepted
+    // too, so that a very slow machine cannot fail the test.
+    assert!(
+        err.contains(&format!("expression `{expr}` recursed too deeply"))
+            || err.contains(&format!("expression `{expr}` did not finish within")),
+        "{err}"
+    );
+    assert!(!env.lima_home().join("vm").exists(), "nothing is created");
+
+    let (code, err) = run_bounded(&env, &["yq", "-n", ".a | {b:}"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("invalid expression `.a | {b:}`: expected a term, found `}` at column 9"),
+        "{err}"
+    );
+    assert!(!err.contains("Parse("), "{err}");
+}
+
+/// Runs limactl with a deadline; a run that would block for ever (the bug
+/// this guards against) is killed and fails the test instead of hanging it.
+/// Returns the exit code and stdout followed by stderr.
+fn run_bounded(env: &Env, args: &[&str]) -> (i32, String) {
+    let out = env
+        .cmd()
+        .args(args)
+        .timeout(std::time::Duration::from_secs(60))
+        .output()
+        .unwrap();
+    let stderr =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code().is_some(),
+        "limactl {} did not finish within 60 s (killed: {:?}); stderr: {stderr}",
+        args.join(" "),
+        out.status
+    );
+    assert!(!stderr.contains("panicked"), "limactl panicked: {stderr}");
+    (out.status.code().unwrap(), stderr)
+}
+
+#[test]
+fn fifos_devices_and_directories_are_refused_without_blocking() {
+    let env = Env::new();
+    let fifo = env.dir.path().join("fifo.yaml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let fifo_s = fifo.to_str().unwrap();
+    let fifo_err = format!("cannot read `{fifo_s}`: it is a FIFO (named pipe), not a regular file");
+
+    // The desired-state file itself, and a single-file `apply` source.
+    let (code, err) = run_bounded(&env, &["validate", fifo_s]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&fifo_err), "{err}");
+    let (code, err) = run_bounded(&env, &["apply", "--dry-run", "-f", fifo_s]);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains(&fifo_err), "{err}");
+
+    // `base:` and provision `file:` targets.
+    let f = env.write(
+        "base.yaml",
+        &format!(
+            "base: {fifo_s}
+"
+        ),
+    );
+    let (code, err) = run_bounded(&env, &["validate", f.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&fifo_err), "{err}");
+    let f = env.write(
+        "prov.yaml",
+        &format!("{IMAGE}provision:\n- mode: system\n  file: {fifo_s}\n"),
+    );
+    let (code, err) = run_bounded(&env, &["validate", f.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&fifo_err), "{err}");
+
+    // A directory and a character device.
+    let f = env.write("dirbase.yaml", "base: ./home\n");
+    let (code, err) = run_bounded(&env, &["validate", f.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("it is a directory, not a regular file"),
+        "{err}"
+    );
+    let f = env.write("dev.yaml", "base: /dev/zero\n");
+    let (code, err) = run_bounded(&env, &["validate", f.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("`/dev/zero`: it is a character device, not a regular file"),
+        "{err}"
+    );
+
+    // `_config/default.yaml`, read on every load.
+    let ok = env.write("ok.yaml", IMAGE);
+    assert_eq!(validate(&env, &ok).0, 0);
+    let cfg = env.lima_home().join("_config");
+    std::fs::create_dir_all(&cfg).unwrap();
+    let cfg_fifo = cfg.join("default.yaml");
+    nix::unistd::mkfifo(&cfg_fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let (code, err) = run_bounded(&env, &["validate", ok.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("default.yaml`: it is a FIFO"), "{err}");
+    std::fs::remove_file(&cfg_fifo).unwrap();
+    // `_config/base.yaml`, and a `template:NAME` in `_templates`.
+    std::fs::create_dir_all(cfg.join("base.yaml")).unwrap();
+    let (code, err) = run_bounded(&env, &["apply", "--dry-run", "-f", ok.to_str().unwrap()]);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("base.yaml`: it is a directory"), "{err}");
+    std::fs::remove_dir(cfg.join("base.yaml")).unwrap();
+    let templates = env.lima_home().join("_templates");
+    std::fs::create_dir_all(&templates).unwrap();
+    nix::unistd::mkfifo(
+        &templates.join("piped.yaml"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let f = env.write("tmpl.yaml", "base: template:piped\n");
+    let (code, err) = run_bounded(&env, &["validate", f.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("piped.yaml`: it is a FIFO"), "{err}");
+
+    // An instance whose lima.yaml is a FIFO is listed with the error.
+    let inst = env.lima_home().join("pipe");
+    std::fs::create_dir_all(&inst).unwrap();
+    nix::unistd::mkfifo(
+        &inst.join("lima.yaml"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let (code, err) = run_bounded(&env, &["list", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("lima.yaml`: it is a FIFO"), "{err}");
+}
+
+#[test]
 fn base_templates_resolve_and_loops_are_caught() {
     let env = Env::new();
     env.write("parts/img.yaml", IMAGE);

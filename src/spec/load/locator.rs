@@ -119,7 +119,9 @@ impl TemplateStore {
         let file = Self::file_name(name);
         for d in &self.dirs {
             let p = d.join(&file);
-            if p.is_file() {
+            // Anything there is read (a FIFO or directory is refused by
+            // name), not passed over for a template further down the path.
+            if p.exists() {
                 return read_limited(&p).map(|t| (t, Some(p)));
             }
         }

@@ -20,14 +20,29 @@ use super::yaml::{self, Node, Value};
 /// Largest template (or embedding result) accepted, as in Lima.
 pub const MAX_TEMPLATE_BYTES: u64 = 4 << 20;
 
-/// Reads a file, refusing anything larger than [`MAX_TEMPLATE_BYTES`].
+/// Reads a template, `base:`/`file:` target, `_config` file or `lima.yaml`:
+/// the one way the spec layer reads a file. Refuses anything that is not a
+/// regular file (a FIFO would block `open(2)`/`read(2)` for ever, a device
+/// could stream without end) and anything larger than [`MAX_TEMPLATE_BYTES`].
 pub fn read_limited(path: &Path) -> Result<String, SpecError> {
     use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
     let io = |source| SpecError::Io {
         path: path.display().to_string(),
         source,
     };
-    let f = std::fs::File::open(path).map_err(io)?;
+    // Checked before opening: opening a FIFO for reading waits for a writer.
+    check_regular(path, &std::fs::metadata(path).map_err(io)?)?;
+    // The path may be swapped for a FIFO or device between the check and
+    // the open: O_NONBLOCK makes that open return at once, and the type is
+    // checked again on the descriptor actually read. (A regular file's
+    // reads ignore O_NONBLOCK.)
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(path)
+        .map_err(io)?;
+    check_regular(path, &f.metadata().map_err(io)?)?;
     let mut buf = Vec::new();
     f.take(MAX_TEMPLATE_BYTES + 1)
         .read_to_end(&mut buf)
@@ -36,6 +51,31 @@ pub fn read_limited(path: &Path) -> Result<String, SpecError> {
     String::from_utf8(buf).map_err(|_| SpecError::Locator {
         locator: path.display().to_string(),
         message: "is not UTF-8 text".into(),
+    })
+}
+
+fn check_regular(path: &Path, meta: &std::fs::Metadata) -> Result<(), SpecError> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_file() {
+        return Ok(());
+    }
+    let kind = if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else {
+        "not a regular file"
+    };
+    Err(SpecError::NotRegular {
+        path: path.display().to_string(),
+        kind,
     })
 }
 
@@ -230,7 +270,7 @@ fn embed_inner(
     let mut bases: Vec<(String, Option<String>)> = Vec::new();
     if top
         && let Some(b) = &ctx.default_base
-        && b.is_file()
+        && b.exists()
         && stack.first().map(String::as_str) != Some(&b.display().to_string())
     {
         bases.push((b.display().to_string(), None));

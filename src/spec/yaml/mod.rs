@@ -16,7 +16,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use emit::{emit, emit_json, scalar_str};
-pub use parse::{parse_documents, parse_single};
+pub use parse::{alias_byte_limit, parse_documents, parse_single};
 
 /// Where a node starts: file, 1-based line, 1-based column.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,6 +114,10 @@ pub enum YamlError {
         "{file}: YAML aliases expand to more than {limit} nodes (an alias bomb?); refusing to load it"
     )]
     AliasBomb { file: Arc<str>, limit: usize },
+    #[error(
+        "{file}: YAML aliases expand to more than {limit} bytes (an alias bomb?); refusing to load it"
+    )]
+    AliasBytes { file: Arc<str>, limit: usize },
     #[error("{file}: nesting is deeper than {limit} levels; refusing to load it")]
     TooDeep { file: Arc<str>, limit: usize },
 }

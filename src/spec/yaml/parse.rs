@@ -1,5 +1,6 @@
 //! YAML text to [`Node`] trees: saphyr's events, with aliases expanded
-//! (bounded by [`MAX_NODES`]), `<<` merge keys and YAML 1.2 core scalars.
+//! (bounded by [`MAX_NODES`] and [`alias_byte_limit`]), `<<` merge keys and
+//! YAML 1.2 core scalars.
 
 use std::sync::Arc;
 
@@ -9,6 +10,15 @@ use super::{Entry, Loc, MAX_NODES, Node, Value, YamlError, format_float, quote_n
 
 const MAX_DEPTH: usize = 256;
 
+/// How many bytes of strings alias expansion may copy for a text of `len`
+/// bytes: four times the text, and at least 4 MiB (the largest template
+/// accepted), so that memory stays a small multiple of the file size. The
+/// node budget alone lets one large string referenced by many aliases grow
+/// a 3 MB file into gigabytes.
+pub fn alias_byte_limit(len: usize) -> usize {
+    len.saturating_mul(4).max(4 << 20)
+}
+
 /// Parses every document of a YAML stream. An empty stream yields no documents.
 pub fn parse_documents(file: &str, text: &str) -> Result<Vec<Node>, YamlError> {
     let file: Arc<str> = Arc::from(file);
@@ -16,6 +26,8 @@ pub fn parse_documents(file: &str, text: &str) -> Result<Vec<Node>, YamlError> {
         file: file.clone(),
         anchors: Default::default(),
         nodes: 0,
+        bytes: 0,
+        byte_limit: alias_byte_limit(text.len()),
         stack: Vec::new(),
         docs: Vec::new(),
     };
@@ -69,18 +81,44 @@ enum Frame {
 
 struct Builder {
     file: Arc<str>,
-    anchors: std::collections::HashMap<usize, (Node, usize)>,
+    /// Each anchored node with its size (nodes, string bytes).
+    anchors: std::collections::HashMap<usize, (Node, Size)>,
     nodes: usize,
+    /// String bytes copied by alias expansion and by keeping anchored nodes.
+    bytes: usize,
+    byte_limit: usize,
     stack: Vec<Frame>,
     docs: Vec<Node>,
 }
 
-fn node_size(n: &Node) -> usize {
+/// Nodes and string bytes (scalars and keys) of a tree.
+#[derive(Clone, Copy, Default)]
+struct Size {
+    nodes: usize,
+    bytes: usize,
+}
+
+fn node_size(n: &Node) -> Size {
+    let mut size = Size { nodes: 1, bytes: 0 };
     match &n.value {
-        Value::Seq(s) => 1 + s.iter().map(node_size).sum::<usize>(),
-        Value::Map(m) => 1 + m.iter().map(|e| 1 + node_size(&e.value)).sum::<usize>(),
-        _ => 1,
+        Value::Seq(s) => {
+            for i in s {
+                let c = node_size(i);
+                size.nodes += c.nodes;
+                size.bytes += c.bytes;
+            }
+        }
+        Value::Map(m) => {
+            for e in m {
+                let c = node_size(&e.value);
+                size.nodes += 1 + c.nodes;
+                size.bytes += e.key.len() + c.bytes;
+            }
+        }
+        Value::Str(s) => size.bytes = s.len(),
+        _ => {}
     }
+    size
 }
 
 impl Builder {
@@ -103,6 +141,26 @@ impl Builder {
         Ok(())
     }
 
+    /// Counts string bytes about to be copied (before the copy is made).
+    fn count_bytes(&mut self, n: usize) -> Result<(), YamlError> {
+        self.bytes = self.bytes.saturating_add(n);
+        if self.bytes > self.byte_limit {
+            return Err(YamlError::AliasBytes {
+                file: self.file.clone(),
+                limit: self.byte_limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// Keeps a copy of an anchored node for its aliases.
+    fn anchor(&mut self, anchor: usize, node: &Node) -> Result<(), YamlError> {
+        let size = node_size(node);
+        self.count_bytes(size.bytes)?;
+        self.anchors.insert(anchor, (node.clone(), size));
+        Ok(())
+    }
+
     fn on_event(&mut self, ev: Event<'_>, span: Span) -> Result<(), YamlError> {
         match ev {
             Event::Nothing
@@ -112,14 +170,15 @@ impl Builder {
             | Event::DocumentEnd => Ok(()),
             Event::Alias(id) => {
                 let loc = self.loc(&span);
-                let Some((node, size)) = self.anchors.get(&id).cloned() else {
+                let Some(size) = self.anchors.get(&id).map(|(_, s)| *s) else {
                     return Err(YamlError::Syntax {
                         loc,
                         message: "unknown alias".into(),
                     });
                 };
-                self.count(size)?;
-                let mut node = node;
+                self.count(size.nodes)?;
+                self.count_bytes(size.bytes)?;
+                let mut node = self.anchors[&id].0.clone();
                 node.loc = Some(loc);
                 self.push(node, span)
             }
@@ -137,7 +196,7 @@ impl Builder {
                     loc: Some(loc),
                 };
                 if anchor > 0 {
-                    self.anchors.insert(anchor, (node.clone(), 1));
+                    self.anchor(anchor, &node)?;
                 }
                 self.push(node, span)
             }
@@ -184,8 +243,7 @@ impl Builder {
                     loc: Some(loc),
                 };
                 if anchor > 0 {
-                    let size = node_size(&node);
-                    self.anchors.insert(anchor, (node.clone(), size));
+                    self.anchor(anchor, &node)?;
                 }
                 self.push(node, span)
             }
@@ -204,8 +262,7 @@ impl Builder {
                     loc: Some(loc),
                 };
                 if anchor > 0 {
-                    let size = node_size(&node);
-                    self.anchors.insert(anchor, (node.clone(), size));
+                    self.anchor(anchor, &node)?;
                 }
                 self.push(node, span)
             }

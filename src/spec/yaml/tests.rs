@@ -41,6 +41,57 @@ fn alias_bomb_is_refused() {
 }
 
 #[test]
+fn aliases_of_a_large_string_are_refused_by_expanded_bytes() {
+    // One 3 MB string referenced 2000 times: few nodes, but 6 GB expanded.
+    let mut s = format!("big: &b \"{}\"\nrefs:\n", "x".repeat(3 << 20));
+    for _ in 0..2000 {
+        s.push_str("- *b\n");
+    }
+    let err = parse_single("big.yaml", &s).unwrap_err();
+    let limit = alias_byte_limit(s.len());
+    assert!(
+        matches!(err, YamlError::AliasBytes { limit: l, .. } if l == limit),
+        "{err}"
+    );
+    assert!(
+        err.to_string().starts_with(&format!(
+            "big.yaml: YAML aliases expand to more than {limit} bytes"
+        )),
+        "{err}"
+    );
+
+    // Nested anchors copy their strings too (each anchor keeps a copy).
+    let mut s = String::from("a: ");
+    for i in 0..200 {
+        s.push_str(&format!("&a{i} ["));
+    }
+    s.push_str(&format!("\"{}\"", "y".repeat(1 << 20)));
+    s.push_str(&"]".repeat(200));
+    let err = parse_single("nested.yaml", &s).unwrap_err();
+    assert!(matches!(err, YamlError::AliasBytes { .. }), "{err}");
+}
+
+#[test]
+fn modest_reuse_of_anchors_loads() {
+    // A 110 KB script anchored and used ten times (1.2 MB expanded).
+    let script = "echo hello\n".repeat(10_000);
+    let mut s = String::from("scripts:\n  a: &s |\n");
+    for l in script.lines() {
+        s.push_str(&format!("    {l}\n"));
+    }
+    s.push_str("uses:\n");
+    for _ in 0..10 {
+        s.push_str("- *s\n");
+    }
+    let n = p(&s);
+    let Value::Seq(uses) = &n.get("uses").unwrap().value else {
+        panic!("uses is a list");
+    };
+    assert_eq!(uses.len(), 10);
+    assert_eq!(uses[9].as_str(), Some(script.as_str()));
+}
+
+#[test]
 fn aliases_and_merge_keys_expand() {
     let n = p("base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  y: 3\n");
     let o = n.get("other").unwrap();
