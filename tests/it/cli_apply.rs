@@ -417,11 +417,11 @@ fn prune_never_deletes_an_instance_whose_file_cannot_be_read() {
                 "looping",
                 "too many levels of symbolic links (a symlink loop)",
             ),
-            ("dir", "not a regular file (a directory)"),
-            ("fifo", "not a regular file (a FIFO)"),
+            ("dir", "it is a directory, not a regular file"),
+            ("fifo", "it is a FIFO (named pipe), not a regular file"),
         ] {
             assert!(
-                out.contains(&format!("{n}.yaml: {what}"))
+                out.contains(&format!("{n}.yaml`: {what}"))
                     && out.contains(&format!("instance `{n}` is left alone")),
                 "{verb}: {n}: {out}"
             );

@@ -58,21 +58,6 @@ pub fn describe(e: &std::io::Error) -> String {
     }
 }
 
-fn kind_of(t: std::fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if t.is_dir() {
-        "a directory"
-    } else if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_socket() {
-        "a socket"
-    } else if t.is_block_device() || t.is_char_device() {
-        "a device"
-    } else {
-        "not a file"
-    }
-}
-
 /// Whether an instance file that exists can be read, and if not, why: a
 /// dangling symlink, a symlink loop, not a regular file, permission denied.
 /// Never opens anything but a regular file (opening a FIFO blocks).
@@ -88,11 +73,8 @@ pub fn examine(file: &Path) -> Result<(), String> {
         }
         Err(e) => return Err(describe(&e)),
     };
-    if !meta.is_file() {
-        return Err(format!(
-            "not a regular file ({})",
-            kind_of(meta.file_type())
-        ));
+    if let Some(kind) = crate::spec::load::irregular_kind(meta.file_type()) {
+        return Err(format!("it is {kind}, not a regular file"));
     }
     std::fs::File::open(file).map_err(|e| describe(&e))?;
     Ok(())
@@ -141,12 +123,12 @@ mod tests {
         std::fs::create_dir(p("dir.yaml")).unwrap();
         assert_eq!(
             examine(&p("dir.yaml")),
-            Err("not a regular file (a directory)".into())
+            Err("it is a directory, not a regular file".into())
         );
         nix::unistd::mkfifo(&p("fifo.yaml"), nix::sys::stat::Mode::S_IRWXU).unwrap();
         assert_eq!(
             examine(&p("fifo.yaml")),
-            Err("not a regular file (a FIFO)".into()),
+            Err("it is a FIFO (named pipe), not a regular file".into()),
             "refused without opening (which would block)"
         );
         assert_eq!(

@@ -49,7 +49,7 @@ pub enum EntryError {
     /// The file exists but cannot be read: its instance is kept as it is.
     #[error(
         "cannot read {}: {problem}; instance {} is left alone (never pruned) until the file is fixed or removed",
-        file.display(),
+        quote_name(&file.display().to_string()),
         quote_name(name)
     )]
     Unreadable {
@@ -518,12 +518,12 @@ mod tests {
             .map(|e| e.desired.as_ref().unwrap_err().to_string())
             .collect();
         assert!(
-            errors[0].contains("c.yaml: dangling symlink (to /nonexistent)")
+            errors[0].contains("c.yaml`: dangling symlink (to /nonexistent)")
                 && errors[0].contains("instance `c` is left alone"),
             "{errors:?}"
         );
         assert!(
-            errors[1].contains("d.yaml: not a regular file (a directory)"),
+            errors[1].contains("d.yaml`: it is a directory, not a regular file"),
             "{errors:?}"
         );
     }

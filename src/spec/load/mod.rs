@@ -54,13 +54,12 @@ pub fn read_limited(path: &Path) -> Result<String, SpecError> {
     })
 }
 
-fn check_regular(path: &Path, meta: &std::fs::Metadata) -> Result<(), SpecError> {
+/// What a file that is not a regular file is, in words (`None`: regular).
+pub fn irregular_kind(t: std::fs::FileType) -> Option<&'static str> {
     use std::os::unix::fs::FileTypeExt;
-    let t = meta.file_type();
-    if t.is_file() {
-        return Ok(());
-    }
-    let kind = if t.is_dir() {
+    Some(if t.is_file() {
+        return None;
+    } else if t.is_dir() {
         "a directory"
     } else if t.is_fifo() {
         "a FIFO (named pipe)"
@@ -72,11 +71,17 @@ fn check_regular(path: &Path, meta: &std::fs::Metadata) -> Result<(), SpecError>
         "a block device"
     } else {
         "not a regular file"
-    };
-    Err(SpecError::NotRegular {
-        path: path.display().to_string(),
-        kind,
     })
+}
+
+fn check_regular(path: &Path, meta: &std::fs::Metadata) -> Result<(), SpecError> {
+    match irregular_kind(meta.file_type()) {
+        None => Ok(()),
+        Some(kind) => Err(SpecError::NotRegular {
+            path: path.display().to_string(),
+            kind,
+        }),
+    }
 }
 
 fn check_size(display: &str, len: u64) -> Result<(), SpecError> {
