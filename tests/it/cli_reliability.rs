@@ -162,6 +162,61 @@ fn killed_before_or_after_any_step_of_every_plan_kind_the_next_apply_converges()
     }
 }
 
+/// A restart (`limactl restart -f --cpus 2`: force-stop, update-config,
+/// start) of a running VM — QEMU running the tiny image, which has no OS, so
+/// it never becomes Ready: the restart's wait for readiness times out, which
+/// is expected; what is checked is the VM running again with the new
+/// configuration, and nothing lost.
+#[test]
+fn killed_before_or_after_any_step_of_a_restart_the_next_restart_converges() {
+    common::require_qemu();
+    for step in ["force-stop", "update-config", "start"] {
+        for when in ["before", "after"] {
+            let point = format!("{step}:{when}");
+            let env = Env::new();
+            let img = common::tiny_image(env.dir.path());
+            let file = env.dir.path().join("k.yaml");
+            std::fs::write(&file, yaml(&img, 1, "1GiB", false)).unwrap();
+            env.ok(&["create", "--name", "k", file.to_str().unwrap()]);
+            let disk = env.instance_dir("k").join("diffdisk");
+            assert!(disk_marker(&disk, true), "{point}: marker written");
+            // Running (QEMU up), never Ready: the start times out waiting.
+            let (code, _, _) = env.run(&["start", "--timeout", "3s", "k"]);
+            assert_eq!(code, 1);
+            assert_eq!(env.status("k"), "Running", "{point}");
+
+            let restart = ["restart", "-f", "--cpus", "2", "--timeout", "3s", "k"];
+            let out = env
+                .cmd()
+                .env("LIMA_FAULT_INJECT", &point)
+                .args(restart)
+                .output()
+                .unwrap();
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(out.status.signal(), Some(9), "{point}: killed itself");
+
+            let (_, _, err) = env.run(&restart);
+            assert!(
+                err.contains("did not become ready within 3s"),
+                "{point}: the restart went as far as waiting: {err}"
+            );
+            let j = list_json(&env, "k").unwrap();
+            assert_eq!(
+                (j["status"].as_str(), j["cpus"].as_u64()),
+                (Some("Running"), Some(2)),
+                "{point}: running with the new configuration"
+            );
+            let started =
+                std::fs::read_to_string(env.instance_dir("k").join("started.json")).unwrap();
+            let started: serde_json::Value = serde_json::from_str(&started).unwrap();
+            assert_eq!(started["config"]["cpus"], 2, "{point}: QEMU has 2 CPUs");
+            env.ok(&["stop", "-f", "k"]);
+            assert!(disk_marker(&disk, false), "{point}: the disk kept its data");
+            no_leftovers(&env, &point);
+        }
+    }
+}
+
 /// A tmpfs of `size` mounted at `dir` for the life of the value.
 struct Tmpfs(PathBuf);
 
