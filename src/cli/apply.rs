@@ -94,7 +94,9 @@ pub fn render(plans: &[&Plan], tty: bool) -> String {
 /// `all`); power steps speak through log lines.
 pub fn show_plan(plan: &Plan, all: bool) {
     if all || plan.changes_config() {
-        eprint!("{}", plan.render(std::io::stderr().is_terminal()));
+        // A closed stderr is no reason to fail (or panic) the operation.
+        let text = plan.render(std::io::stderr().is_terminal());
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), text.as_bytes());
     }
 }
 
