@@ -45,6 +45,12 @@ impl Dir {
         {
             return Err(invalid("not a clean relative path"));
         }
+        // Rock Ridge names are C strings to readers: a NUL ends them, and
+        // other control characters have no business in a cidata file name
+        // (found by fuzz/cidata_iso: "\x18\0\x04" was written, read as "\x18").
+        if f.path.chars().any(char::is_control) {
+            return Err(invalid("a control character in the name"));
+        }
         let (name, parents) = parts.split_last().expect("split yields one part");
         let mut dir = self;
         for p in parents {

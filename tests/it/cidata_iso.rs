@@ -258,5 +258,10 @@ fn bad_names_are_refused_and_nothing_is_written() {
     assert!(write_iso(&iso, &twice).is_err());
     let under_file = [file("a", "1", 0o644), file("a/b", "2", 0o644)];
     assert!(write_iso(&iso, &under_file).is_err());
+    // Found by fuzz/cidata_iso: a NUL cut the name short on the ISO.
+    for name in ["\u{18}\0\u{4}", "a\nb", "tab\there"] {
+        let err = write_iso(&iso, &[file(name, "x", 0o644)]).unwrap_err();
+        assert!(err.to_string().contains("control character"), "{name:?}: {err}");
+    }
     assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
 }
