@@ -15,6 +15,9 @@ use super::CidataFile;
 use crate::store::atomic;
 use crate::store::paths::cidata_files::VOLUME_LABEL;
 
+/// The deepest path the ISO holds without Rock Ridge relocation.
+const MAX_DEPTH: usize = 8;
+
 #[derive(Default)]
 struct Dir {
     dirs: BTreeMap<String, Dir>,
@@ -50,6 +53,12 @@ impl Dir {
         // (found by fuzz/cidata_iso: "\x18\0\x04" was written, read as "\x18").
         if f.path.chars().any(char::is_control) {
             return Err(invalid("a control character in the name"));
+        }
+        // ISO 9660 nests 8 levels; deeper ones are "relocated" under
+        // rr_moved, which readers do not all undo (found by fuzz/cidata_iso:
+        // isoinfo listed an 11-level path under /rr_moved). Cidata needs 2.
+        if parts.len() > MAX_DEPTH {
+            return Err(invalid(&format!("more than {MAX_DEPTH} levels deep")));
         }
         let (name, parents) = parts.split_last().expect("split yields one part");
         let mut dir = self;

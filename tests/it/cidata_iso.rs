@@ -261,7 +261,16 @@ fn bad_names_are_refused_and_nothing_is_written() {
     // Found by fuzz/cidata_iso: a NUL cut the name short on the ISO.
     for name in ["\u{18}\0\u{4}", "a\nb", "tab\there"] {
         let err = write_iso(&iso, &[file(name, "x", 0o644)]).unwrap_err();
-        assert!(err.to_string().contains("control character"), "{name:?}: {err}");
+        assert!(
+            err.to_string().contains("control character"),
+            "{name:?}: {err}"
+        );
     }
+    // Found by fuzz/cidata_iso: 11 levels were relocated under /rr_moved.
+    let deep = ["d"; 9].join("/");
+    let err = write_iso(&iso, &[file(&deep, "x", 0o644)]).unwrap_err();
+    assert!(err.to_string().contains("more than 8 levels"), "{err}");
+    write_iso(&iso, &[file(&["d"; 8].join("/"), "x", 0o644)]).unwrap();
+    std::fs::remove_file(&iso).unwrap();
     assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
 }
