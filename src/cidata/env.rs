@@ -314,6 +314,30 @@ mod tests {
         assert!(!env.contains_key("PATH"));
     }
 
+    /// These lines went nowhere under the old logger; Lima prints them.
+    #[test]
+    fn proxy_rewrites_are_logged_as_lima_logs_them() {
+        let config = m(&[
+            ("http_proxy", "http://from-yaml:1"),
+            ("HTTPS_PROXY", "http://u:2"),
+        ]);
+        let host = m(&[
+            ("http_proxy", "http://127.0.0.1:3128"),
+            ("https_proxy", "http://p:3"),
+        ]);
+        let lines = crate::logging::capture(crate::logging::Level::Info, false, || {
+            setup_env(&config, true, &host);
+        });
+        let expected = [
+            r#"level=info msg="Overriding \"http_proxy\" value \"http://from-yaml:1\" with \"http://127.0.0.1:3128\" from limactl process environment""#,
+            r#"level=info msg="Replacing \"http_proxy\" value \"http://127.0.0.1:3128\" with \"http://192.168.5.2:3128\"""#,
+            r#"level=warning msg="Changing \"HTTPS_PROXY\" value to \"http://p:3\" to match \"https_proxy\"""#,
+        ];
+        for e in expected {
+            assert!(lines.contains(e), "missing {e}\nin:\n{lines}");
+        }
+    }
+
     #[test]
     fn etc_environment_is_a_marked_block() {
         let env = setup_env(
