@@ -5,12 +5,17 @@
 # daemon holds (threads, open descriptors), what is left of the host agents
 # and QEMUs (processes), and the sockets and pid files in the instance
 # directory; it fails when any of them grows.
-# Usage: hack/soak.sh [CYCLES]
+# Usage: [LIMACTL=path/to/limactl] hack/soak.sh [CYCLES]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cycles=${1:-20}
-cargo build --release -q
-bin=$(realpath "${CARGO_TARGET_DIR:-target}")/release/limactl
+# LIMACTL: an already built binary (e.g. the tests' debug build) instead of a release build.
+if [ -n "${LIMACTL:-}" ]; then
+  bin=$(realpath "$LIMACTL")
+else
+  cargo build --release -q
+  bin=$(realpath "${CARGO_TARGET_DIR:-target}")/release/limactl
+fi
 template=$(hack/build-test-image.sh | tail -n1) # before HOME changes
 LIMA_GUESTAGENT=${LIMA_GUESTAGENT:-$(hack/build-guestagent.sh | tail -n1)}
 export LIMA_GUESTAGENT
