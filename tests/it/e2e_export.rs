@@ -1,5 +1,6 @@
 //! The KubeVirt export boots, without a cluster: an exported VirtualMachine's
-//! cloud-init user-data and network-data (nothing else of limactl's) go into
+//! cloud-init user-data and network-data (from the Secret its
+//! `cloudInitNoCloud` volume names; nothing else of limactl's) go into
 //! a NoCloud ISO with the meta-data KubeVirt itself would write; bare QEMU
 //! boots the local test image under a fresh overlay with the NIC MAC the VM
 //! declares; SSH logs in with the exported key, and the markers of the
@@ -115,7 +116,12 @@ provision:
     assert!(warned[1].contains("field `images[0].location`"), "{stderr}");
 
     let text = std::fs::read_to_string(out.join("kv.yaml")).unwrap();
-    let vm = lima::spec::yaml::parse_documents("kv.yaml", &text).unwrap()[0].to_json();
+    let docs: Vec<serde_json::Value> = lima::spec::yaml::parse_documents("kv.yaml", &text)
+        .unwrap()
+        .iter()
+        .map(|n| n.to_json())
+        .collect();
+    let vm = &docs[0];
     let spec = &vm["spec"]["template"]["spec"];
     let volume = spec["volumes"]
         .as_array()
@@ -123,8 +129,19 @@ provision:
         .iter()
         .find(|v| v.get("cloudInitNoCloud").is_some())
         .expect("a cloudInitNoCloud volume");
-    let user_data = volume["cloudInitNoCloud"]["userData"].as_str().unwrap();
-    let network_data = volume["cloudInitNoCloud"]["networkData"].as_str().unwrap();
+    // The Secret the volume names, as KubeVirt reads it.
+    let secret_of = |key: &str| {
+        let name = volume["cloudInitNoCloud"][key]["name"].as_str().unwrap();
+        docs.iter()
+            .find(|d| d["kind"] == "Secret" && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no Secret {name}"))
+    };
+    let user_data = secret_of("secretRef")["stringData"]["userdata"]
+        .as_str()
+        .unwrap();
+    let network_data = secret_of("networkDataSecretRef")["stringData"]["networkdata"]
+        .as_str()
+        .unwrap();
     let mac = spec["domain"]["devices"]["interfaces"][0]["macAddress"]
         .as_str()
         .unwrap();

@@ -94,6 +94,7 @@ impl Schemas {
             }
             Some("DataVolume") => fmt(&self.dv, obj),
             Some("Service") => service_errors(obj),
+            Some("Secret") => secret_errors(obj),
             other => vec![format!("unexpected kind {other:?}")],
         }
     }
@@ -118,6 +119,29 @@ fn service_errors(obj: &Value) -> Vec<String> {
         }
     }
     errs
+}
+
+/// Nor core/v1 `Secret`: the cloud-init one has these fields, and the keys
+/// KubeVirt reads.
+fn secret_errors(obj: &Value) -> Vec<String> {
+    let top: Vec<&str> = obj
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let keys: Vec<&str> = obj["stringData"]
+        .as_object()
+        .map(|m| m.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    if top != ["apiVersion", "kind", "metadata", "type", "stringData"]
+        || obj["apiVersion"] != "v1"
+        || keys != ["userdata", "networkdata"]
+    {
+        vec![format!("Secret fields {top:?}, keys {keys:?}")]
+    } else {
+        Vec::new()
+    }
 }
 
 /// The YAML documents of a file or stream, as JSON.
@@ -195,12 +219,16 @@ fn the_fleet_example_exports_cleanly_and_validates_strictly() {
         [
             "VirtualMachine batch",
             "DataVolume batch-root",
+            "Secret batch-cloudinit",
             "VirtualMachine db",
             "DataVolume db-root",
+            "Secret db-cloudinit",
             "VirtualMachine scratch",
             "DataVolume scratch-root",
+            "Secret scratch-cloudinit",
             "VirtualMachine web",
             "DataVolume web-root",
+            "Secret web-cloudinit",
             "Service web-8080"
         ]
     );
@@ -231,8 +259,8 @@ fn the_fleet_example_exports_cleanly_and_validates_strictly() {
                 .starts_with("sha256:"),
         "{root}"
     );
-    assert_eq!(web[2]["spec"]["ports"][0]["port"], 8080);
-    assert_eq!(web[2]["spec"]["ports"][0]["targetPort"], 80);
+    assert_eq!(web[3]["spec"]["ports"][0]["port"], 8080);
+    assert_eq!(web[3]["spec"]["ports"][0]["targetPort"], 80);
     let db = documents(&std::fs::read_to_string(out.join("db.yaml")).unwrap());
     assert_eq!(db[0]["spec"]["runStrategy"], "RerunOnFailure");
     assert_eq!(
@@ -331,7 +359,7 @@ portForwards:
         docs[0]["spec"]["template"]["spec"]["domain"]["firmware"]["bootloader"],
         json!({"bios": {}})
     );
-    assert_eq!(docs[2]["spec"]["ports"].as_array().unwrap().len(), 2);
+    assert_eq!(docs[3]["spec"]["ports"].as_array().unwrap().len(), 2);
 
     let out2 = env.dir.path().join("out2");
     let mut strict = args.to_vec();
@@ -433,7 +461,7 @@ fn output_is_deterministic_and_stale_files_are_removed() {
     assert_eq!(mode & 0o077, 0, "{mode:o}");
     // The stream is the same documents.
     let stream = env.ok(&["export", "kubevirt", "-f", src.to_str().unwrap()]);
-    assert_eq!(documents(&stream).len(), 9);
+    assert_eq!(documents(&stream).len(), 13);
 
     // An instance removed from the source disappears from the output;
     // a file the export did not write stays.

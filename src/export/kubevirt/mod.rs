@@ -1,6 +1,6 @@
 //! A resolved instance as KubeVirt objects: a `kubevirt.io/v1`
-//! `VirtualMachine` (its cloud-init as a `cloudInitNoCloud` volume, its
-//! additional disks as CDI `dataVolumeTemplates`), the CDI
+//! `VirtualMachine` (its cloud-init as a `cloudInitNoCloud` volume from a
+//! `Secret`, its additional disks as CDI `dataVolumeTemplates`), the CDI
 //! `cdi.kubevirt.io/v1beta1` `DataVolume` importing its root disk (see
 //! [`root_data_volume`] for why it is not a template), and one `v1` `Service`
 //! per port forward that maps to one. What has no KubeVirt counterpart is a [`Warning`]
@@ -82,10 +82,11 @@ pub struct Object {
 /// One instance, exported.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Exported {
-    /// The VirtualMachine, its root DataVolume, then its Services by name.
+    /// The VirtualMachine, its root DataVolume, its cloud-init Secret, then
+    /// its Services by name.
     pub objects: Vec<Object>,
     pub warnings: Vec<Warning>,
-    /// What cloud-init gets (also inside the VirtualMachine).
+    /// What cloud-init gets (also in the Secret).
     pub user_data: String,
     pub network_data: String,
     /// The NIC's MAC address, which network-data matches on.
@@ -257,12 +258,17 @@ pub fn export(input: &Input) -> Result<Exported, ExportError> {
         Object {
             kind: "VirtualMachine",
             name: name.to_string(),
-            value: virtual_machine(input, &guest, &disks, &mac, &nocloud),
+            value: virtual_machine(input, &guest, &disks, &mac),
         },
         Object {
             kind: "DataVolume",
             name: format!("{name}-root"),
             value: root_data_volume(input, &mut w),
+        },
+        Object {
+            kind: "Secret",
+            name: cloud_init_secret_name(name),
+            value: cloud_init_secret(input, &nocloud),
         },
     ];
     objects.extend(services(input, &mut w));
@@ -505,13 +511,29 @@ fn root_data_volume(input: &Input, w: &mut Warnings) -> Value {
     })
 }
 
-fn virtual_machine(
-    input: &Input,
-    guest: &Spec,
-    disks: &[(&str, u64)],
-    mac: &str,
-    nocloud: &cidata::NoCloud,
-) -> Value {
+/// The Secret holding the cloud-init data: `NAME-cloudinit`.
+pub fn cloud_init_secret_name(name: &str) -> String {
+    format!("{name}-cloudinit")
+}
+
+/// The keys KubeVirt reads from the Secrets of `cloudInitNoCloud`.
+pub const SECRET_USER_DATA: &str = "userdata";
+pub const SECRET_NETWORK_DATA: &str = "networkdata";
+
+fn cloud_init_secret(input: &Input, nocloud: &cidata::NoCloud) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata(input, &cloud_init_secret_name(input.name)),
+        "type": "Opaque",
+        "stringData": {
+            SECRET_USER_DATA: nocloud.user_data,
+            SECRET_NETWORK_DATA: nocloud.network_data,
+        },
+    })
+}
+
+fn virtual_machine(input: &Input, guest: &Spec, disks: &[(&str, u64)], mac: &str) -> Value {
     let name = input.name;
     let spec = input.spec;
     let mut templates = Vec::new();
@@ -532,11 +554,15 @@ fn virtual_machine(
         volumes.push(json!({ "name": vol, "dataVolume": { "name": dv } }));
     }
     dev_disks.push(json!({ "name": "cloudinitdisk", "disk": { "bus": "virtio" } }));
+    // KubeVirt refuses inline user-data over 2048 bytes (its webhook: "Should
+    // use UserDataSecretRef for larger data"); Lima's folded boot scripts are
+    // tens of KiB, so both go into a Secret of their own.
+    let secret = cloud_init_secret_name(name);
     volumes.push(json!({
         "name": "cloudinitdisk",
         "cloudInitNoCloud": {
-            "userData": nocloud.user_data,
-            "networkData": nocloud.network_data,
+            "secretRef": { "name": secret },
+            "networkDataSecretRef": { "name": secret },
         },
     }));
 

@@ -354,11 +354,22 @@ fn cloud_init_carries_the_guest_configuration() {
     let v = vm(&e);
     let vol = &v["spec"]["template"]["spec"]["volumes"][1];
     assert_eq!(vol["name"], "cloudinitdisk");
-    assert_eq!(vol["cloudInitNoCloud"]["userData"], e.user_data.as_str());
     assert_eq!(
-        vol["cloudInitNoCloud"]["networkData"],
+        vol["cloudInitNoCloud"],
+        json!({"secretRef": {"name": "web-cloudinit"},
+               "networkDataSecretRef": {"name": "web-cloudinit"}})
+    );
+    assert_eq!(e.objects[2].kind, "Secret");
+    let secret = &e.objects[2].value;
+    assert_eq!(secret["metadata"]["name"], "web-cloudinit");
+    assert_eq!(secret["type"], "Opaque");
+    assert_eq!(secret["stringData"][SECRET_USER_DATA], e.user_data.as_str());
+    assert_eq!(
+        secret["stringData"][SECRET_NETWORK_DATA],
         e.network_data.as_str()
     );
+    // Why a Secret: KubeVirt refuses inline user-data over 2048 bytes.
+    assert!(e.user_data.len() > 2048, "{}", e.user_data.len());
     // network-data matches the NIC KubeVirt creates.
     let nic = &v["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"][0];
     assert_eq!(nic["macAddress"], e.mac.as_str());
