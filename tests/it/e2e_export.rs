@@ -216,6 +216,7 @@ provision:
         .spawn()
         .unwrap();
     let mut qemu = Qemu(qemu);
+    let started = Instant::now();
 
     // Generous deadlines: TCG on a shared 2-core machine.
     let deadline = Instant::now() + Duration::from_secs(420);
@@ -233,6 +234,10 @@ provision:
         );
         std::thread::sleep(Duration::from_secs(1));
     }
+    eprintln!(
+        "e2e_export: SSH login after {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     // boot.sh runs from cloud-init's final stage (runcmd): wait for it.
     let check = "sudo cat /run/lima-boot-done && sudo cat /var/lib/export-marker && cat ~/export-marker && grep GREETING /etc/environment";
     let out = loop {
@@ -256,6 +261,10 @@ provision:
         );
         std::thread::sleep(Duration::from_secs(2));
     };
+    eprintln!(
+        "e2e_export: provision markers after {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
         lines,

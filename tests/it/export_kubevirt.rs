@@ -453,6 +453,23 @@ fn output_is_deterministic_and_stale_files_are_removed() {
         v
     };
     assert_eq!(read(&a), read(&b));
+    // The same files elsewhere (another checkout) give the same bytes.
+    let moved = env.dir.path().join("elsewhere/deeper/fleet");
+    std::fs::create_dir_all(&moved).unwrap();
+    for f in std::fs::read_dir(&src).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), moved.join(f.file_name())).unwrap();
+    }
+    let c = env.dir.path().join("c");
+    env.ok(&[
+        "export",
+        "kubevirt",
+        "-f",
+        moved.to_str().unwrap(),
+        "-o",
+        c.to_str().unwrap(),
+    ]);
+    assert_eq!(read(&a), read(&c));
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(a.join("web.yaml"))
         .unwrap()
@@ -508,6 +525,20 @@ fn arch_selects_the_image_and_bad_input_is_named() {
     ]);
     assert_ne!(code, 0);
     assert!(stderr.contains("sparc"), "{stderr}");
+
+    let (code, _, stderr) = env.run(&[
+        "export",
+        "kubevirt",
+        "-f",
+        &repo("examples/fleet"),
+        "--namespace",
+        "Not_A_Namespace",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("--namespace `Not_A_Namespace`: not a valid Kubernetes namespace"),
+        "{stderr}"
+    );
 
     let bad = env.dir.path().join("Bad_Name.yaml");
     std::fs::write(&bad, "base: template:_images/debian-12\n").unwrap();
