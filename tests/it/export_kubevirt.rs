@@ -177,6 +177,14 @@ fn the_fleet_example_exports_cleanly_and_validates_strictly() {
     ]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(warnings(&stderr).is_empty(), "{stderr}");
+    // Nothing to refuse: --strict passes too.
+    env.ok(&[
+        "export",
+        "kubevirt",
+        "--strict",
+        "-f",
+        &repo("examples/fleet"),
+    ]);
     let mut names: Vec<String> = std::fs::read_dir(&out)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
