@@ -130,6 +130,13 @@ pub mod guest_files {
     pub const CIDATA_MNT: &str = "/mnt/lima-cidata";
     /// The cloud-init per-boot hook that mounts cidata and runs `boot.sh`.
     pub const BOOT_HOOK: &str = "/var/lib/cloud/scripts/per-boot/00-lima.boot.sh";
+    /// Without a cidata volume (a KubeVirt export's NoCloud volume carries
+    /// only user-data and network-data), cloud-init's `write_files` puts the
+    /// volume's files here; it stands in for [`CIDATA_MNT`].
+    pub const FOLDED_CIDATA_DIR: &str = "/var/lib/lima-cidata";
+    /// In [`FOLDED_CIDATA_DIR`]: the per-boot hook, linked to [`BOOT_HOOK`]
+    /// by `runcmd` after the first boot's run.
+    pub const FOLDED_BOOT_HOOK: &str = "boot-hook.sh";
     /// Holds the instance id once `/etc/environment` is final for SSH sessions.
     pub const SSH_READY: &str = "/run/lima-ssh-ready";
     /// Holds the instance id once fuse allows `allow_other` (reverse-sshfs).

@@ -3,6 +3,7 @@
 pub mod cidata;
 pub mod cli;
 pub mod driver;
+pub mod export;
 pub mod guestagent;
 pub mod hostagent;
 pub mod image;

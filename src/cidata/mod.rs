@@ -59,6 +59,7 @@ use crate::spec::Spec;
 use crate::spec::defaults::{expand_host_path, hostname_for, mount_tag};
 use crate::spec::typed::{MountType, Os, Provision, VmType};
 use crate::store::paths::cidata_files as names;
+use userdata::Flavor;
 
 /// The slirp network (reference §3.3, QEMU user networking).
 pub const SLIRP_NETWORK: &str = "192.168.5.0/24";
@@ -477,6 +478,68 @@ fn cert_block(text: &str) -> String {
 /// The files of the cidata volume for `input` (reference §3.2).
 pub fn generate(input: &CidataInput) -> Result<Cidata, CidataError> {
     let f = facts(input)?;
+    let volume = volume_files(input, &f)?;
+    let user_data = userdata::user_data(&f, Flavor::Iso)?;
+
+    let mut files = vec![
+        CidataFile {
+            path: names::USER_DATA.into(),
+            data: user_data.into_bytes(),
+            mode: 0o644,
+        },
+        CidataFile {
+            path: names::META_DATA.into(),
+            data: network::meta_data(&f).into_bytes(),
+            mode: 0o644,
+        },
+        CidataFile {
+            path: names::NETWORK_CONFIG.into(),
+            data: network::network_config(&f).into_bytes(),
+            mode: 0o644,
+        },
+    ];
+    files.extend(volume);
+    check_names(&files)?;
+    Ok(Cidata {
+        files,
+        cloud_config: userdata::user_data(&f, Flavor::Reference)?,
+    })
+}
+
+/// What a NoCloud source without files of its own carries (KubeVirt's
+/// `cloudInitNoCloud`): user-data with the rest of the volume folded in,
+/// network-data, and the meta-data a NoCloud seed would hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NoCloud {
+    pub user_data: String,
+    pub network_data: String,
+    pub meta_data: String,
+}
+
+/// The cidata of [`generate`] for a guest that gets only user-data and
+/// network-data: every other file of the volume (lima.env, the boot scripts,
+/// the provision scripts, …) goes into cloud-config `write_files` and `runcmd`
+/// starts `boot.sh` from there ([`Flavor::Folded`]). `mac` replaces the slirp
+/// NIC's MAC (which [`generate`] derives from the instance directory), so the
+/// NIC the other engine creates matches network-data.
+pub fn generate_nocloud(input: &CidataInput, mac: &str) -> Result<NoCloud, CidataError> {
+    let mut f = facts(input)?;
+    if let Some(nic) = f.nics.first_mut() {
+        nic.mac = mac.to_string();
+    }
+    let volume = volume_files(input, &f)?;
+    check_names(&volume)?;
+    Ok(NoCloud {
+        user_data: userdata::user_data(&f, Flavor::Folded(&volume))?,
+        network_data: network::network_config(&f),
+        meta_data: network::meta_data(&f),
+    })
+}
+
+/// The volume's files besides user-data, meta-data and network-config:
+/// lima.env, param.env, etc_environment, the boot scripts, the provision
+/// scripts and the guest agent. Shared by the ISO and the folded user-data.
+fn volume_files(input: &CidataInput, f: &Facts) -> Result<Vec<CidataFile>, CidataError> {
     if f.ssh_keys.is_empty() {
         return Err(CidataError::NoSshKeys);
     }
@@ -485,12 +548,10 @@ pub fn generate(input: &CidataInput) -> Result<Cidata, CidataError> {
         input.spec.propagate_proxy_env,
         input.host_env,
     );
-
     // lima.env first: it names the variable of a value that cannot be written.
-    let lima_env = env::lima_env(&f)?;
+    let lima_env = env::lima_env(f)?;
     let param_env = env::param_env(&f.param)?;
     let etc_environment = env::etc_environment(&env)?;
-    let user_data = userdata::user_data(&f, true)?;
 
     let mut files = Vec::new();
     let mut add = |path: &str, data: Vec<u8>, mode: u32| {
@@ -500,13 +561,6 @@ pub fn generate(input: &CidataInput) -> Result<Cidata, CidataError> {
             mode,
         })
     };
-    add(names::USER_DATA, user_data.into_bytes(), 0o644);
-    add(names::META_DATA, network::meta_data(&f).into_bytes(), 0o644);
-    add(
-        names::NETWORK_CONFIG,
-        network::network_config(&f).into_bytes(),
-        0o644,
-    );
     add(names::LIMA_ENV, lima_env.into_bytes(), 0o644);
     add(names::PARAM_ENV, param_env.into_bytes(), 0o644);
     add(names::ETC_ENVIRONMENT, etc_environment.into_bytes(), 0o644);
@@ -531,11 +585,7 @@ pub fn generate(input: &CidataInput) -> Result<Cidata, CidataError> {
     if let Some(path) = input.guest_agent {
         add(names::GUEST_AGENT, read_guest_agent(path)?, 0o755);
     }
-    check_names(&files)?;
-    Ok(Cidata {
-        files,
-        cloud_config: userdata::user_data(&f, false)?,
-    })
+    Ok(files)
 }
 
 fn read_guest_agent(path: &Path) -> Result<Vec<u8>, CidataError> {

@@ -6,6 +6,7 @@ use crate::spec::LimaYaml;
 use crate::spec::defaults::{FillContext, fill};
 use crate::spec::host::HostInfo;
 use crate::spec::yaml::{Node, Value, parse_single};
+use crate::store::paths::guest_files;
 
 const IID: &str = "iid-1700000000";
 const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDtest alice@host";
@@ -830,4 +831,80 @@ fn interface_names_are_quoted_in_the_nic_boot_command() {
     assert_eq!(words[1], format!("52:55:55:00:00:01={evil}"), "{script}");
     assert_eq!(words.len(), 2);
     assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0, "{script}");
+}
+
+/// The folded user-data of a volume-less NoCloud source (a KubeVirt export)
+/// carries every file of the ISO except the three cloud-init reads itself,
+/// byte for byte, root's only; `runcmd` starts boot.sh from there and links
+/// the per-boot hook; nothing mounts a cidata volume.
+#[test]
+fn nocloud_folds_the_volume_into_write_files() {
+    let fx = Fixture::new(CONFIG);
+    let iso = fx.generate();
+    let mac = "52:55:55:aa:bb:cc";
+    let nc = generate_nocloud(&fx.input(), mac).unwrap();
+    let ud = yaml(&nc.user_data);
+    let written: BTreeMap<String, (String, String)> = ud
+        .get("write_files")
+        .unwrap()
+        .as_seq()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                s(w.get("path").unwrap()).to_string(),
+                (
+                    s(w.get("content").unwrap()).to_string(),
+                    s(w.get("permissions").unwrap()).to_string(),
+                ),
+            )
+        })
+        .collect();
+    let dir = guest_files::FOLDED_CIDATA_DIR;
+    let mut expected = 0;
+    for f in &iso.files {
+        if [names::USER_DATA, names::META_DATA, names::NETWORK_CONFIG].contains(&f.path.as_str()) {
+            continue;
+        }
+        expected += 1;
+        let (content, perm) = written
+            .get(&format!("{dir}/{}", f.path))
+            .unwrap_or_else(|| panic!("{} is not folded in", f.path));
+        assert_eq!(content.as_bytes(), &f.data[..], "{}", f.path);
+        let want = if f.mode & 0o111 != 0 { "0700" } else { "0600" };
+        assert_eq!(perm, want, "{}", f.path);
+    }
+    // The files, and the per-boot hook.
+    assert_eq!(written.len(), expected + 1);
+    let hook = &written[&format!("{dir}/{}", guest_files::FOLDED_BOOT_HOOK)].0;
+    assert!(hook.contains(&format!("LIMA_CIDATA_MNT={dir}\n")), "{hook}");
+    let runcmd = s(&ud.get("runcmd").unwrap().as_seq().unwrap()[0]).to_string();
+    assert!(
+        runcmd.contains(&format!(
+            "ln -sf {dir}/{} {}",
+            guest_files::FOLDED_BOOT_HOOK,
+            guest_files::BOOT_HOOK
+        )),
+        "{runcmd}"
+    );
+    assert!(!nc.user_data.contains("/dev/disk/by-label/cidata"));
+    // The early start waits for write_files' files (later boots).
+    let bootcmd = ud.get("bootcmd").unwrap().as_seq().unwrap();
+    let early = s(bootcmd.last().unwrap());
+    assert!(early.contains(&format!("[ -x {dir}/boot.sh ]")), "{early}");
+    // The rest of the user-data is the ISO's.
+    let iso_ud = yaml(text(&iso, names::USER_DATA));
+    for key in ["users", "hostname", "ca_certs", "timezone", "growpart"] {
+        assert_eq!(
+            ud.get(key).map(Node::to_json),
+            iso_ud.get(key).map(Node::to_json),
+            "{key}"
+        );
+    }
+    // Network-data matches the NIC the other engine creates.
+    assert!(nc.network_data.contains(mac), "{}", nc.network_data);
+    assert_eq!(
+        nc.network_data.replace(mac, "X"),
+        text(&iso, names::NETWORK_CONFIG).replace(&slirp_mac(Path::new("/lima/test")), "X")
+    );
 }

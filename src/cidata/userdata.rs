@@ -26,6 +26,50 @@ exec "$LIMA_CIDATA_MNT"/boot.sh
     )
 }
 
+/// The per-boot hook of a folded volume: its files are already on the root
+/// disk (`write_files`), nothing to mount.
+fn folded_boot_hook() -> String {
+    format!(
+        r#"#!/bin/sh
+# Written by limactl through cloud-init's write_files: runs the boot scripts that
+# write_files put in {dir} (there is no cidata volume to mount).
+set -eu
+LIMA_CIDATA_MNT={dir}
+export LIMA_CIDATA_MNT
+exec "$LIMA_CIDATA_MNT"/boot.sh
+"#,
+        dir = guest_files::FOLDED_CIDATA_DIR
+    )
+}
+
+/// The first boot's `runcmd` of a folded volume: link the per-boot hook for
+/// later boots, then run it. (cloud-init's per-boot scripts run before
+/// `runcmd` in the final stage, so the first boot runs `boot.sh` once.)
+fn folded_runcmd() -> String {
+    format!(
+        "mkdir -p {hook_dir} && ln -sf {dir}/{hook} {boot_hook}\n{dir}/{hook}\n",
+        hook_dir = guest_files::BOOT_HOOK
+            .rsplit_once('/')
+            .map_or("/", |(d, _)| d),
+        dir = guest_files::FOLDED_CIDATA_DIR,
+        hook = guest_files::FOLDED_BOOT_HOOK,
+        boot_hook = guest_files::BOOT_HOOK,
+    )
+}
+
+/// How user-data is made.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Flavor<'a> {
+    /// For the cidata ISO: the per-boot hook mounts the volume.
+    Iso,
+    /// Lima's `cloud-config.yaml` "for reference": no hook, no mounts, no resolv.conf.
+    Reference,
+    /// No volume beside user-data (a KubeVirt `cloudInitNoCloud`): the
+    /// volume's other files go into `write_files` under
+    /// [`guest_files::FOLDED_CIDATA_DIR`] and `runcmd` starts `boot.sh`.
+    Folded(&'a [super::CidataFile]),
+}
+
 /// The last `bootcmd`: mount the cidata volume and start `boot.sh` in the
 /// background through systemd-run, so boot scripts run while cloud-init's
 /// later stages (each a new Python process, seconds under emulation) are
@@ -36,25 +80,45 @@ exec "$LIMA_CIDATA_MNT"/boot.sh
 /// marker itself: cloud-init's init stage runs before sshd starts, so the
 /// host's first SSH connection already logs in with the final environment
 /// and may stay on as the ControlMaster (no second connection).
-fn early_boot(plain: bool) -> String {
+///
+/// A folded volume (`folded`) has nothing to mount: its files are on the
+/// root disk from the first boot's `write_files` on, which runs after
+/// `bootcmd`, so the early start happens from the second boot on.
+fn early_boot(plain: bool, folded: bool) -> String {
+    let mnt = if folded {
+        guest_files::FOLDED_CIDATA_DIR
+    } else {
+        guest_files::CIDATA_MNT
+    };
     let env_now = if plain {
         String::new()
     } else {
         format!(
             "  LIMA_CIDATA_MNT={mnt} LIMA_CIDATA_IID=$(sed -n 's/^LIMA_CIDATA_IID=//p' {mnt}/lima.env) {mnt}/{script} || true\n",
-            mnt = guest_files::CIDATA_MNT,
             script = super::scripts::ETC_ENVIRONMENT_MODULE,
         )
     };
+    let (comment, guard, mount) = if folded {
+        (
+            "(from the second boot on; the per-boot hook waits for them)",
+            format!("[ -x {mnt}/boot.sh ] && "),
+            String::new(),
+        )
+    } else {
+        (
+            "(the per-boot hook waits for them)",
+            String::new(),
+            format!(
+                "  mkdir -p {mnt} && chmod 0700 {mnt}\n  mountpoint -q {mnt} || mount -o ro,mode=0700,dmode=0700,overriderockperm,exec,uid=0 /dev/disk/by-label/cidata {mnt}\n"
+            ),
+        )
+    };
     format!(
-        r#"# lima: start the boot scripts now (the per-boot hook waits for them)
-if command -v systemd-run >/dev/null 2>&1; then
-  mkdir -p {mnt} && chmod 0700 {mnt}
-  mountpoint -q {mnt} || mount -o ro,mode=0700,dmode=0700,overriderockperm,exec,uid=0 /dev/disk/by-label/cidata {mnt}
-{env_now}  systemd-run --quiet --no-block --collect --unit=lima-boot-early --setenv=LIMA_CIDATA_MNT={mnt} --setenv=LIMA_BOOT_EARLY=1 {mnt}/boot.sh || true
+        r#"# lima: start the boot scripts now {comment}
+if {guard}command -v systemd-run >/dev/null 2>&1; then
+{mount}{env_now}  systemd-run --quiet --no-block --collect --unit=lima-boot-early --setenv=LIMA_CIDATA_MNT={mnt} --setenv=LIMA_BOOT_EARLY=1 {mnt}/boot.sh || true
 fi
-"#,
-        mnt = guest_files::CIDATA_MNT
+"#
     )
 }
 
@@ -140,11 +204,15 @@ rm -f "$lima_script"
     ))
 }
 
-/// user-data with the boot hook (`iso`), or the `cloud-config.yaml` that
-/// Lima writes for reference (no hook, no mounts, no resolv.conf). Refuses
-/// a value that would break the guest file cloud-init writes it into (an
-/// fstab line, `/etc/timezone`, a boot command).
-pub(crate) fn user_data(f: &Facts, iso: bool) -> Result<String, CidataError> {
+/// user-data of a [`Flavor`]. Refuses a value that would break the guest
+/// file cloud-init writes it into (an fstab line, `/etc/timezone`, a boot
+/// command).
+pub(crate) fn user_data(f: &Facts, flavor: Flavor) -> Result<String, CidataError> {
+    let iso = matches!(flavor, Flavor::Iso);
+    let folded = match flavor {
+        Flavor::Folded(files) => Some(files),
+        _ => None,
+    };
     let mut top: Vec<(&str, Y)> = vec![(
         "growpart",
         Y::map([("mode", Y::s("auto")), ("devices", Y::strs(["/"]))]),
@@ -236,7 +304,10 @@ pub(crate) fn user_data(f: &Facts, iso: bool) -> Result<String, CidataError> {
             ])]),
         ));
     }
-    if iso && !f.dns.is_empty() {
+    if let Some(files) = folded {
+        top.push(("write_files", folded_write_files(files)?));
+    }
+    if (iso || folded.is_some()) && !f.dns.is_empty() {
         top.push(("manage_resolv_conf", Y::Bool(true)));
         top.push((
             "resolv_conf",
@@ -254,10 +325,55 @@ pub(crate) fn user_data(f: &Facts, iso: bool) -> Result<String, CidataError> {
     for (i, script) in &f.boot_scripts {
         bootcmd.push(Y::s(boot_cmd(*i, script, f)?));
     }
-    if iso && !f.upgrade_packages {
-        bootcmd.push(Y::s(early_boot(f.plain)));
+    if (iso || folded.is_some()) && !f.upgrade_packages {
+        bootcmd.push(Y::s(early_boot(f.plain, folded.is_some())));
     }
     top.push(("bootcmd", Y::Seq(bootcmd)));
+    if folded.is_some() {
+        top.push(("runcmd", Y::Seq(vec![Y::s(folded_runcmd())])));
+    }
 
     Ok(format!("#cloud-config\n{}", emit(&Y::map(top))))
+}
+
+/// The volume's files as `write_files` entries under
+/// [`guest_files::FOLDED_CIDATA_DIR`], root's only (as the volume is mounted
+/// `mode=0700`), then the per-boot hook.
+fn folded_write_files(files: &[super::CidataFile]) -> Result<Y, CidataError> {
+    let mut out = Vec::new();
+    for file in files {
+        let text = std::str::from_utf8(&file.data).map_err(|_| CidataError::InvalidValue {
+            what: "write_files",
+            key: file.path.clone(),
+            message: "the file is not UTF-8 text, which cloud-config cannot carry as is".into(),
+        })?;
+        let permissions = if file.mode & 0o111 != 0 {
+            "0700"
+        } else {
+            "0600"
+        };
+        out.push(Y::map([
+            ("content", Y::s(text)),
+            ("owner", Y::s("root:root")),
+            (
+                "path",
+                Y::s(format!("{}/{}", guest_files::FOLDED_CIDATA_DIR, file.path)),
+            ),
+            ("permissions", Y::s(permissions)),
+        ]));
+    }
+    out.push(Y::map([
+        ("content", Y::s(folded_boot_hook())),
+        ("owner", Y::s("root:root")),
+        (
+            "path",
+            Y::s(format!(
+                "{}/{}",
+                guest_files::FOLDED_CIDATA_DIR,
+                guest_files::FOLDED_BOOT_HOOK
+            )),
+        ),
+        ("permissions", Y::s("0700")),
+    ]));
+    Ok(Y::Seq(out))
 }

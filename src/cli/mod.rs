@@ -13,6 +13,7 @@ mod create;
 mod delete;
 mod disk;
 mod edit;
+mod export;
 mod hostagent;
 mod info;
 mod jsonschema;
@@ -82,6 +83,8 @@ enum Command {
     Apply(apply::Args),
     /// Show what `apply` would change (exit 0: nothing, 1: changes, 2: errors).
     Diff(apply::Args),
+    /// Render the instances of lima.yaml files for another engine (`export kubevirt`).
+    Export(export::Args),
     /// Show the reconciler's conditions of instances.
     Status(status::Args),
     /// Edit an instance's configuration.
@@ -220,6 +223,7 @@ pub fn main_with_args(mut args: Vec<std::ffi::OsString>) -> i32 {
                 Ok(2)
             }
         },
+        Command::Export(a) => export::run(a, &globals),
         Command::Status(a) => status::run(a),
         Command::Edit(a) => edit::run(a, &globals),
         Command::Watch(a) => watch::run(a),

@@ -9,6 +9,7 @@
 
 pub mod apply;
 pub mod edits;
+pub mod export;
 pub mod lifecycle;
 pub mod target;
 pub mod wait;
@@ -80,6 +81,9 @@ pub enum OpsError {
     Edit(#[from] crate::yq::YqError),
     #[error("failed to delete instance {}: {}", quote_name(name), refused.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     DeleteRefused { name: String, refused: Vec<Refusal> },
+    /// `export`: files that do not load, or instances that cannot be exported.
+    #[error("nothing exported: {}", errors.join("; "))]
+    NotExported { errors: Vec<String> },
     /// A step failed (its error names the instance and the step).
     #[error(transparent)]
     Exec(#[from] ExecError),
