@@ -170,15 +170,21 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
     };
     let mut yq: Vec<String> = a.filter.iter().map(|f| format!("select({f})")).collect();
     yq.extend(a.yq.iter().cloned());
+    if a.quiet && !matches!(format.as_deref(), None | Some("table")) {
+        anyhow::bail!("option --quiet can only be used with '--format table'");
+    }
+    // Lima: `--quiet --yq EXPR` prints `EXPR | .name` of each instance.
+    let mut yq_expr = a.yq.join(" | ");
+    if a.quiet && !a.yq.is_empty() {
+        yq_expr.push_str(" | .name");
+        format = Some("json".into());
+    }
     if !a.yq.is_empty() {
         match format.as_deref() {
             None => format = Some("json".into()),
             Some("json" | "yaml") => {}
             Some(_) => anyhow::bail!("option --yq only works with --format json or yaml"),
         }
-    }
-    if a.quiet && !matches!(format.as_deref(), None | Some("table")) {
-        anyhow::bail!("option --quiet can only be used with '--format table'");
     }
     let all = store::instance_names(&home)?;
     for left in store::leftover_deletions(&home) {
@@ -228,12 +234,19 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
         }
     }
     if !a.filter.is_empty() {
-        instances.retain(|i| {
-            let j = list_json(i, &home);
-            a.filter
-                .iter()
-                .all(|f| crate::yq::eval(&format!("select({f})"), &j).is_ok_and(|r| !r.is_empty()))
-        });
+        // An expression that fails (say, env() here) fails the listing, as in Lima.
+        let mut kept = Vec::new();
+        for i in instances {
+            let j = list_json(&i, &home);
+            let mut keep = true;
+            for f in &a.filter {
+                keep &= !crate::yq::eval(&format!("select({f})"), &j)?.is_empty();
+            }
+            if keep {
+                kept.push(i);
+            }
+        }
+        instances = kept;
     }
     match format.as_deref().unwrap_or("table") {
         "table" if a.quiet => {
@@ -255,7 +268,7 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
         }
         "json" | "yaml" => {
             let is_json = format.as_deref() == Some("json");
-            let expr = a.yq.join(" | ");
+            let expr = yq_expr;
             for i in &instances {
                 let j = list_json(i, &home);
                 let results = if expr.is_empty() {
@@ -264,7 +277,10 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
                     crate::yq::eval(&expr, &j)?
                 };
                 for r in results {
-                    if is_json {
+                    if let (false, serde_json::Value::String(s)) = (expr.is_empty(), &r) {
+                        // yq prints a scalar result as it is, unquoted.
+                        writeln!(out, "{s}")?;
+                    } else if is_json {
                         if g.tty {
                             writeln!(out, "{}", pretty4(&r))?;
                         } else {

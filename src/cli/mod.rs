@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use crate::logging::{self, Level};
 
 mod apply;
+mod colour;
 mod copy;
 mod create;
 mod delete;

@@ -1,0 +1,272 @@
+//! Scripts written for Lima keep working (issue 16): `limactl yq` and the
+//! yq expressions of `list --yq/--filter`, with yq's flags, output, equality
+//! and messages; against a temporary LIMA_HOME, no VM.
+
+use crate::common::Env;
+
+const YAML: &str =
+    "images:\n- location: /images/x.qcow2\n  arch: x86_64\ncpus: 2\nmemory: 2GiB\ndisk: 10GiB\n";
+
+fn instance(env: &Env, name: &str) {
+    let d = env.instance_dir(name);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("lima.yaml"), YAML).unwrap();
+}
+
+fn file(env: &Env, name: &str, text: &str) -> String {
+    let p = env.dir.path().join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+/// Runs limactl with `vars` set; (exit code, stdout, stderr).
+fn run_env(env: &Env, vars: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
+    let mut c = env.cmd();
+    for (k, v) in vars {
+        c.env(k, v);
+    }
+    let out = c.args(args).output().unwrap();
+    let (o, e) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    eprintln!("$ limactl {}\n{o}{e}", args.join(" "));
+    (out.status.code().unwrap_or(-1), o, e)
+}
+
+#[test]
+fn yq_version_and_lima_bats_examples() {
+    let env = Env::new();
+    let out = env.ok(&["yq", "--version"]);
+    let re = regex_lite_match(&out);
+    assert!(re, "{out}");
+    assert_eq!(env.ok(&["yq", "-n", ".foo=42"]), "foo: 42\n");
+    assert_eq!(
+        env.ok(&["yq", "-n", "-o", "json", "-I", "0", ".foo=42"]),
+        "{\"foo\":42}\n"
+    );
+    assert_eq!(env.ok(&["yq", "eval", "-n", ".a = 1"]), "a: 1\n");
+}
+
+/// `^yq .*mikefarah.* version v` (Lima's bats test), without a regex crate.
+fn regex_lite_match(out: &str) -> bool {
+    out.starts_with("yq ")
+        && out
+            .find("mikefarah")
+            .is_some_and(|i| out[i..].contains(" version v"))
+}
+
+#[test]
+fn yq_unwrap_input_format_pretty_and_docs_flags() {
+    let env = Env::new();
+    let y = file(&env, "d.yaml", "s: x\nn: 1\n---\ns: y\n");
+    assert_eq!(env.ok(&["yq", ".s", &y]), "x\n---\ny\n");
+    assert_eq!(env.ok(&["yq", "-N", ".s", &y]), "x\ny\n");
+    assert_eq!(env.ok(&["yq", "-o", "json", ".s", &y]), "\"x\"\n\"y\"\n");
+    assert_eq!(env.ok(&["yq", "-o", "json", "-r", ".s", &y]), "x\ny\n");
+    assert_eq!(
+        env.ok(&["yq", "--unwrapScalar=false", "-o", "json", ".s", &y]),
+        "\"x\"\n\"y\"\n"
+    );
+    assert_eq!(
+        env.ok(&["yq", "-P", ".n", &y]),
+        "1\nnull\n".replace("\nnull", "\n---\nnull")
+    );
+    let j = file(&env, "d.json", "{\"a\": {\"b\": [1, 2]}}");
+    assert_eq!(env.ok(&["yq", "-p", "json", ".a.b[1]", &j]), "2\n");
+    assert_eq!(env.ok(&["yq", "-p", "auto", ".a.b[0]", &j]), "1\n");
+    let (code, _, err) = env.run(&["yq", "-p", "xml", ".", &j]);
+    assert_eq!(code, 1);
+    assert!(err.starts_with("Error: unknown input format xml"), "{err}");
+}
+
+#[test]
+fn yq_exit_status_flag() {
+    let env = Env::new();
+    let y = file(&env, "d.yaml", "a: 1\nf: false\n");
+    assert_eq!(env.run(&["yq", "-e", ".a", &y]).0, 0);
+    for expr in [".missing", ".f", "select(.a == 2)"] {
+        let (code, _, err) = env.run(&["yq", "-e", expr, &y]);
+        assert_eq!(
+            (code, err.as_str()),
+            (1, "Error: no matches found\n"),
+            "{expr}"
+        );
+    }
+}
+
+#[test]
+fn yq_colours_forced_and_disabled() {
+    let env = Env::new();
+    let y = file(&env, "d.yaml", "a: x\n");
+    let coloured = env.ok(&["yq", "-C", ".", &y]);
+    assert!(coloured.contains("\x1b[36ma\x1b[0m"), "{coloured:?}");
+    assert_eq!(env.ok(&["yq", "-M", ".", &y]), "a: x\n");
+    let cj = env.ok(&["yq", "-C", "-o", "json", ".", &y]);
+    assert!(cj.contains("\x1b[32m\"x\"\x1b[0m"), "{cj:?}");
+}
+
+#[test]
+fn yq_eval_all_merges_documents() {
+    let env = Env::new();
+    let a = file(&env, "a.yaml", "a: 1\nm: {x: 1}\n");
+    let b = file(&env, "b.yaml", "b: 2\nm: {w: 2}\n");
+    for verb in ["eval-all", "ea"] {
+        assert_eq!(
+            env.ok(&["yq", verb, ". as $item ireduce ({}; . * $item)", &a, &b]),
+            "a: 1\nm:\n  x: 1\n  w: 2\nb: 2\n"
+        );
+    }
+    assert_eq!(env.ok(&["yq", "ea", ".a", &a]), "1\n");
+}
+
+#[test]
+fn yq_multiple_results_print_one_per_line() {
+    let env = Env::new();
+    let y = file(&env, "d.yaml", "{a: 1}\n");
+    assert_eq!(env.ok(&["yq", ".a, .a", &y]), "1\n1\n");
+    assert_eq!(
+        env.ok(&["yq", "-o", "json", "-I", "0", ".a, .a", &y]),
+        "1\n1\n"
+    );
+}
+
+#[test]
+fn yq_equality_compares_scalars_by_text() {
+    let env = Env::new();
+    assert_eq!(env.ok(&["yq", "-n", "1 == \"1\""]), "true\n");
+    assert_eq!(env.ok(&["yq", "-n", "\"1\" != 1"]), "false\n");
+    assert_eq!(env.ok(&["yq", "-n", "\"cat\" == \"c*\""]), "true\n");
+    assert_eq!(env.ok(&["yq", "-n", "null == null"]), "true\n");
+    assert_eq!(env.ok(&["yq", "-n", "{\"a\": 1} == {\"a\": 1}"]), "true\n");
+    instance(&env, "one");
+    instance(&env, "two");
+    // disk is 10GiB in bytes; yq compares it with a string by its text.
+    let out = env.ok(&[
+        "list",
+        "--filter",
+        ".disk == \"10737418240\"",
+        "--format",
+        "{{.Name}}",
+    ]);
+    assert_eq!(out, "one\ntwo\n");
+}
+
+#[test]
+fn yq_errors_have_no_parser_internals() {
+    let env = Env::new();
+    let (code, out, err) = env.run(&["yq", "-n", "foo"]);
+    assert_eq!(code, 1);
+    assert!(format!("{out}{err}").contains("invalid input"), "{err}");
+    assert!(err.starts_with("Error: "), "{err}");
+    for internal in ["Filter(", "[(", "Lex(", "Parse("] {
+        assert!(!err.contains(internal), "{err}");
+    }
+}
+
+#[test]
+fn yq_env_allowed_in_limactl_yq_and_refused_with_yqs_messages_elsewhere() {
+    let env = Env::new();
+    let foo = [("FOO", "bar"), ("N", "3")];
+    assert_eq!(run_env(&env, &foo, &["yq", "-n", "env(FOO)"]).1, "bar\n");
+    assert_eq!(
+        run_env(&env, &foo, &["yq", "-n", "-o", "json", "env(N) + 1"]).1,
+        "4\n"
+    );
+    assert_eq!(
+        run_env(&env, &foo, &["yq", "-n", "-o", "json", "strenv(N)"]).1,
+        "\"3\"\n"
+    );
+    let (code, _, err) = run_env(
+        &env,
+        &foo,
+        &["yq", "-n", "--security-disable-env-ops", "env(FOO)"],
+    );
+    assert_eq!(
+        (code, err.as_str()),
+        (1, "Error: env operations have been disabled\n")
+    );
+    instance(&env, "one");
+    for (flag, expr, msg) in [
+        ("--yq", "env(FOO)", "env operations have been disabled"),
+        (
+            "--filter",
+            "strenv(FOO) == \"bar\"",
+            "env operations have been disabled",
+        ),
+        (
+            "--yq",
+            "load(\"/etc/passwd\")",
+            "file operations have been disabled",
+        ),
+        (
+            "--yq",
+            ".x = system(\"id\")",
+            "system operations are disabled",
+        ),
+    ] {
+        let (code, out, err) = run_env(&env, &foo, &["list", flag, expr]);
+        assert_eq!(code, 1, "{flag} {expr}: {out}");
+        assert!(err.contains(msg), "{flag} {expr}: {err}");
+        assert!(!out.contains("bar"), "{out}");
+    }
+}
+
+#[test]
+fn list_yq_prints_scalars_unquoted_and_quiet_yq_works() {
+    let env = Env::new();
+    instance(&env, "one");
+    instance(&env, "two");
+    assert_eq!(env.ok(&["ls", "--yq", ".name"]), "one\ntwo\n");
+    assert_eq!(env.ok(&["ls", "--yq", ".cpus"]), "2\n2\n");
+    assert_eq!(
+        env.ok(&["ls", "--quiet", "--yq", "select(.name == \"two\")"]),
+        "two\n"
+    );
+}
+
+#[test]
+fn yq_only_operators() {
+    let env = Env::new();
+    let y = file(
+        &env,
+        "d.yaml",
+        "a: 1\nb: x\nc: [1, 2]\nd: {e: f}\nz: 0\nv: 1\n",
+    );
+    let q = |expr: &str| env.ok(&["yq", "-o", "json", "-I", "0", expr, &y]);
+    assert_eq!(
+        q("[.a, .b, .c, .d, .nope, 1.5] | map(tag)"),
+        "[\"!!int\",\"!!str\",\"!!seq\",\"!!map\",\"!!null\",\"!!float\"]\n"
+    );
+    assert_eq!(
+        q("with(.d; .e = \"g\" | .h = 1) | .d"),
+        "{\"e\":\"g\",\"h\":1}\n"
+    );
+    assert_eq!(q(".d | to_json(0)"), "\"{\\\"e\\\":\\\"f\\\"}\"\n");
+    assert_eq!(q(".d | to_json"), "\"{\\n  \\\"e\\\": \\\"f\\\"\\n}\\n\"\n");
+    assert_eq!(q(".b | upcase"), "\"X\"\n");
+    assert_eq!(q("\"AbC\" | downcase"), "\"abc\"\n");
+    assert_eq!(q(".d | key"), "\"d\"\n");
+    assert_eq!(q("[.c[] | key]"), "[0,1]\n");
+    assert_eq!(q(".b | line"), "2\n");
+    assert_eq!(q(".d.e | line"), "4\n");
+    assert_eq!(q("explode(.) | .a"), "1\n");
+    assert_eq!(
+        run_env(
+            &env,
+            &[("V", "w")],
+            &["yq", "-o", "json", "-I", "0", ".b = strenv(V) | .b", &y]
+        )
+        .1,
+        "\"w\"\n"
+    );
+    // del keeps the order of the other keys.
+    assert_eq!(
+        q("del(.a) | keys_unsorted"),
+        "[\"b\",\"c\",\"d\",\"z\",\"v\"]\n"
+    );
+    assert_eq!(
+        env.ok(&["yq", "del(.b)", &y]),
+        "a: 1\nc:\n- 1\n- 2\nd:\n  e: f\nz: 0\nv: 1\n"
+    );
+}
