@@ -52,7 +52,7 @@ pub struct Cli {
     #[arg(long, global = true)]
     debug: bool,
     /// Enable TUI interactions (default: when stdout is a terminal).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, num_args = 0..=1, default_missing_value = "true", require_equals = true, value_parser = parse_go_bool)]
     tty: Option<bool>,
     /// Alias of --tty=false.
     #[arg(short = 'y', long, global = true)]
@@ -143,12 +143,16 @@ pub fn main_with_args(mut args: Vec<std::ffi::OsString>) -> i32 {
     if argv0.as_deref() == Some("yq") {
         args.insert(1, "yq".into());
     }
+    let args = go_bool_flags(args);
     let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
+        Err(e) if e.use_stderr() => {
+            fatal(&cobra_message(&e));
+            return 1;
+        }
         Err(e) => {
-            let code = if e.use_stderr() { 1 } else { 0 };
             let _ = e.print();
-            return code;
+            return 0;
         }
     };
     if cli.version {
@@ -158,22 +162,20 @@ pub fn main_with_args(mut args: Vec<std::ffi::OsString>) -> i32 {
                 .map_err(Into::into),
         );
     }
-    let level = if cli.debug {
-        Level::Debug
-    } else {
-        match cli.log_level.as_deref() {
-            None => Level::Info,
-            Some(l) => match Level::parse(l) {
-                Some(l) => l,
-                None => {
-                    fatal(&format!(
-                        "invalid log level {}",
-                        crate::spec::yaml::quote_name(l)
-                    ));
-                    return 1;
-                }
-            },
-        }
+    // As in Lima, an explicit --log-level wins over --debug.
+    let level = match cli.log_level.as_deref() {
+        None if cli.debug => Level::Debug,
+        None => Level::Info,
+        Some(l) => match Level::parse(l) {
+            Some(l) => l,
+            None => {
+                fatal(&format!(
+                    "invalid log level {}",
+                    crate::spec::yaml::quote_name(l)
+                ));
+                return 1;
+            }
+        },
     };
     logging::set_level(level);
     match cli.log_format.as_str() {
@@ -187,8 +189,8 @@ pub fn main_with_args(mut args: Vec<std::ffi::OsString>) -> i32 {
             return 1;
         }
     }
-    if cli.yes && cli.tty == Some(true) {
-        fatal("--tty and --yes are mutually exclusive");
+    if cli.yes && cli.tty.is_some() {
+        fatal("cannot use both --tty and --yes flags at the same time");
         return 1;
     }
     let globals = Globals {
@@ -237,6 +239,101 @@ pub fn main_with_args(mut args: Vec<std::ffi::OsString>) -> i32 {
         Command::Prune(a) => prune::run(a, &globals),
     };
     finish(result)
+}
+
+/// Go's `strconv.ParseBool`, which cobra's boolean flags use.
+fn parse_go_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(format!("strconv.ParseBool: parsing {s:?}: invalid syntax")),
+    }
+}
+
+/// Cobra accepts `--force=true` / `--quiet=false` for every boolean flag:
+/// `--name=VALUE` of a switch of the command line's (sub)command becomes
+/// the bare switch, or nothing when VALUE is false.
+fn go_bool_flags(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    use clap::CommandFactory;
+    let root = Cli::command();
+    let mut switches: Vec<String> = Vec::new();
+    let mut collect = |c: &clap::Command| {
+        for a in c.get_arguments() {
+            if let (clap::ArgAction::SetTrue, Some(l)) = (a.get_action(), a.get_long()) {
+                switches.push(l.to_string());
+            }
+        }
+    };
+    collect(&root);
+    // The subcommand path: leading words that name subcommands.
+    let mut cmd = &root;
+    for a in args.iter().skip(1) {
+        let Some(word) = a.to_str() else { break };
+        if word.starts_with('-') {
+            continue;
+        }
+        match cmd.find_subcommand(word) {
+            Some(sub) => {
+                cmd = sub;
+                collect(cmd);
+            }
+            None => break,
+        }
+    }
+    let mut out = Vec::with_capacity(args.len());
+    let mut rest = false;
+    for a in args {
+        let s = a.to_string_lossy();
+        if rest || s == "--" {
+            rest = true;
+            out.push(a);
+            continue;
+        }
+        if let Some((name, value)) = s.strip_prefix("--").and_then(|f| f.split_once('='))
+            && switches.iter().any(|w| w == name)
+        {
+            match parse_go_bool(value) {
+                Ok(true) => out.push(format!("--{name}").into()),
+                Ok(false) => {}
+                Err(_) => out.push(a),
+            }
+            continue;
+        }
+        out.push(a);
+    }
+    out
+}
+
+/// A command-line error in cobra's words (`unknown flag: --x`), for the
+/// `level=fatal` line Lima prints.
+fn cobra_message(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let invalid = || match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    if e.kind() == ErrorKind::UnknownArgument
+        && let Some(arg) = invalid()
+    {
+        {
+            let flag = arg.split('=').next().unwrap_or(&arg).to_string();
+            if let Some(short) = flag.strip_prefix('-').filter(|f| !f.starts_with('-')) {
+                let c = short.chars().next().unwrap_or('?');
+                return format!("unknown shorthand flag: '{c}' in {flag}");
+            }
+            if flag.starts_with("--") {
+                return format!("unknown flag: {flag}");
+            }
+            return format!(
+                "unknown command {} for \"limactl\"",
+                crate::spec::yaml::go_quote(&flag)
+            );
+        }
+    }
+    // clap's own first line, without its "error: " and its tips.
+    let text = e.render().to_string();
+    let first = text.lines().next().unwrap_or("").trim();
+    first.strip_prefix("error: ").unwrap_or(first).to_string()
 }
 
 /// The exit code of a command's result: its output flushed first (so that a

@@ -270,3 +270,105 @@ fn yq_only_operators() {
         "a: 1\nc:\n- 1\n- 2\nd:\n  e: f\nz: 0\nv: 1\n"
     );
 }
+
+#[test]
+fn boolean_flags_take_go_values_and_bare_tty() {
+    let env = Env::new();
+    instance(&env, "one");
+    assert_eq!(env.ok(&["list", "--quiet=true"]), "one\n");
+    assert_eq!(env.ok(&["list", "--quiet=false"]).lines().count(), 2);
+    assert_eq!(env.ok(&["list", "--json=T", "--yq", ".name"]), "one\n");
+    assert_eq!(env.ok(&["--tty", "list", "-q"]), "one\n");
+    assert_eq!(env.ok(&["--tty=false", "list", "-q"]), "one\n");
+    let (code, _, err) = env.run(&["-y", "--tty=false", "list"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("level=fatal msg=\"cannot use both --tty and --yes flags at the same time\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn log_level_wins_over_debug() {
+    let env = Env::new();
+    let (code, _, err) = env.run(&["--debug", "--log-level=error", "list"]);
+    assert_eq!(code, 0);
+    assert!(
+        !err.contains("No instance found"),
+        "warning shown at error level: {err}"
+    );
+    let (_, _, err) = env.run(&["--debug", "list"]);
+    assert!(err.contains("No instance found"), "{err}");
+}
+
+#[test]
+fn unknown_flags_are_fatal_in_cobras_words() {
+    let env = Env::new();
+    let (code, out, err) = env.run(&["list", "--x"]);
+    assert_eq!((code, out.as_str()), (1, ""));
+    assert!(
+        err.contains("level=fatal msg=\"unknown flag: --x\""),
+        "{err}"
+    );
+    assert!(!err.contains("tip:"), "{err}");
+    let (code, _, err) = env.run(&["list", "--x=1"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("msg=\"unknown flag: --x\""), "{err}");
+}
+
+#[test]
+fn lima_wording_for_stop_protected_delete_param_and_shell() {
+    let env = Env::new();
+    instance(&env, "one");
+    let (code, _, err) = env.run(&["stop", "one"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("expected status `Running`, got `Stopped` (maybe use `limactl stop -f`?)"),
+        "{err}"
+    );
+    env.ok(&["protect", "one"]);
+    let (code, _, err) = env.run(&["delete", "one"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(
+            "failed to delete instance `one`: instance is protected to prohibit accidental removal (Hint: use `limactl unprotect`)"
+        ),
+        "{err}"
+    );
+    let t = file(&env, "t.yaml", YAML);
+    let (code, _, err) = env.run(&["create", "--name", "p", "--param", "FOO=1", &t]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("error while processing flag `param`: template does not define param `FOO`"),
+        "{err}"
+    );
+    let (code, _, err) = env.run(&["shell"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("requires instance name as first argument"),
+        "{err}"
+    );
+}
+
+#[test]
+fn disk_list_header_and_fs_type() {
+    let env = Env::new();
+    let (code, out, err) = env.run(&["disk", "list"]);
+    assert_eq!(code, 0);
+    assert_eq!(out, "NAME    SIZE    FORMAT    DIR    IN-USE-BY\n");
+    assert!(err.contains("No disk found"), "{err}");
+    assert_eq!(env.run(&["disk", "list", "--json"]).1, "");
+    env.ok(&["disk", "create", "data", "--size", "1MiB"]);
+    let j: serde_json::Value = serde_json::from_str(&env.ok(&["disk", "list", "--json"])).unwrap();
+    assert!(j.get("fsType").is_none(), "omitted when empty: {j}");
+    let d = env.instance_dir("one");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(
+        d.join("lima.yaml"),
+        format!("{YAML}additionalDisks:\n- name: data\n  fsType: xfs\n"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&d, env.lima_home().join("_disk/data/in_use_by")).unwrap();
+    let j: serde_json::Value = serde_json::from_str(&env.ok(&["disk", "list", "--json"])).unwrap();
+    assert_eq!(j["fsType"], "xfs", "{j}");
+}
