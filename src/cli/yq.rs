@@ -51,6 +51,9 @@ pub struct Args {
     /// Refuse load() and friends (they are never available here).
     #[arg(long = "security-disable-file-ops")]
     disable_file: bool,
+    /// Read the expression from this file (then every word is a file).
+    #[arg(long = "from-file", value_name = "FILE")]
+    from_file: Option<String>,
     /// `eval`/`e` (default) or `eval-all`/`ea`, then the expression and files.
     words: Vec<String>,
 }
@@ -156,10 +159,16 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         }
         _ => false,
     };
-    if words.is_empty() {
+    let expr = if let Some(f) = &a.from_file {
+        match std::fs::read_to_string(f) {
+            Ok(e) => e,
+            Err(e) => return yq_error(&format!("open {f}: {e}")),
+        }
+    } else if words.is_empty() {
         return yq_error("an expression is required, e.g. limactl yq '.a' file.yaml");
-    }
-    let expr = words.remove(0);
+    } else {
+        words.remove(0)
+    };
     let files = words;
     let json = match a.output.as_str() {
         "yaml" | "y" => false,

@@ -372,3 +372,67 @@ fn disk_list_header_and_fs_type() {
     let j: serde_json::Value = serde_json::from_str(&env.ok(&["disk", "list", "--json"])).unwrap();
     assert_eq!(j["fsType"], "xfs", "{j}");
 }
+
+/// Provision `mode: yq` runs the boot script's provision-yq.sh, which runs
+/// `lima-guestagent yq` from the cidata volume: here the real script and
+/// the real guest agent binary, without a VM.
+#[test]
+fn guest_agent_yq_runs_provision_yq_scripts() {
+    let env = Env::new();
+    let mnt = env.dir.path().join("cidata");
+    std::fs::create_dir_all(mnt.join("provision.yq")).unwrap();
+    std::os::unix::fs::symlink(
+        assert_cmd::cargo::cargo_bin("lima-guestagent"),
+        mnt.join("lima-guestagent"),
+    )
+    .unwrap();
+    let target = env.dir.path().join("etc/app/conf.yaml");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/cidata/guest/util/provision-yq.sh"
+    );
+    let me = nix_ids();
+    let run = |expr: &str| {
+        std::fs::write(mnt.join("provision.yq/0"), expr).unwrap();
+        let out = std::process::Command::new("bash")
+            .arg(script)
+            .arg(mnt.join("provision.yq/0"))
+            .env("LIMA_CIDATA_MNT", &mnt)
+            .env("LIMA_CIDATA_YQ_PROVISION_0_PATH", &target)
+            .env("LIMA_CIDATA_YQ_PROVISION_0_OWNER", &me)
+            .env("LIMA_CIDATA_YQ_PROVISION_0_PERMISSIONS", "600")
+            .env("LIMA_CIDATA_YQ_PROVISION_0_FORMAT", "auto")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "provision-yq.sh failed: {err}");
+    };
+    run(".a = 1 | .list = [\"x\"]");
+    assert_eq!(
+        std::fs::read_to_string(&target).unwrap(),
+        "a: 1\nlist:\n- x\n"
+    );
+    run(".b = \"two\" | del(.a)");
+    assert_eq!(
+        std::fs::read_to_string(&target).unwrap(),
+        "list:\n- x\nb: two\n"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // And directly, as yq.
+    let out = std::process::Command::new(mnt.join("lima-guestagent"))
+        .args(["yq", "-n", "-o", "json", "-I", "0", ".foo = 42"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "{\"foo\":42}\n");
+}
+
+/// `user:group` of this process, for chown.
+fn nix_ids() -> String {
+    let id = |flag: &str| {
+        let o = std::process::Command::new("id").arg(flag).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    format!("{}:{}", id("-u"), id("-g"))
+}
