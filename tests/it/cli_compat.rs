@@ -436,3 +436,78 @@ fn nix_ids() -> String {
     };
     format!("{}:{}", id("-u"), id("-g"))
 }
+
+#[test]
+fn list_go_templates_use_limas_field_names_and_messages() {
+    let env = Env::new();
+    instance(&env, "one");
+    let f = |t: &str| env.ok(&["ls", "--format", t]);
+    assert_eq!(
+        f(
+            "{{.Config.CPUs}} {{.Config.VMType}} {{len .Config.Mounts}} {{(index .Config.Images 0).Location}}"
+        ),
+        "2 qemu 0 /images/x.qcow2\n"
+    );
+    assert_eq!(f("{{.Config.SSH.LocalPort}}"), "0\n");
+    // {{json .}} is the object --format json prints (before yq drops empty maps).
+    let tmpl: serde_json::Value = serde_json::from_str(&f("{{json .}}")).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&env.ok(&["ls", "--format", "json"])).unwrap();
+    assert_eq!(tmpl["name"], "one");
+    assert_eq!(tmpl["config"]["cpus"], 2);
+    assert_eq!(tmpl["config"]["images"], json["config"]["images"]);
+    assert_eq!(
+        f("{{json .Config.Images}}"),
+        "[{\"location\":\"/images/x.qcow2\",\"arch\":\"x86_64\"}]\n"
+    );
+    assert_eq!(
+        f("{{printf \"%q\" .Name}} {{printf \"%s=%d\" .Name .CPUs}}"),
+        "\"one\" one=2\n"
+    );
+    for (t, msg) in [
+        (
+            "{{.Foo}}",
+            "can't evaluate field Foo in type store.FormatData",
+        ),
+        (
+            "{{.Config.Foo}}",
+            "can't evaluate field Foo in type limatype.LimaYAML",
+        ),
+        ("{{.Name.X}}", "can't evaluate field X in type string"),
+    ] {
+        let (code, out, err) = env.run(&["ls", "--format", t]);
+        assert_eq!((code, out.as_str()), (1, ""), "{t}");
+        assert!(err.contains(msg), "{t}: {err}");
+    }
+}
+
+#[test]
+fn list_json_drops_empty_maps_and_colours_for_a_terminal() {
+    let env = Env::new();
+    let d = env.instance_dir("one");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(
+        d.join("lima.yaml"),
+        format!("{YAML}env: {{}}\nparam: {{}}\n"),
+    )
+    .unwrap();
+    let out = env.ok(&["ls", "--json"]);
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(j["config"].get("env").is_none(), "{out}");
+    assert!(j["config"].get("param").is_none(), "{out}");
+    assert!(!out.contains("\x1b["), "no colour in a pipe");
+    let (_, coloured, _) = run_env(&env, &[("_LIMA_OUTPUT_IS_TTY", "1")], &["ls", "--json"]);
+    assert!(
+        coloured.starts_with("{\n    \x1b[36m\"name\"\x1b[0m: \x1b[32m\"one\"\x1b[0m"),
+        "{coloured:?}"
+    );
+    let (_, yaml, _) = run_env(
+        &env,
+        &[("_LIMA_OUTPUT_IS_TTY", "1")],
+        &["ls", "--format", "yaml"],
+    );
+    assert!(
+        yaml.contains("\x1b[36mname\x1b[0m: \x1b[32mone\x1b[0m"),
+        "{yaml:?}"
+    );
+}
