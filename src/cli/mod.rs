@@ -19,6 +19,7 @@ mod info;
 mod jsonschema;
 mod list;
 pub mod out;
+mod plugin;
 mod protect;
 mod prune;
 mod shell;
@@ -142,6 +143,18 @@ pub fn main_with_args(mut args: Vec<std::ffi::OsString>) -> i32 {
         });
     if argv0.as_deref() == Some("yq") {
         args.insert(1, "yq".into());
+    }
+    // A word that is no command of ours may be a plugin, `limactl-WORD`.
+    if let Some(word) = args.get(1).and_then(|a| a.to_str())
+        && !word.starts_with('-')
+        && <Cli as clap::CommandFactory>::command()
+            .find_subcommand(word)
+            .is_none()
+        && let Some(path) = plugin::find(word)
+    {
+        let e = plugin::exec(&path, &args[2..]);
+        fatal(&format!("cannot run the plugin {}: {e}", path.display()));
+        return 1;
     }
     let args = go_bool_flags(args);
     let cli = match Cli::try_parse_from(&args) {

@@ -1,4 +1,4 @@
-//! `limactl template copy|validate|list`
+//! `limactl template copy|validate|list|yq`
 
 use std::io::Write;
 
@@ -22,6 +22,16 @@ enum Sub {
     /// List the available templates.
     #[command(alias = "ls")]
     List(ListArgs),
+    /// Query a template with a yq expression, e.g. `template yq template:default '.images[0].location'`.
+    Yq(YqArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct YqArgs {
+    /// Template locator.
+    template: String,
+    /// The yq expression.
+    expr: String,
 }
 
 #[derive(clap::Args, Debug)]
@@ -56,7 +66,40 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
         Sub::Copy(c) => copy(c),
         Sub::Validate(v) => super::validate::run(v, g),
         Sub::List(l) => list(l),
+        Sub::Yq(y) => yq(y),
     }
+}
+
+/// Lima's `template yq`: the expression over the template with its bases
+/// embedded, scalars printed plain, other results as YAML.
+fn yq(y: YqArgs) -> anyhow::Result<i32> {
+    let env = super::load_env();
+    let mut warnings = Vec::new();
+    let tmpl = load::read_locator(
+        &y.template,
+        &env.store,
+        &mut super::read_stdin,
+        &mut warnings,
+    )?;
+    super::log_warnings(&warnings);
+    let mut warnings = Vec::new();
+    let embedded = load::embed(&tmpl, &env.embed_context(false), &mut warnings);
+    super::log_warnings(&warnings);
+    let (node, _) = embedded?;
+    let mut out = super::out::stdout();
+    for (i, d) in [node].iter().enumerate() {
+        let opts = crate::yq::Options {
+            origin: crate::yq::Origin::of(&tmpl.locator, 0, i, d),
+            ..Default::default()
+        };
+        for r in crate::yq::eval_opts(&y.expr, &d.to_json(), &opts)? {
+            match r {
+                serde_json::Value::String(s) => writeln!(out, "{s}")?,
+                other => write!(out, "{}", emit_json(&other))?,
+            }
+        }
+    }
+    Ok(0)
 }
 
 fn copy(c: CopyArgs) -> anyhow::Result<i32> {

@@ -511,3 +511,101 @@ fn list_json_drops_empty_maps_and_colours_for_a_terminal() {
         "{yaml:?}"
     );
 }
+
+#[test]
+fn template_yq_queries_the_embedded_template() {
+    let env = Env::new();
+    let out = env.ok(&["template", "yq", "template:default", ".images[0].location"]);
+    assert!(
+        out.starts_with("https://") && out.ends_with(".img\n"),
+        "{out}"
+    );
+    let t = file(&env, "t.yaml", YAML);
+    assert_eq!(env.ok(&["tmpl", "yq", &t, ".cpus"]), "2\n");
+    assert_eq!(
+        env.ok(&["tmpl", "yq", &t, ".images[0]"]),
+        "location: /images/x.qcow2\narch: x86_64\n"
+    );
+}
+
+#[test]
+fn unused_param_check_reads_the_playbook_file() {
+    let env = Env::new();
+    let uses = file(
+        &env,
+        "uses.yml",
+        "- hosts: all\n  tasks:\n  - debug: msg=\"{{.Param.FOO}}\"\n",
+    );
+    let not = file(&env, "not.yml", "- hosts: all\n");
+    let t = |pb: &str| {
+        file(
+            &env,
+            "p.yaml",
+            &format!("{YAML}param:\n  FOO: x\nprovision:\n- mode: ansible\n  playbook: {pb}\n"),
+        )
+    };
+    let (code, _, err) = env.run(&["validate", &t(&uses)]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = env.run(&["validate", &t(&not)]);
+    assert_eq!(code, 1);
+    assert!(err.contains("key `FOO` is not used"), "{err}");
+}
+
+#[test]
+fn plugins_run_and_info_lists_them() {
+    let env = Env::new();
+    let bin = env.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let plugin = bin.join("limactl-hello");
+    std::fs::write(&plugin, "#!/bin/sh\necho \"hello $*\"\nexit 3\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let (code, out, _) = run_env(&env, &[("PATH", &path)], &["hello", "a", "--b"]);
+    assert_eq!((code, out.as_str()), (3, "hello a --b\n"));
+    // A command of our own is never shadowed.
+    std::fs::copy(&plugin, bin.join("limactl-list")).unwrap();
+    let (code, _, _) = run_env(&env, &[("PATH", &path)], &["list"]);
+    assert_eq!(code, 0);
+    let (_, out, _) = run_env(&env, &[("PATH", &path)], &["info"]);
+    let info: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        info["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "hello" && p["path"] == plugin.display().to_string()),
+        "{info}"
+    );
+    assert!(
+        info["libexecPaths"][0]
+            .as_str()
+            .unwrap()
+            .ends_with("libexec/lima"),
+        "{info}"
+    );
+    assert!(
+        info["sharePaths"][0]
+            .as_str()
+            .unwrap()
+            .ends_with("share/lima"),
+        "{info}"
+    );
+    let ga = env.dir.path().join("ga");
+    std::fs::write(&ga, "").unwrap();
+    let (_, out, _) = run_env(
+        &env,
+        &[("LIMA_GUESTAGENT", ga.to_str().unwrap())],
+        &["info"],
+    );
+    let info: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        info["guestAgents"]["x86_64"]["location"],
+        ga.display().to_string(),
+        "{info}"
+    );
+}
