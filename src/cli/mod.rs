@@ -343,6 +343,14 @@ fn cobra_message(e: &clap::Error) -> String {
             );
         }
     }
+    if e.kind() == ErrorKind::InvalidSubcommand
+        && let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidSubcommand)
+    {
+        return format!(
+            "unknown command {} for \"limactl\"",
+            crate::spec::yaml::go_quote(arg)
+        );
+    }
     // clap's own first line, without its "error: " and its tips.
     let text = e.render().to_string();
     let first = text.lines().next().unwrap_or("").trim();

@@ -311,6 +311,12 @@ fn unknown_flags_are_fatal_in_cobras_words() {
         "{err}"
     );
     assert!(!err.contains("tip:"), "{err}");
+    let (code, _, err) = env.run(&["frobnicate"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("msg=\"unknown command \\\"frobnicate\\\" for \\\"limactl\\\"\""),
+        "{err}"
+    );
     let (code, _, err) = env.run(&["list", "--x=1"]);
     assert_eq!(code, 1);
     assert!(err.contains("msg=\"unknown flag: --x\""), "{err}");
