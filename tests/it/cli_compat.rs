@@ -615,3 +615,18 @@ fn plugins_run_and_info_lists_them() {
         "{info}"
     );
 }
+
+#[test]
+fn template_copy_embed_keeps_the_bytes_it_does_not_change() {
+    let env = Env::new();
+    file(&env, "base.yaml", "memory: 4GiB\nmounts:\n- location: /b\n");
+    let t = file(
+        &env,
+        "t.yaml",
+        "# my header\n# keep me\nbase: base.yaml\ncpus: 2 # two\nenv: {\"A\": \"x\", B: y}\nmounts: [{location: \"/a\"}]\n",
+    );
+    assert_eq!(
+        env.ok(&["template", "copy", "--embed", &t, "-"]),
+        "# my header\n# keep me\ncpus: 2 # two\nenv: {\"A\": \"x\", B: y}\nmounts:\n- location: /a\n- location: /b\nmemory: 4GiB\n"
+    );
+}
