@@ -114,7 +114,7 @@ enum Command {
     Disk(disk::Args),
     /// Prune the download cache.
     Prune(prune::Args),
-    /// Evaluate a jq expression over YAML documents.
+    /// Evaluate a yq expression over YAML documents.
     Yq(yq::Args),
     /// Print the JSON Schema of lima.yaml.
     #[command(name = "generate-jsonschema", hide = true)]
@@ -157,7 +157,10 @@ pub fn main_with_args(mut args: Vec<std::ffi::OsString>) -> i32 {
         return 1;
     }
     let args = go_bool_flags(args);
-    let cli = match Cli::try_parse_from(&args) {
+    let parsed = grouped_help(<Cli as clap::CommandFactory>::command())
+        .try_get_matches_from(&args)
+        .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(c) => c,
         Err(e) if e.use_stderr() => {
             fatal(&cobra_message(&e));
@@ -252,6 +255,57 @@ pub fn main_with_args(mut args: Vec<std::ffi::OsString>) -> i32 {
         Command::Prune(a) => prune::run(a, &globals),
     };
     finish(result)
+}
+
+/// Lima's command groups, in its order; the rest are this project's own.
+const BASIC: &[&str] = &[
+    "create", "start", "stop", "shell", "list", "delete", "edit", "restart",
+];
+const ADVANCED: &[&str] = &[
+    "copy",
+    "validate",
+    "prune",
+    "info",
+    "show-ssh",
+    "disk",
+    "protect",
+    "unprotect",
+    "template",
+    "watch",
+];
+
+/// The top-level help with commands grouped as Lima's (Basic, Advanced).
+fn grouped_help(cmd: clap::Command) -> clap::Command {
+    let subs: Vec<(String, String)> = cmd
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set())
+        .map(|c| {
+            let about = c.get_about().map(|a| a.to_string()).unwrap_or_default();
+            (c.get_name().to_string(), about)
+        })
+        .collect();
+    let width = subs.iter().map(|(n, _)| n.len()).max().unwrap_or(0) + 2;
+    let section = |title: &str, names: &mut dyn Iterator<Item = &(String, String)>| {
+        let mut s = format!("{title}:\n");
+        for (n, a) in names {
+            s.push_str(&format!("  {n:width$}{a}\n"));
+        }
+        s
+    };
+    let in_group = |n: &str| BASIC.contains(&n) || ADVANCED.contains(&n);
+    let mut text = String::new();
+    for (title, group) in [("Basic Commands", BASIC), ("Advanced Commands", ADVANCED)] {
+        let mut it = group
+            .iter()
+            .filter_map(|g| subs.iter().find(|(n, _)| n == g));
+        text.push_str(&section(title, &mut it));
+        text.push('\n');
+    }
+    let mut rest = subs.iter().filter(|(n, _)| !in_group(n));
+    text.push_str(&section("Additional Commands", &mut rest));
+    cmd.help_template(format!(
+        "{{about-with-newline}}\n{{usage-heading}} {{usage}}\n\n{text}\nFlags:\n{{options}}\n"
+    ))
 }
 
 /// Go's `strconv.ParseBool`, which cobra's boolean flags use.

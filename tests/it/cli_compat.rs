@@ -630,3 +630,22 @@ fn template_copy_embed_keeps_the_bytes_it_does_not_change() {
         "# my header\n# keep me\ncpus: 2 # two\nenv: {\"A\": \"x\", B: y}\nmounts:\n- location: /a\n- location: /b\nmemory: 4GiB\n"
     );
 }
+
+#[test]
+fn help_groups_commands_like_lima() {
+    let env = Env::new();
+    let help = env.ok(&["--help"]);
+    let basic = help.find("Basic Commands:\n  create").expect("basic group");
+    let advanced = help
+        .find("Advanced Commands:\n  copy")
+        .expect("advanced group");
+    let other = help.find("Additional Commands:").expect("the rest");
+    assert!(basic < advanced && advanced < other, "{help}");
+    assert!(help[basic..advanced].contains("\n  restart "), "{help}");
+    assert!(help[advanced..other].contains("\n  template "), "{help}");
+    assert!(help[other..].contains("\n  apply "), "{help}");
+    assert!(
+        !help.contains("hostagent"),
+        "hidden commands stay hidden: {help}"
+    );
+}
