@@ -64,6 +64,9 @@ const FIELDS: &[&str] = &[
 pub fn template_data(i: &Instance, home: &Home) -> serde_json::Value {
     let j = i.to_json();
     let g = |k: &str| j.get(k).cloned().unwrap_or(serde_json::Value::Null);
+    // Go's nil slices and maps are empty ones: `{{.Errors}}` prints `[]`,
+    // `{{len .Param}}` is 0.
+    let list = |k: &str| j.get(k).cloned().unwrap_or(serde_json::json!([]));
     serde_json::json!({
         "Name": g("name"),
         "Hostname": g("hostname"),
@@ -75,8 +78,8 @@ pub fn template_data(i: &Instance, home: &Home) -> serde_json::Value {
         "Memory": j.get("memory").cloned().unwrap_or(0.into()),
         "Disk": j.get("disk").cloned().unwrap_or(0.into()),
         "Message": j.get("message").cloned().unwrap_or("".into()),
-        "AdditionalDisks": g("additionalDisks"),
-        "Networks": g("network"),
+        "AdditionalDisks": list("additionalDisks"),
+        "Networks": list("network"),
         "SSHLocalPort": i.ssh_local_port,
         "SSHConfigFile": g("sshConfigFile"),
         "HostAgentPID": i.host_agent_pid.unwrap_or(0),
@@ -86,7 +89,7 @@ pub fn template_data(i: &Instance, home: &Home) -> serde_json::Value {
         "SSHAddress": "127.0.0.1",
         "Protected": i.present.protected,
         "LimaVersion": g("limaVersion"),
-        "Param": g("param"),
+        "Param": j.get("param").cloned().unwrap_or(serde_json::json!({})),
         "AutoStartedIdentifier": "",
         "HostOS": "linux",
         "HostArch": crate::spec::host::host_arch(),

@@ -470,6 +470,10 @@ fn list_go_templates_use_limas_field_names_and_messages() {
         f("{{printf \"%q\" .Name}} {{printf \"%s=%d\" .Name .CPUs}}"),
         "\"one\" one=2\n"
     );
+    assert_eq!(
+        f("{{.Errors}} {{.AdditionalDisks}} {{len .Param}} {{if .Networks}}x{{else}}none{{end}}"),
+        "[] [] 0 none\n"
+    );
     for (t, msg) in [
         (
             "{{.Foo}}",
