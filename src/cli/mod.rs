@@ -323,11 +323,12 @@ fn parse_go_bool(s: &str) -> Result<bool, String> {
 fn go_bool_flags(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     use clap::CommandFactory;
     let root = Cli::command();
-    let mut switches: Vec<String> = Vec::new();
+    // (long name, short letter) of every switch.
+    let mut switches: Vec<(String, Option<char>)> = Vec::new();
     let mut collect = |c: &clap::Command| {
         for a in c.get_arguments() {
             if let (clap::ArgAction::SetTrue, Some(l)) = (a.get_action(), a.get_long()) {
-                switches.push(l.to_string());
+                switches.push((l.to_string(), a.get_short()));
             }
         }
     };
@@ -357,11 +358,16 @@ fn go_bool_flags(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
             continue;
         }
         if let Some((name, value)) = s.strip_prefix("--").and_then(|f| f.split_once('='))
-            && switches.iter().any(|w| w == name)
+            && let Some((_, short)) = switches.iter().find(|(w, _)| w == name)
         {
             match parse_go_bool(value) {
                 Ok(true) => out.push(format!("--{name}").into()),
-                Ok(false) => {}
+                // The last occurrence wins, as in cobra: `-q --quiet=false` is not quiet.
+                Ok(false) => {
+                    let long = format!("--{name}");
+                    let short = short.map(|c| format!("-{c}"));
+                    out.retain(|o| o.to_str() != Some(&long) && o.to_str() != short.as_deref());
+                }
                 Err(_) => out.push(a),
             }
             continue;

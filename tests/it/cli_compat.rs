@@ -277,6 +277,8 @@ fn boolean_flags_take_go_values_and_bare_tty() {
     instance(&env, "one");
     assert_eq!(env.ok(&["list", "--quiet=true"]), "one\n");
     assert_eq!(env.ok(&["list", "--quiet=false"]).lines().count(), 2);
+    assert_eq!(env.ok(&["list", "-q", "--quiet=false"]).lines().count(), 2);
+    assert_eq!(env.ok(&["list", "--quiet=false", "-q"]), "one\n");
     assert_eq!(env.ok(&["list", "--json=T", "--yq", ".name"]), "one\n");
     assert_eq!(env.ok(&["--tty", "list", "-q"]), "one\n");
     assert_eq!(env.ok(&["--tty=false", "list", "-q"]), "one\n");
