@@ -1,6 +1,10 @@
-//! jq expressions (the jaq engine) over YAML and JSON documents: what
-//! `limactl yq`, `list --yq/--filter` and the `--set` edit flags evaluate.
-//! Environment and input operations are not available to expressions.
+//! yq expressions over YAML and JSON documents: what `limactl yq`,
+//! `list --yq/--filter` and the `--set` edit flags evaluate. [`front`]
+//! translates yq into jq, which the jaq engine runs. Environment operations
+//! are available only where Lima allows them (`limactl yq`); file, system
+//! and input operations never are.
+
+pub mod front;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -110,6 +114,89 @@ pub fn eval(expr: &str, input: &serde_json::Value) -> Result<Vec<serde_json::Val
     eval_with(expr, input, &Limits::DEFAULT)
 }
 
+/// Where a document came from, for yq's `filename`, `fileIndex`,
+/// `documentIndex`, `line` and `column`, and every document for `eval-all`.
+#[derive(Clone, Debug, Default)]
+pub struct Origin {
+    pub file: String,
+    pub file_index: usize,
+    pub doc_index: usize,
+    /// Path (as JSON text, e.g. `["a",0]`) → `[line, column]`.
+    pub lines: serde_json::Map<String, serde_json::Value>,
+    /// `eval-all`: every document, which `. as $x ireduce (…)` folds over.
+    pub all_docs: Option<Vec<serde_json::Value>>,
+}
+
+impl Origin {
+    /// The origin of `node`, document `doc_index` of file number `file_index`.
+    pub fn of(
+        file: &str,
+        file_index: usize,
+        doc_index: usize,
+        node: &crate::spec::yaml::Node,
+    ) -> Self {
+        let mut lines = serde_json::Map::new();
+        record_lines(node, &mut Vec::new(), &mut lines);
+        Origin {
+            file: file.to_string(),
+            file_index,
+            doc_index,
+            lines,
+            all_docs: None,
+        }
+    }
+}
+
+fn record_lines(
+    node: &crate::spec::yaml::Node,
+    path: &mut Vec<serde_json::Value>,
+    out: &mut serde_json::Map<String, serde_json::Value>,
+) {
+    use crate::spec::yaml::Value as Y;
+    if let Some(loc) = &node.loc {
+        out.insert(
+            serde_json::Value::Array(path.clone()).to_string(),
+            serde_json::json!([loc.line, loc.col]),
+        );
+    }
+    match &node.value {
+        Y::Map(entries) => {
+            for e in entries {
+                path.push(e.key.clone().into());
+                record_lines(&e.value, path, out);
+                path.pop();
+            }
+        }
+        Y::Seq(items) => {
+            for (i, n) in items.iter().enumerate() {
+                path.push(i.into());
+                record_lines(n, path, out);
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+/// How an evaluation runs: what it may reach, where its input came from,
+/// and its bounds.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub access: front::Access,
+    pub origin: Origin,
+    pub limits: Limits,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            access: front::Access::default(),
+            origin: Origin::default(),
+            limits: Limits::DEFAULT,
+        }
+    }
+}
+
 /// Evaluates `expr` on `input` within `limits`.
 ///
 /// Compilation (jaq's lexer and parser recurse too) and evaluation run on a
@@ -132,6 +219,23 @@ pub fn eval_with(
     input: &serde_json::Value,
     limits: &Limits,
 ) -> Result<Vec<serde_json::Value>, YqError> {
+    eval_opts(
+        expr,
+        input,
+        &Options {
+            limits: *limits,
+            ..Options::default()
+        },
+    )
+}
+
+/// Evaluates `expr` on `input` with `opts` (see [`eval_with`]).
+pub fn eval_opts(
+    expr: &str,
+    input: &serde_json::Value,
+    opts: &Options,
+) -> Result<Vec<serde_json::Value>, YqError> {
+    let limits = &opts.limits;
     let reached = |bound: Bound| YqError::Bound {
         expr: expr.to_string(),
         bound,
@@ -144,10 +248,10 @@ pub fn eval_with(
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let worker = {
         let (expr, input, shared) = (expr.to_string(), input.clone(), shared.clone());
-        let outputs = limits.outputs;
+        let opts = opts.clone();
         move || {
             let watched = guard::Watched::enter(shared);
-            let result = run(&expr, &input, outputs);
+            let result = run(&expr, &input, &opts);
             drop(watched);
             let _ = tx.send(result);
         }
@@ -209,8 +313,9 @@ fn abandon(expr: &str, bound: Bound) {
 fn run(
     expr: &str,
     input: &serde_json::Value,
-    max_outputs: usize,
+    opts: &Options,
 ) -> Result<Vec<serde_json::Value>, YqError> {
+    let max_outputs = opts.limits.outputs;
     let compile_err = |message: String| YqError::Compile {
         expr: expr.to_string(),
         message,
@@ -218,10 +323,22 @@ fn run(
     if expr.contains("$ENV") {
         return Err(compile_err("env operations have been disabled".into()));
     }
+    let origin = &opts.origin;
+    let source = front::ireduce(expr, origin.all_docs.is_some());
+    let code = match front::translate(&source, opts.access) {
+        Err(message) => return Err(compile_err(message)),
+        Ok(Some(code)) => code,
+        // Not parseable: jaq's errors on the text as written.
+        Ok(None) => source,
+    };
+    let code = code.as_str();
+    let yq_defs =
+        jaq_core::load::parse(front::DEFS, |p| p.defs()).expect("the yq definitions parse");
     let defs = jaq_core::defs()
         .chain(jaq_std::defs())
         .chain(jaq_json::defs())
-        .filter(|d| !BLOCKED.contains(&d.name));
+        .filter(|d| !BLOCKED.contains(&d.name))
+        .chain(yq_defs);
     let funs = jaq_core::funs()
         .chain(jaq_std::funs())
         .chain(jaq_json::funs())
@@ -229,19 +346,21 @@ fn run(
     let loader = Loader::new(defs);
     let arena = Arena::default();
     let modules = loader
-        .load(
-            &arena,
-            File {
-                code: expr,
-                path: (),
-            },
-        )
+        .load(&arena, File { code, path: () })
         .map_err(|errs| compile_err(describe_load(&errs, expr)))?;
     let filter = Compiler::default()
         .with_funs(funs)
+        .with_global_vars(front::GLOBALS)
         .compile(modules)
         .map_err(|errs| compile_err(describe_compile(&errs, expr)))?;
-    let ctx = Ctx::<data::JustLut<Val>>::new(&filter.lut, Vars::new([]));
+    let globals = [
+        serde_json::Value::Object(origin.lines.clone()),
+        origin.file.clone().into(),
+        origin.file_index.into(),
+        origin.doc_index.into(),
+        serde_json::Value::Array(origin.all_docs.clone().unwrap_or_default()),
+    ];
+    let ctx = Ctx::<data::JustLut<Val>>::new(&filter.lut, Vars::new(globals.iter().map(to_val)));
     let mut out = Vec::new();
     for r in filter.id.run((ctx, to_val(input))).map(unwrap_valr) {
         if out.len() == max_outputs {
@@ -377,12 +496,25 @@ fn describe_compile(errs: &jaq_core::compile::Errors<&str, ()>, expr: &str) -> S
                 Undefined::Filter(n) if *n > 0 => format!("{name}/{n}"),
                 _ => name.to_string(),
             };
-            out.push(format!(
-                "undefined {} {} {}",
-                what.as_str(),
-                quote_name(&shown),
+            // The compiled text is the translation; positions are the user's.
+            let at = if file.code == expr {
                 position(file.code, name)
-            ));
+            } else {
+                match expr.find(*name) {
+                    Some(i) => position(expr, &expr[i..]),
+                    None => String::new(),
+                }
+            };
+            let what = match what {
+                // yq's lexer says "invalid input text" for an unknown word.
+                Undefined::Filter(_) => "invalid input text: no operator".to_string(),
+                other => format!("undefined {}", other.as_str()),
+            };
+            out.push(
+                format!("{what} {} {at}", quote_name(&shown))
+                    .trim_end()
+                    .to_string(),
+            );
         }
     }
     first_few(out)
@@ -892,11 +1024,11 @@ mod tests {
             ),
             (
                 ".a | foo",
-                "invalid expression `.a | foo`: undefined filter `foo` at column 6",
+                "invalid expression `.a | foo`: invalid input text: no operator `foo` at column 6",
             ),
             (
                 ".a |\n  f(1)",
-                "invalid expression \".a |\\n  f(1)\": undefined filter `f/1` at line 2, column 3",
+                "invalid expression \".a |\\n  f(1)\": invalid input text: no operator `f/1` at line 2, column 3",
             ),
             (
                 "$x",

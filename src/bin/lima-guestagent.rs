@@ -3,14 +3,21 @@
 //! the virtio-serial port. Built statically by hack/build-guestagent.sh.
 //!
 //! Usage: `lima-guestagent daemon [--virtio-port NAME] [--tick MILLISECONDS]`,
+//! `lima-guestagent yq …` (limactl's yq, for provision `mode: yq`),
 //! `lima-guestagent --version`.
 
 use std::time::Duration;
 
-const USAGE: &str =
-    "usage: lima-guestagent daemon [--virtio-port NAME] [--tick MILLISECONDS] | --version";
+const USAGE: &str = "usage: lima-guestagent daemon [--virtio-port NAME] [--tick MILLISECONDS] | yq ARGS… | --version";
 
 fn main() {
+    // The boot script's provision-yq.sh runs `lima-guestagent yq …`, as
+    // Lima's guest agent embeds yq: the same front end as `limactl yq`.
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "yq") {
+        args[0] = "limactl".into();
+        std::process::exit(lima::cli::main_with_args(args));
+    }
     std::process::exit(match run(std::env::args().skip(1).collect()) {
         Ok(()) => 0,
         Err(e) => {

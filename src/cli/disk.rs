@@ -78,6 +78,13 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         Sub::List { names, json } => {
             let all = disk::list(&home);
             if all.is_empty() && names.is_empty() {
+                // Lima prints the table's header before the warning.
+                if !json {
+                    crate::out!(
+                        "{}",
+                        super::list::tabwrite(&[DISK_HEADER.map(String::from).to_vec()])
+                    )?;
+                }
                 crate::warn!(
                     "No disk found. Run `limactl disk create DISK --size SIZE` to create a disk."
                 );
@@ -89,15 +96,16 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
                 .collect();
             let mut out = super::out::stdout();
             if json {
+                let env = crate::spec::LoadEnv::new(&home.root);
                 for d in &shown {
-                    writeln!(out, "{}", d.to_json())?;
+                    let mut j = d.to_json();
+                    if let Some(fs) = fs_type(&home, &env, d) {
+                        j["fsType"] = fs.into();
+                    }
+                    writeln!(out, "{j}")?;
                 }
             } else {
-                let mut rows = vec![
-                    ["NAME", "SIZE", "FORMAT", "DIR", "IN-USE-BY"]
-                        .map(String::from)
-                        .to_vec(),
-                ];
+                let mut rows = vec![DISK_HEADER.map(String::from).to_vec()];
                 for d in &shown {
                     let in_use = match &d.lock {
                         Lock::Free => String::new(),
@@ -167,4 +175,25 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+const DISK_HEADER: [&str; 5] = ["NAME", "SIZE", "FORMAT", "DIR", "IN-USE-BY"];
+
+/// `fsType` of Lima's disk JSON (omitted when empty): what the instance
+/// using the disk declares for it in `additionalDisks`.
+fn fs_type(
+    home: &crate::store::Home,
+    env: &crate::spec::LoadEnv,
+    d: &disk::Disk,
+) -> Option<String> {
+    let inst = crate::store::inspect_listed(home, env, d.instance()?)?;
+    inst.config
+        .as_ref()?
+        .additional_disks
+        .as_ref()?
+        .iter()
+        .find(|a| a.name == d.name)?
+        .fs_type
+        .clone()
+        .filter(|f| !f.is_empty())
 }

@@ -39,15 +39,31 @@ pub fn info_json() -> anyhow::Result<serde_json::Value> {
         "limaHome": home.root.display().to_string(),
         "vmTypes": ["qemu"],
         "vmTypesEx": {"qemu": {"location": exe}},
-        "guestAgents": {},
+        "guestAgents": guest_agents(),
         "shellEnvBlock": super::shell_env_block(),
         "hostOS": "linux",
         "hostArch": crate::spec::host::host_arch(),
         "identityFile": home.config_file(paths::config_files::USER_KEY).display().to_string(),
-        "plugins": [],
-        "libexecPaths": [],
-        "sharePaths": [],
+        "plugins": super::plugin::list()
+            .into_iter()
+            .map(|(name, path)| serde_json::json!({"name": name, "path": path.display().to_string()}))
+            .collect::<Vec<_>>(),
+        "libexecPaths": paths_json(super::plugin::libexec_paths()),
+        "sharePaths": paths_json(super::plugin::share_paths()),
     }))
+}
+
+fn paths_json(p: Vec<std::path::PathBuf>) -> Vec<String> {
+    p.iter().map(|p| p.display().to_string()).collect()
+}
+
+/// Lima's `guestAgents`: the agent each guest arch gets (Linux keys have no
+/// OS prefix); here the one x86_64 agent, when it is found.
+fn guest_agents() -> serde_json::Value {
+    match crate::hostagent::guest::find_binary() {
+        Some(p) => serde_json::json!({"x86_64": {"location": p.display().to_string()}}),
+        None => serde_json::json!({}),
+    }
 }
 
 pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {

@@ -64,6 +64,9 @@ const FIELDS: &[&str] = &[
 pub fn template_data(i: &Instance, home: &Home) -> serde_json::Value {
     let j = i.to_json();
     let g = |k: &str| j.get(k).cloned().unwrap_or(serde_json::Value::Null);
+    // Go's nil slices and maps are empty ones: `{{.Errors}}` prints `[]`,
+    // `{{len .Param}}` is 0.
+    let list = |k: &str| j.get(k).cloned().unwrap_or(serde_json::json!([]));
     serde_json::json!({
         "Name": g("name"),
         "Hostname": g("hostname"),
@@ -75,24 +78,216 @@ pub fn template_data(i: &Instance, home: &Home) -> serde_json::Value {
         "Memory": j.get("memory").cloned().unwrap_or(0.into()),
         "Disk": j.get("disk").cloned().unwrap_or(0.into()),
         "Message": j.get("message").cloned().unwrap_or("".into()),
-        "AdditionalDisks": g("additionalDisks"),
-        "Networks": g("network"),
+        "AdditionalDisks": list("additionalDisks"),
+        "Networks": list("network"),
         "SSHLocalPort": i.ssh_local_port,
         "SSHConfigFile": g("sshConfigFile"),
         "HostAgentPID": i.host_agent_pid.unwrap_or(0),
         "DriverPID": i.driver_pid.unwrap_or(0),
         "Errors": i.errors,
-        "Config": g("config"),
+        "Config": go_fields(&g("config")),
         "SSHAddress": "127.0.0.1",
         "Protected": i.present.protected,
         "LimaVersion": g("limaVersion"),
-        "Param": g("param"),
+        "Param": j.get("param").cloned().unwrap_or(serde_json::json!({})),
         "AutoStartedIdentifier": "",
         "HostOS": "linux",
         "HostArch": crate::spec::host::host_arch(),
         "LimaHome": home.root.display().to_string(),
         "IdentityFile": home.config_file(paths::config_files::USER_KEY).display().to_string(),
+        // `{{json .}}` is the object `--format json` prints.
+        (crate::spec::gotmpl::JSON_KEY): list_json(i, home).to_string(),
     })
+}
+
+/// A lima.yaml field name as Lima's Go struct spells it (`cpus` → `CPUs`,
+/// `vmType` → `VMType`, `mountPoint` → `MountPoint`).
+pub fn go_name(key: &str) -> String {
+    let mut words: Vec<String> = Vec::new();
+    for c in key.chars() {
+        if c.is_ascii_uppercase() || words.is_empty() {
+            words.push(String::new());
+        }
+        words.last_mut().expect("pushed").push(c);
+    }
+    words
+        .iter()
+        .map(|w| match w.to_ascii_lowercase().as_str() {
+            "cpus" => "CPUs".to_string(),
+            a @ ("cpu" | "vm" | "ssh" | "os" | "dns" | "ip" | "uid" | "url" | "mac" | "bios"
+            | "vz" | "ca" | "id") => a.to_ascii_uppercase(),
+            _ => {
+                let mut c = w.chars();
+                c.next()
+                    .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                    .unwrap_or_default()
+            }
+        })
+        .collect()
+}
+
+/// The configuration as Go templates see it: Lima's Go field names, each
+/// object carrying its JSON text for `json`. Maps keyed by the user
+/// (`env`, `param`) keep their keys.
+fn go_fields(v: &serde_json::Value) -> serde_json::Value {
+    fn walk(v: &serde_json::Value, user_keys: bool) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(m) => {
+                let mut out = serde_json::Map::new();
+                for (k, v) in m {
+                    let user = matches!(k.as_str(), "env" | "param" | "hosts" | "vmOpts");
+                    let name = if user_keys { k.clone() } else { go_name(k) };
+                    out.insert(name, walk(v, user && !user_keys));
+                }
+                out.insert(crate::spec::gotmpl::JSON_KEY.into(), v.to_string().into());
+                serde_json::Value::Object(out)
+            }
+            serde_json::Value::Array(a) => {
+                serde_json::Value::Array(a.iter().map(|x| walk(x, false)).collect())
+            }
+            other => other.clone(),
+        }
+    }
+    walk(v, false)
+}
+
+/// Lima's "can't evaluate field X in type T" for `.A.B` chains of a
+/// template that name no field of the data (gtmpl would print nothing).
+fn check_fields(tmpl: &str, data: &serde_json::Value) -> Result<(), String> {
+    // Inside range/with the dot moves; only plain templates are checked.
+    if ["range", "with", "define", "template", "$"]
+        .iter()
+        .any(|w| tmpl.contains(w))
+    {
+        return Ok(());
+    }
+    let mut rest = tmpl;
+    while let Some(start) = rest.find("{{") {
+        let Some(end) = rest[start..].find("}}") else {
+            break;
+        };
+        let action = &rest[start + 2..start + end];
+        rest = &rest[start + end + 2..];
+        let mut in_str = false;
+        let bytes: Vec<char> = action.chars().collect();
+        let mut i = 0;
+        while i < bytes.len() {
+            let c = bytes[i];
+            if c == '"' {
+                in_str = !in_str;
+            }
+            let starts = c == '.'
+                && !in_str
+                && (i == 0 || " (|\t".contains(bytes[i - 1]))
+                && bytes.get(i + 1).is_some_and(|n| n.is_ascii_alphabetic());
+            if !starts {
+                i += 1;
+                continue;
+            }
+            let chain: String = bytes[i..]
+                .iter()
+                .take_while(|c| c.is_ascii_alphanumeric() || **c == '_' || **c == '.')
+                .collect();
+            i += chain.len();
+            let mut v = data;
+            let mut ty = "store.FormatData".to_string();
+            for f in chain
+                .trim_start_matches('.')
+                .split('.')
+                .filter(|f| !f.is_empty())
+            {
+                match v {
+                    serde_json::Value::Object(m) => match m.get(f) {
+                        Some(next) => {
+                            if matches!(f, "Param" | "Env" | "Hosts" | "VMOpts") {
+                                break;
+                            }
+                            ty = if f == "Config" {
+                                "limatype.LimaYAML".into()
+                            } else {
+                                format!("limatype.{f}")
+                            };
+                            v = next;
+                        }
+                        None => {
+                            return Err(format!(
+                                "template: executing at <{chain}>: can't evaluate field {f} in type {ty}"
+                            ));
+                        }
+                    },
+                    serde_json::Value::Array(_) => break,
+                    serde_json::Value::Null => break,
+                    other => {
+                        let t = match other {
+                            serde_json::Value::String(_) => "string",
+                            serde_json::Value::Bool(_) => "bool",
+                            _ => "int",
+                        };
+                        return Err(format!(
+                            "template: executing at <{chain}>: can't evaluate field {f} in type {t}"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Lima's `--format json`/`yaml` objects go through yq, which deletes
+/// empty maps (`env: {}`, `param: {}`, …).
+fn drop_empty_maps(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            m.retain(|_, x| !matches!(x, serde_json::Value::Object(o) if o.is_empty()));
+            for x in m.values_mut() {
+                drop_empty_maps(x);
+            }
+            m.retain(|_, x| !matches!(x, serde_json::Value::Object(o) if o.is_empty()));
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(drop_empty_maps),
+        _ => {}
+    }
+}
+
+/// Columns Lima hides on a narrow terminal (`--all-fields` shows them):
+/// VMTYPE and ARCH below 96 columns when every instance shares them (ARCH:
+/// the host's), DIR below 80.
+pub fn hidden_columns(
+    width: Option<usize>,
+    vm_types: &[String],
+    arches: &[String],
+) -> Vec<&'static str> {
+    let Some(w) = width else {
+        return Vec::new();
+    };
+    let same = |v: &[String], want: Option<&str>| {
+        v.windows(2).all(|p| p[0] == p[1]) && want.is_none_or(|w| v.first().is_none_or(|f| f == w))
+    };
+    let mut hide = Vec::new();
+    if w < (5 + 7) * 8 && same(vm_types, None) {
+        hide.push("VMTYPE");
+    }
+    if w < (6 + 6) * 8 && same(arches, Some(crate::spec::host::host_arch())) {
+        hide.push("ARCH");
+    }
+    if w < (8 + 2) * 8 {
+        hide.push("DIR");
+    }
+    hide
+}
+
+/// The width of the terminal on stdout, if it is one.
+fn terminal_width() -> Option<usize> {
+    let mut ws: nix::libc::winsize = unsafe { std::mem::zeroed() };
+    // TIOCGWINSZ fills `ws`; it fails when stdout is not a terminal.
+    let r = unsafe { nix::libc::ioctl(nix::libc::STDOUT_FILENO, nix::libc::TIOCGWINSZ, &mut ws) };
+    (r == 0 && ws.ws_col > 0).then_some(ws.ws_col as usize)
+}
+
+/// Lima colours and pretty-prints for a terminal, or when `_LIMA_OUTPUT_IS_TTY` is set.
+fn output_is_tty(g: &super::Globals) -> bool {
+    g.tty || std::env::var_os("_LIMA_OUTPUT_IS_TTY").is_some_and(|v| !v.is_empty())
 }
 
 /// Lima's JSON object for `list --json`: the instance plus deprecated host keys.
@@ -170,15 +365,21 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
     };
     let mut yq: Vec<String> = a.filter.iter().map(|f| format!("select({f})")).collect();
     yq.extend(a.yq.iter().cloned());
+    if a.quiet && !matches!(format.as_deref(), None | Some("table")) {
+        anyhow::bail!("option --quiet can only be used with '--format table'");
+    }
+    // Lima: `--quiet --yq EXPR` prints `EXPR | .name` of each instance.
+    let mut yq_expr = a.yq.join(" | ");
+    if a.quiet && !a.yq.is_empty() {
+        yq_expr.push_str(" | .name");
+        format = Some("json".into());
+    }
     if !a.yq.is_empty() {
         match format.as_deref() {
             None => format = Some("json".into()),
             Some("json" | "yaml") => {}
             Some(_) => anyhow::bail!("option --yq only works with --format json or yaml"),
         }
-    }
-    if a.quiet && !matches!(format.as_deref(), None | Some("table")) {
-        anyhow::bail!("option --quiet can only be used with '--format table'");
     }
     let all = store::instance_names(&home)?;
     for left in store::leftover_deletions(&home) {
@@ -228,12 +429,19 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
         }
     }
     if !a.filter.is_empty() {
-        instances.retain(|i| {
-            let j = list_json(i, &home);
-            a.filter
-                .iter()
-                .all(|f| crate::yq::eval(&format!("select({f})"), &j).is_ok_and(|r| !r.is_empty()))
-        });
+        // An expression that fails (say, env() here) fails the listing, as in Lima.
+        let mut kept = Vec::new();
+        for i in instances {
+            let j = list_json(&i, &home);
+            let mut keep = true;
+            for f in &a.filter {
+                keep &= !crate::yq::eval(&format!("select({f})"), &j)?.is_empty();
+            }
+            if keep {
+                kept.push(i);
+            }
+        }
+        instances = kept;
     }
     match format.as_deref().unwrap_or("table") {
         "table" if a.quiet => {
@@ -250,26 +458,51 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
                 .to_vec(),
             ];
             rows.extend(instances.iter().map(table_row));
-            let _ = a.all_fields;
+            let width = if a.all_fields || !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                None
+            } else {
+                terminal_width()
+            };
+            let column = |i: usize| {
+                rows.iter()
+                    .skip(1)
+                    .map(|r| r[i].clone())
+                    .collect::<Vec<_>>()
+            };
+            let hide = hidden_columns(width, &column(3), &column(4));
+            let keep: Vec<usize> = (0..rows[0].len())
+                .filter(|&c| !hide.contains(&rows[0][c].as_str()))
+                .collect();
+            let rows: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| keep.iter().map(|&c| r[c].clone()).collect())
+                .collect();
             write!(out, "{}", tabwrite(&rows))?;
         }
         "json" | "yaml" => {
             let is_json = format.as_deref() == Some("json");
-            let expr = a.yq.join(" | ");
+            let expr = yq_expr;
+            let tty = output_is_tty(g);
             for i in &instances {
-                let j = list_json(i, &home);
+                let mut j = list_json(i, &home);
+                drop_empty_maps(&mut j);
                 let results = if expr.is_empty() {
                     vec![j]
                 } else {
                     crate::yq::eval(&expr, &j)?
                 };
                 for r in results {
-                    if is_json {
-                        if g.tty {
-                            writeln!(out, "{}", pretty4(&r))?;
+                    if let (false, serde_json::Value::String(s)) = (expr.is_empty(), &r) {
+                        // yq prints a scalar result as it is, unquoted.
+                        writeln!(out, "{s}")?;
+                    } else if is_json {
+                        if tty {
+                            writeln!(out, "{}", super::colour::json(&pretty4(&r)))?;
                         } else {
                             writeln!(out, "{r}")?;
                         }
+                    } else if tty {
+                        write!(out, "---\n{}", super::colour::yaml(&emit_json(&r)))?;
                     } else {
                         write!(out, "---\n{}", emit_json(&r))?;
                     }
@@ -279,6 +512,8 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
         tmpl => {
             for i in &instances {
                 let data = template_data(i, &home);
+                check_fields(tmpl, &data)
+                    .map_err(|e| anyhow::anyhow!("invalid --format template: {e}"))?;
                 let s = crate::spec::gotmpl::render(tmpl, &data)
                     .map_err(|e| anyhow::anyhow!("invalid --format template: {e}"))?;
                 writeln!(out, "{s}")?;
@@ -307,6 +542,38 @@ pub fn pretty4(v: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn narrow_terminals_hide_columns_like_lima() {
+        let host = crate::spec::host::host_arch().to_string();
+        let q = vec!["qemu".to_string(); 2];
+        let a = vec![host.clone(); 2];
+        assert!(hidden_columns(None, &q, &a).is_empty(), "not a terminal");
+        assert!(hidden_columns(Some(200), &q, &a).is_empty());
+        assert_eq!(hidden_columns(Some(90), &q, &a), ["VMTYPE", "ARCH"]);
+        assert_eq!(hidden_columns(Some(79), &q, &a), ["VMTYPE", "ARCH", "DIR"]);
+        let mixed = vec!["qemu".to_string(), "vz".to_string()];
+        let other = vec![host, "riscv64".to_string()];
+        assert_eq!(hidden_columns(Some(79), &mixed, &other), ["DIR"]);
+    }
+
+    #[test]
+    fn go_names_of_lima_yaml_fields() {
+        for (json, go) in [
+            ("cpus", "CPUs"),
+            ("vmType", "VMType"),
+            ("mountPoint", "MountPoint"),
+            ("ssh", "SSH"),
+            ("localPort", "LocalPort"),
+            ("cpuType", "CPUType"),
+            ("os", "OS"),
+            ("dns", "DNS"),
+            ("legacyBIOS", "LegacyBIOS"),
+            ("images", "Images"),
+        ] {
+            assert_eq!(go_name(json), go, "{json}");
+        }
+    }
 
     #[test]
     fn tabwriter_matches_go() {

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use crate::logging::{self, Level};
 
 mod apply;
+mod colour;
 mod copy;
 mod create;
 mod delete;
@@ -19,6 +20,7 @@ mod info;
 mod jsonschema;
 mod list;
 pub mod out;
+mod plugin;
 mod protect;
 mod prune;
 mod shell;
@@ -52,7 +54,7 @@ pub struct Cli {
     #[arg(long, global = true)]
     debug: bool,
     /// Enable TUI interactions (default: when stdout is a terminal).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, num_args = 0..=1, default_missing_value = "true", require_equals = true, value_parser = parse_go_bool)]
     tty: Option<bool>,
     /// Alias of --tty=false.
     #[arg(short = 'y', long, global = true)]
@@ -115,7 +117,7 @@ enum Command {
     Disk(disk::Args),
     /// Prune the download cache.
     Prune(prune::Args),
-    /// Evaluate a jq expression over YAML documents.
+    /// Evaluate a yq expression over YAML documents.
     Yq(yq::Args),
     /// Print the JSON Schema of lima.yaml.
     #[command(name = "generate-jsonschema", hide = true)]
@@ -145,12 +147,31 @@ pub fn main_with_args(mut args: Vec<std::ffi::OsString>) -> i32 {
     if argv0.as_deref() == Some("yq") {
         args.insert(1, "yq".into());
     }
-    let cli = match Cli::try_parse_from(&args) {
+    // A word that is no command of ours may be a plugin, `limactl-WORD`.
+    if let Some(word) = args.get(1).and_then(|a| a.to_str())
+        && !word.starts_with('-')
+        && <Cli as clap::CommandFactory>::command()
+            .find_subcommand(word)
+            .is_none()
+        && let Some(path) = plugin::find(word)
+    {
+        let e = plugin::exec(&path, &args[2..]);
+        fatal(&format!("cannot run the plugin {}: {e}", path.display()));
+        return 1;
+    }
+    let args = go_bool_flags(args);
+    let parsed = grouped_help(<Cli as clap::CommandFactory>::command())
+        .try_get_matches_from(&args)
+        .and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(c) => c,
+        Err(e) if e.use_stderr() => {
+            fatal(&cobra_message(&e));
+            return 1;
+        }
         Err(e) => {
-            let code = if e.use_stderr() { 1 } else { 0 };
             let _ = e.print();
-            return code;
+            return 0;
         }
     };
     if cli.version {
@@ -160,22 +181,20 @@ pub fn main_with_args(mut args: Vec<std::ffi::OsString>) -> i32 {
                 .map_err(Into::into),
         );
     }
-    let level = if cli.debug {
-        Level::Debug
-    } else {
-        match cli.log_level.as_deref() {
-            None => Level::Info,
-            Some(l) => match Level::parse(l) {
-                Some(l) => l,
-                None => {
-                    fatal(&format!(
-                        "invalid log level {}",
-                        crate::spec::yaml::quote_name(l)
-                    ));
-                    return 1;
-                }
-            },
-        }
+    // As in Lima, an explicit --log-level wins over --debug.
+    let level = match cli.log_level.as_deref() {
+        None if cli.debug => Level::Debug,
+        None => Level::Info,
+        Some(l) => match Level::parse(l) {
+            Some(l) => l,
+            None => {
+                fatal(&format!(
+                    "invalid log level {}",
+                    crate::spec::yaml::quote_name(l)
+                ));
+                return 1;
+            }
+        },
     };
     logging::set_level(level);
     match cli.log_format.as_str() {
@@ -189,8 +208,8 @@ pub fn main_with_args(mut args: Vec<std::ffi::OsString>) -> i32 {
             return 1;
         }
     }
-    if cli.yes && cli.tty == Some(true) {
-        fatal("--tty and --yes are mutually exclusive");
+    if cli.yes && cli.tty.is_some() {
+        fatal("cannot use both --tty and --yes flags at the same time");
         return 1;
     }
     let globals = Globals {
@@ -240,6 +259,166 @@ pub fn main_with_args(mut args: Vec<std::ffi::OsString>) -> i32 {
         Command::Prune(a) => prune::run(a, &globals),
     };
     finish(result)
+}
+
+/// Lima's command groups, in its order; the rest are this project's own.
+const BASIC: &[&str] = &[
+    "create", "start", "stop", "shell", "list", "delete", "edit", "restart",
+];
+const ADVANCED: &[&str] = &[
+    "copy",
+    "validate",
+    "prune",
+    "info",
+    "show-ssh",
+    "disk",
+    "protect",
+    "unprotect",
+    "template",
+    "watch",
+];
+
+/// The top-level help with commands grouped as Lima's (Basic, Advanced).
+fn grouped_help(cmd: clap::Command) -> clap::Command {
+    let subs: Vec<(String, String)> = cmd
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set())
+        .map(|c| {
+            let about = c.get_about().map(|a| a.to_string()).unwrap_or_default();
+            (c.get_name().to_string(), about)
+        })
+        .collect();
+    let width = subs.iter().map(|(n, _)| n.len()).max().unwrap_or(0) + 2;
+    let section = |title: &str, names: &mut dyn Iterator<Item = &(String, String)>| {
+        let mut s = format!("{title}:\n");
+        for (n, a) in names {
+            s.push_str(&format!("  {n:width$}{a}\n"));
+        }
+        s
+    };
+    let in_group = |n: &str| BASIC.contains(&n) || ADVANCED.contains(&n);
+    let mut text = String::new();
+    for (title, group) in [("Basic Commands", BASIC), ("Advanced Commands", ADVANCED)] {
+        let mut it = group
+            .iter()
+            .filter_map(|g| subs.iter().find(|(n, _)| n == g));
+        text.push_str(&section(title, &mut it));
+        text.push('\n');
+    }
+    let mut rest = subs.iter().filter(|(n, _)| !in_group(n));
+    text.push_str(&section("Additional Commands", &mut rest));
+    cmd.help_template(format!(
+        "{{about-with-newline}}\n{{usage-heading}} {{usage}}\n\n{text}\nFlags:\n{{options}}\n"
+    ))
+}
+
+/// Go's `strconv.ParseBool`, which cobra's boolean flags use.
+fn parse_go_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(format!("strconv.ParseBool: parsing {s:?}: invalid syntax")),
+    }
+}
+
+/// Cobra accepts `--force=true` / `--quiet=false` for every boolean flag:
+/// `--name=VALUE` of a switch of the command line's (sub)command becomes
+/// the bare switch, or nothing when VALUE is false.
+fn go_bool_flags(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    use clap::CommandFactory;
+    let root = Cli::command();
+    // (long name, short letter) of every switch.
+    let mut switches: Vec<(String, Option<char>)> = Vec::new();
+    let mut collect = |c: &clap::Command| {
+        for a in c.get_arguments() {
+            if let (clap::ArgAction::SetTrue, Some(l)) = (a.get_action(), a.get_long()) {
+                switches.push((l.to_string(), a.get_short()));
+            }
+        }
+    };
+    collect(&root);
+    // The subcommand path: leading words that name subcommands.
+    let mut cmd = &root;
+    for a in args.iter().skip(1) {
+        let Some(word) = a.to_str() else { break };
+        if word.starts_with('-') {
+            continue;
+        }
+        match cmd.find_subcommand(word) {
+            Some(sub) => {
+                cmd = sub;
+                collect(cmd);
+            }
+            None => break,
+        }
+    }
+    let mut out = Vec::with_capacity(args.len());
+    let mut rest = false;
+    for a in args {
+        let s = a.to_string_lossy();
+        if rest || s == "--" {
+            rest = true;
+            out.push(a);
+            continue;
+        }
+        if let Some((name, value)) = s.strip_prefix("--").and_then(|f| f.split_once('='))
+            && let Some((_, short)) = switches.iter().find(|(w, _)| w == name)
+        {
+            match parse_go_bool(value) {
+                Ok(true) => out.push(format!("--{name}").into()),
+                // The last occurrence wins, as in cobra: `-q --quiet=false` is not quiet.
+                Ok(false) => {
+                    let long = format!("--{name}");
+                    let short = short.map(|c| format!("-{c}"));
+                    out.retain(|o| o.to_str() != Some(&long) && o.to_str() != short.as_deref());
+                }
+                Err(_) => out.push(a),
+            }
+            continue;
+        }
+        out.push(a);
+    }
+    out
+}
+
+/// A command-line error in cobra's words (`unknown flag: --x`), for the
+/// `level=fatal` line Lima prints.
+fn cobra_message(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let invalid = || match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    if e.kind() == ErrorKind::UnknownArgument
+        && let Some(arg) = invalid()
+    {
+        {
+            let flag = arg.split('=').next().unwrap_or(&arg).to_string();
+            if let Some(short) = flag.strip_prefix('-').filter(|f| !f.starts_with('-')) {
+                let c = short.chars().next().unwrap_or('?');
+                return format!("unknown shorthand flag: '{c}' in {flag}");
+            }
+            if flag.starts_with("--") {
+                return format!("unknown flag: {flag}");
+            }
+            return format!(
+                "unknown command {} for \"limactl\"",
+                crate::spec::yaml::go_quote(&flag)
+            );
+        }
+    }
+    if e.kind() == ErrorKind::InvalidSubcommand
+        && let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidSubcommand)
+    {
+        return format!(
+            "unknown command {} for \"limactl\"",
+            crate::spec::yaml::go_quote(arg)
+        );
+    }
+    // clap's own first line, without its "error: " and its tips.
+    let text = e.render().to_string();
+    let first = text.lines().next().unwrap_or("").trim();
+    first.strip_prefix("error: ").unwrap_or(first).to_string()
 }
 
 /// The exit code of a command's result: its output flushed first (so that a

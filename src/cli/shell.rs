@@ -66,7 +66,7 @@ pub fn run(mut a: Args, g: &super::Globals) -> anyhow::Result<i32> {
         Some(n) => n,
         None => {
             if a.args.is_empty() {
-                anyhow::bail!("`limactl shell` requires an instance name");
+                anyhow::bail!("requires instance name as first argument");
             }
             a.args.remove(0)
         }

@@ -35,6 +35,11 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
     for name in &names {
         match ops::stop(&ctx, name, a.force, &exec) {
             Ok(Stopped::Stopped) => {}
+            // Lima refuses a graceful stop of what is not running.
+            Ok(Stopped::NotRunning(status)) if !a.force => errors.push(format!(
+                "expected status `Running`, got {} (maybe use `limactl stop -f`?)",
+                quote_name(status.as_str())
+            )),
             Ok(Stopped::NotRunning(status)) => crate::info!(
                 "The instance {} is not running (status: {})",
                 quote_name(name),

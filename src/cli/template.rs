@@ -1,4 +1,4 @@
-//! `limactl template copy|validate|list`
+//! `limactl template copy|validate|list|yq`
 
 use std::io::Write;
 
@@ -22,6 +22,16 @@ enum Sub {
     /// List the available templates.
     #[command(alias = "ls")]
     List(ListArgs),
+    /// Query a template with a yq expression, e.g. `template yq template:default '.images[0].location'`.
+    Yq(YqArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct YqArgs {
+    /// Template locator.
+    template: String,
+    /// The yq expression.
+    expr: String,
 }
 
 #[derive(clap::Args, Debug)]
@@ -56,7 +66,40 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
         Sub::Copy(c) => copy(c),
         Sub::Validate(v) => super::validate::run(v, g),
         Sub::List(l) => list(l),
+        Sub::Yq(y) => yq(y),
     }
+}
+
+/// Lima's `template yq`: the expression over the template with its bases
+/// embedded, scalars printed plain, other results as YAML.
+fn yq(y: YqArgs) -> anyhow::Result<i32> {
+    let env = super::load_env();
+    let mut warnings = Vec::new();
+    let tmpl = load::read_locator(
+        &y.template,
+        &env.store,
+        &mut super::read_stdin,
+        &mut warnings,
+    )?;
+    super::log_warnings(&warnings);
+    let mut warnings = Vec::new();
+    let embedded = load::embed(&tmpl, &env.embed_context(false), &mut warnings);
+    super::log_warnings(&warnings);
+    let (node, _) = embedded?;
+    let mut out = super::out::stdout();
+    for (i, d) in [node].iter().enumerate() {
+        let opts = crate::yq::Options {
+            origin: crate::yq::Origin::of(&tmpl.locator, 0, i, d),
+            ..Default::default()
+        };
+        for r in crate::yq::eval_opts(&y.expr, &d.to_json(), &opts)? {
+            match r {
+                serde_json::Value::String(s) => writeln!(out, "{s}")?,
+                other => write!(out, "{}", emit_json(&other))?,
+            }
+        }
+    }
+    Ok(0)
 }
 
 fn copy(c: CopyArgs) -> anyhow::Result<i32> {
@@ -83,7 +126,7 @@ fn copy(c: CopyArgs) -> anyhow::Result<i32> {
         super::log_warnings(&warnings);
         let (node, changed) = embedded?;
         if changed {
-            emit(&node)
+            splice(&tmpl.text, &node).unwrap_or_else(|| emit(&node))
         } else {
             tmpl.text.clone()
         }
@@ -119,4 +162,51 @@ fn list(l: ListArgs) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// The embedded template as Lima writes it: the top-level keys whose value
+/// did not change keep their bytes (comments, quoting, flow lists), changed
+/// ones are re-emitted in place, new ones appended, dropped ones (`base`)
+/// removed. `None` when the text is not a single block mapping with one key
+/// per line at column 1 (then the whole document is re-emitted).
+fn splice(text: &str, merged: &crate::spec::yaml::Node) -> Option<String> {
+    use crate::spec::yaml::{Node, Value};
+    let original = crate::spec::yaml::parse_single("template", text).ok()??;
+    let (Value::Map(orig), Value::Map(new)) = (&original.value, &merged.value) else {
+        return None;
+    };
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let mut starts = Vec::new();
+    for e in orig {
+        let loc = e.key_loc.as_ref()?;
+        if loc.col != 1 || starts.last().is_some_and(|&l| l >= loc.line) {
+            return None;
+        }
+        starts.push(loc.line);
+    }
+    // Everything before the first key (the header comment) stays.
+    let first = *starts.first()?;
+    let mut out: String = lines[..first - 1].concat();
+    let block = |i: usize| -> String {
+        let end = starts.get(i + 1).map_or(lines.len(), |&l| l - 1);
+        let mut b = lines[starts[i] - 1..end].concat();
+        if !b.ends_with('\n') {
+            b.push('\n');
+        }
+        b
+    };
+    let one = |k: &str, v: &Node| emit(&Node::map(vec![(k.to_string(), v.clone())]));
+    for (i, e) in orig.iter().enumerate() {
+        match new.iter().find(|n| n.key == e.key) {
+            Some(n) if n.value.to_json() == e.value.to_json() => out.push_str(&block(i)),
+            Some(n) => out.push_str(&one(&n.key, &n.value)),
+            None => {}
+        }
+    }
+    for n in new {
+        if !orig.iter().any(|e| e.key == n.key) {
+            out.push_str(&one(&n.key, &n.value));
+        }
+    }
+    Some(out)
 }

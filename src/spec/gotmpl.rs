@@ -46,6 +46,11 @@ fn to_json(v: &Value) -> serde_json::Value {
         }
         Value::Array(a) => serde_json::Value::Array(a.iter().map(to_json).collect()),
         Value::Object(o) | Value::Map(o) => {
+            if let Some(Value::String(text)) = o.get(JSON_KEY)
+                && let Ok(v) = serde_json::from_str(text)
+            {
+                return v;
+            }
             let mut keys: Vec<_> = o.keys().collect();
             keys.sort();
             serde_json::Value::Object(
@@ -57,11 +62,62 @@ fn to_json(v: &Value) -> serde_json::Value {
     }
 }
 
+/// The key under which data may carry its own JSON text, for `json` to
+/// print exactly (`list` data has Go field names but Lima's JSON is camelCase).
+pub const JSON_KEY: &str = "\u{0}json";
+
 fn json_func(args: &[Value]) -> Result<Value, FuncError> {
     let [v] = args else {
         return Err(FuncError::ExactlyXArgs("json".into(), 1));
     };
     Ok(Value::String(to_json(v).to_string()))
+}
+
+/// Go's printf, with `%q` quoting strings as Go does (gtmpl's does not).
+fn printf_func(args: &[Value]) -> Result<Value, FuncError> {
+    let Some(Value::String(fmt)) = args.first() else {
+        return gtmpl::funcs::printf(args);
+    };
+    let mut out_fmt = String::with_capacity(fmt.len());
+    let mut out_args = vec![Value::Nil];
+    let mut next = 1;
+    let mut chars = fmt.chars().peekable();
+    while let Some(c) = chars.next() {
+        out_fmt.push(c);
+        if c != '%' {
+            continue;
+        }
+        // Flags, width and precision, then the verb.
+        while let Some(&f) = chars.peek() {
+            if "+-# 0123456789.".contains(f) {
+                out_fmt.push(f);
+                chars.next();
+            } else {
+                break;
+            }
+        }
+        let Some(verb) = chars.next() else { break };
+        if verb == '%' {
+            out_fmt.push('%');
+            continue;
+        }
+        match (verb, args.get(next)) {
+            ('q', Some(Value::String(s))) => {
+                out_fmt.push('s');
+                out_args.push(Value::String(crate::spec::yaml::go_quote(s)));
+            }
+            (v, a) => {
+                out_fmt.push(v);
+                if let Some(a) = a {
+                    out_args.push(a.clone());
+                }
+            }
+        }
+        next += 1;
+    }
+    out_args.extend(args.iter().skip(next).cloned());
+    out_args[0] = Value::String(out_fmt);
+    gtmpl::funcs::printf(&out_args)
 }
 
 fn yaml_func(args: &[Value]) -> Result<Value, FuncError> {
@@ -144,6 +200,7 @@ pub fn render(text: &str, data: &serde_json::Value) -> Result<String, String> {
     }
     let mut t = Template::default();
     t.add_func("json", json_func);
+    t.add_func("printf", printf_func);
     t.add_func("yaml", yaml_func);
     t.add_func("indent", indent_func);
     t.add_func("missing", missing_func);

@@ -67,10 +67,17 @@ fn create_prepares_disks_and_refuses_a_second_create() {
     let (code, _, err) = env.run(&["create", t.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(err.contains("instance `vm` already exists"), "{err}");
-    // stop of a stopped instance: nothing to do, not an error.
+    // stop of a stopped instance: an error, as in Lima; -f is not.
     let (code, _, err) = env.run(&["stop", "vm"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(
+            "level=fatal msg=\"expected status `Running`, got `Stopped` (maybe use `limactl stop -f`?)\""
+        ),
+        "{err}"
+    );
+    let (code, _, err) = env.run(&["stop", "-f", "vm"]);
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("is not running"), "{err}");
 }
 
 #[test]

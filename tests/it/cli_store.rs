@@ -186,8 +186,9 @@ fn list_table_and_formats() {
     assert_eq!(out, "alpha\nbeta\n");
     let (_, out, _) = env.run(&["list", "--filter", ".config.cpus > 1", "-q"]);
     assert_eq!(out, "beta\n");
+    // yq prints a string result unquoted, as Lima's list does.
     let (_, out, _) = env.run(&["list", "--yq", ".name"]);
-    assert_eq!(out, "\"alpha\"\n\"beta\"\n");
+    assert_eq!(out, "alpha\nbeta\n");
     let (_, out, _) = env.run(&["list", "--list-fields"]);
     assert!(out.lines().any(|l| l == "SSHLocalPort"), "{out}");
     let (code, _, err) = env.run(&["list", "-q", "--format", "json"]);

@@ -127,10 +127,13 @@ fn lifecycle_create_start_shell_stop_restart_kill_delete() {
     for f in ["ha.pid", "ha.sock", "qmp.sock", "qemu.pid"] {
         assert!(!dir.join(f).exists(), "{f} left behind after stop");
     }
-    // Stopping a stopped instance is a no-op.
+    // Stopping a stopped instance is an error, as in Lima.
     let (code, _, err) = env.run(&["stop", name]);
-    assert_eq!(code, 0, "{err}");
-    assert!(err.contains("is not running"), "{err}");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("expected status `Running`, got `Stopped`"),
+        "{err}"
+    );
 
     // A stale ha.pid (this test's own, live pid) and ha.sock from a killed run
     // must not block the next start, and nothing gets signalled.

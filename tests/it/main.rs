@@ -9,6 +9,7 @@ mod common;
 
 mod cidata_iso;
 mod cli_apply;
+mod cli_compat;
 mod cli_daemon;
 mod cli_lifecycle;
 mod cli_reliability;

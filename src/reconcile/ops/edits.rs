@@ -252,7 +252,7 @@ impl EditFlags {
             let defined = doc.get("param").and_then(|m| m.get(k)).is_some();
             if !defined && !doc.is_null() {
                 return Err(usage(format!(
-                    "template does not define param {}",
+                    "error while processing flag `param`: template does not define param {}",
                     crate::spec::yaml::quote_name(k)
                 )));
             }

@@ -191,7 +191,7 @@ impl std::fmt::Display for Refusal {
         match self {
             Refusal::Protected { instance } => write!(
                 f,
-                "instance {} is protected to prohibit accidental removal (hint: use `limactl unprotect`)",
+                "failed to delete instance {}: instance is protected to prohibit accidental removal (Hint: use `limactl unprotect`)",
                 quote_name(instance)
             ),
             Refusal::Immutable {

@@ -49,7 +49,25 @@ pub fn unused_params(y: &LimaYaml) -> Vec<String> {
     let Some(params) = &y.param else {
         return Vec::new();
     };
-    let mut texts: Vec<&str> = Vec::new();
+    // Lima reads an ansible playbook (the path only names it) to find the
+    // params it uses; an unreadable one uses none.
+    let playbooks: Vec<String> = y
+        .provision
+        .iter()
+        .flatten()
+        .filter_map(|p| p.playbook.as_deref())
+        .filter_map(|path| {
+            use std::io::Read;
+            let mut text = String::new();
+            std::fs::File::open(path)
+                .ok()?
+                .take(crate::spec::load::MAX_TEMPLATE_BYTES)
+                .read_to_string(&mut text)
+                .ok()?;
+            Some(text)
+        })
+        .collect();
+    let mut texts: Vec<&str> = playbooks.iter().map(String::as_str).collect();
     for p in y.provision.iter().flatten() {
         for s in [
             &p.script,

@@ -222,9 +222,9 @@ impl jaq_core::ValT for Val {
                         let v = core::mem::take(e.get_mut());
                         match f(v).next().transpose()? {
                             Some(y) => e.insert(y),
-                            // this runs in constant time, at the price of
-                            // changing the order of the elements
-                            None => e.swap_remove(),
+                            // limactl patch: yq's `del` keeps the order of the
+                            // remaining keys (upstream swap_remove reorders them)
+                            None => e.shift_remove(),
                         };
                     }
                     Vacant(e) => {
