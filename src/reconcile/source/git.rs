@@ -675,6 +675,75 @@ mod tests {
         }
     }
 
+    fn sh(dir: &Path, script: &str) {
+        let ok = Command::new("sh")
+            .args(["-c", script])
+            .current_dir(dir)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .status()
+            .unwrap();
+        assert!(ok.success(), "{script}");
+    }
+
+    #[test]
+    fn a_fetch_gives_one_immutable_snapshot_per_commit() {
+        let d = tempfile::tempdir().unwrap();
+        let home = Home::new(d.path().join("home"));
+        sh(
+            d.path(),
+            "git init -q -b main w && cd w && mkdir vms && echo 'cpus: 1' > vms/a.yaml \
+             && ln -s /etc out && git add -A && git commit -qm1",
+        );
+        let url = format!("file://{}/w", d.path().display());
+        let loc = |s: &str| Locator::parse(&format!("git::{url}//{s}?ref=main")).unwrap();
+        let s1 = fetch(&home, &loc("vms"), GIT_TIMEOUT).unwrap();
+        assert_eq!(s1.dir, s1.root.join("vms"));
+        assert!(s1.root.ends_with(&s1.commit));
+        assert_eq!(
+            std::fs::read_to_string(s1.dir.join("a.yaml")).unwrap(),
+            "cpus: 1\n"
+        );
+        // The same commit again: the same snapshot, untouched.
+        let mtime = std::fs::metadata(&s1.root).unwrap().modified().unwrap();
+        assert_eq!(fetch(&home, &loc("vms"), GIT_TIMEOUT).unwrap(), s1);
+        assert_eq!(
+            std::fs::metadata(&s1.root).unwrap().modified().unwrap(),
+            mtime
+        );
+        // A new commit: a new snapshot; the old one is still whole.
+        sh(
+            &d.path().join("w"),
+            "echo 'cpus: 2' > vms/a.yaml && git commit -qam2",
+        );
+        let s2 = fetch(&home, &loc("vms"), GIT_TIMEOUT).unwrap();
+        assert_ne!(s2.commit, s1.commit);
+        assert_eq!(
+            std::fs::read_to_string(s1.dir.join("a.yaml")).unwrap(),
+            "cpus: 1\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(s2.dir.join("a.yaml")).unwrap(),
+            "cpus: 2\n"
+        );
+        // A SUBDIR that is missing, or a symlink out of the commit.
+        for sub in ["nope", "out"] {
+            let err = fetch(&home, &loc(sub), GIT_TIMEOUT).unwrap_err();
+            assert!(matches!(err, GitError::NoSubdir { .. }), "{err}");
+        }
+        // Nothing in the cache is readable by others.
+        let mode = |p: &Path| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(p).unwrap().permissions().mode() & 0o077
+        };
+        let cache = cache_dir(&home, &url);
+        assert_eq!(mode(&cache), 0);
+        assert_eq!(mode(&cache.join(git_files::SNAPSHOTS)), 0);
+    }
+
     #[test]
     fn a_command_that_outlives_its_time_is_killed() {
         let mut cmd = Command::new("sh");
