@@ -711,6 +711,7 @@ pub fn systemd_unit(
          Type=simple\n\
          Environment=LIMA_HOME={home}\n\
          ExecStart={exe} apply --watch{prune} {srcs} {tuning}\n\
+         ExecReload=/bin/kill -HUP $MAINPID\n\
          Restart=on-failure\n\
          RestartSec=2\n\
          KillMode=process\n\

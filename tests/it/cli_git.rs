@@ -438,3 +438,24 @@ fn the_daemon_fetches_on_an_interval_and_on_sighup() {
     });
     assert_eq!(cpus(&env, "a"), 3);
 }
+
+#[test]
+fn the_systemd_unit_passes_the_git_source_on() {
+    let env = Env::new();
+    let src = "git::https://example.com/org/vms%2Dx.git//prod?ref=main";
+    let unit = env.ok(&[
+        "apply",
+        "--watch",
+        "--git-interval",
+        "5s",
+        "--systemd-unit",
+        "-f",
+        src,
+    ]);
+    assert!(
+        unit.contains("-f git::https://example.com/org/vms%%2Dx.git//prod?ref=main")
+            && unit.contains("--git-interval 5000ms")
+            && unit.contains("ExecReload=/bin/kill -HUP $MAINPID"),
+        "the locator as given (`%` escaped for systemd), SIGHUP on reload: {unit}"
+    );
+}
