@@ -392,8 +392,22 @@ fn the_daemon_fetches_on_an_interval_and_on_sighup() {
         "{events}"
     );
 
-    // The branch is gone: an error on the source's status, nothing changes.
+    // The remote is unreachable: an error on the source's status, nothing changes.
     let before = common::mtimes(&env.instance_dir("a"));
+    let away = repo.origin.with_extension("away");
+    std::fs::rename(&repo.origin, &away).unwrap();
+    wait("the unreachable remote on the source's status", || {
+        sources_status(&env)[0]["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot fetch") && e.contains("nothing was changed"))
+    });
+    assert!(exists(&env, "a"));
+    std::fs::rename(&away, &repo.origin).unwrap();
+    wait("the error cleared by a good fetch", || {
+        sources_status(&env)[0]["lastError"].is_null()
+    });
+
+    // The branch is gone: an error on the source's status, nothing changes.
     repo.delete_branch();
     wait("the fetch error on the source's status", || {
         sources_status(&env)[0]["lastError"]
