@@ -167,6 +167,23 @@ pub const DISKS_DIR_LIMA: &str = "_disks";
 pub const TEMPLATES_DIR: &str = "_templates";
 /// This project's small caches inside `LIMA_HOME` (e.g. the accelerator probe).
 pub const LIMA_CACHE_DIR: &str = "_cache";
+/// Names of the Git sources' cache: `_cache/git/<key of the URL>/…`.
+pub mod git_files {
+    /// In `LIMA_HOME/_cache`: one directory per repository URL.
+    pub const GIT_DIR: &str = "git";
+    /// The bare mirror `git fetch` updates.
+    pub const MIRROR: &str = "mirror.git";
+    /// Commits checked out once each: `snapshots/<commit>`.
+    pub const SNAPSHOTS: &str = "snapshots";
+    /// Taken (flock) while fetching.
+    pub const LOCK: &str = "lock";
+    /// The repository URL, for humans.
+    pub const URL: &str = "url";
+    /// In the mirror: the remote's default branch, when no ref is given.
+    pub const REMOTE_HEAD: &str = "refs/lima/remote-head";
+    /// In `_daemon`: the watch daemon's status of each Git source (JSON).
+    pub const SOURCES_STATUS: &str = "sources.json";
+}
 /// In [`LIMA_CACHE_DIR`]: the cached KVM probe results of the QEMU driver.
 pub const QEMU_ACCEL_CACHE: &str = "qemu-accel.json";
 

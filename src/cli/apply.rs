@@ -13,11 +13,12 @@ use crate::spec::yaml::quote_name;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
-    /// A lima.yaml file or a directory of them (repeatable).
+    /// A lima.yaml file, a directory of them, or a Git source
+    /// `git::URL//SUBDIR?ref=REF` (repeatable).
     #[arg(
         short = 'f',
         long = "filename",
-        value_name = "FILE|DIR",
+        value_name = "FILE|DIR|git::URL",
         required = true
     )]
     pub files: Vec<PathBuf>,
@@ -56,6 +57,9 @@ pub struct Args {
     /// With --watch: quiet time after a file's last change before it is read.
     #[arg(long, default_value = "50ms", value_parser = parse_millis)]
     pub debounce: Duration,
+    /// With --watch: fetch git:: sources this often (SIGHUP fetches at once).
+    #[arg(long, default_value = "60s", value_parser = parse_millis)]
+    pub git_interval: Duration,
     /// With --watch: print a systemd user unit that runs this daemon, and exit.
     #[arg(long, requires = "watch")]
     pub systemd_unit: bool,
@@ -114,6 +118,7 @@ fn show(planned: &Planned, a: &Args, prefix: &str) -> anyhow::Result<()> {
             "instances": planned.items.iter().map(|i| &i.plan).collect::<Vec<_>>(),
             "errors": planned.errors.iter().map(|(f, e)| serde_json::json!({"source": f, "error": e})).collect::<Vec<_>>(),
             "unmanaged": planned.unmanaged.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "sources": planned.revisions.iter().map(|(s, r)| serde_json::json!({"source": s, "revision": r})).collect::<Vec<_>>(),
             "summary": s,
         });
         crate::outln!("{report}")?;
@@ -123,6 +128,9 @@ fn show(planned: &Planned, a: &Args, prefix: &str) -> anyhow::Result<()> {
         anyhow::bail!("unknown --output {} (text or json)", quote_name(&a.output));
     }
     let tty = std::io::stdout().is_terminal();
+    for (src, rev) in &planned.revisions {
+        crate::outln!("Source {src}: commit {rev}")?;
+    }
     let plans: Vec<&Plan> = planned.items.iter().map(|i| &i.plan).collect();
     crate::out!("{}", render(&plans, tty))?;
     for (f, e) in &planned.errors {
@@ -175,6 +183,8 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
                 ms(a.debounce),
                 "--parallel".into(),
                 a.parallel.to_string(),
+                "--git-interval".into(),
+                ms(a.git_interval),
             ];
             if let Some(g) = a.prune_grace {
                 tuning.extend(["--prune-grace".into(), ms(g)]);
@@ -200,6 +210,7 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
             debounce: a.debounce,
             backoff_cap: Duration::from_secs(300),
             prune_grace: a.prune_grace.unwrap_or(a.resync),
+            git_interval: a.git_interval,
         };
         reconcile::daemon::run(&ctx.home, daemon)?;
         return Ok(0);

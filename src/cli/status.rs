@@ -13,6 +13,36 @@ pub struct Args {
     /// One JSON object per line.
     #[arg(long)]
     pub json: bool,
+    /// Show the watch daemon's Git sources (commit, last fetch, last error) instead.
+    #[arg(long)]
+    pub sources: bool,
+}
+
+/// `limactl status --sources`.
+fn sources(home: &Home, json: bool) -> anyhow::Result<i32> {
+    let list = status::read_sources(home);
+    let mut out = super::out::stdout();
+    if json {
+        for s in &list {
+            writeln!(out, "{}", serde_json::to_string(s)?)?;
+        }
+        return Ok(0);
+    }
+    let mut rows = vec![
+        ["SOURCE", "REVISION", "LAST-FETCH", "LAST-ERROR"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    for s in &list {
+        rows.push(vec![
+            s.source.clone(),
+            s.revision.clone().unwrap_or_else(|| "-".into()),
+            s.last_fetch.clone(),
+            s.last_error.clone().unwrap_or_default(),
+        ]);
+    }
+    write!(out, "{}", super::list::tabwrite(&rows))?;
+    Ok(0)
 }
 
 fn cond(s: &status::InstanceStatus, kind: ConditionType) -> String {
@@ -44,6 +74,9 @@ fn pending_deletion_cell(p: Option<&status::PendingDeletion>) -> String {
 pub fn run(a: Args) -> anyhow::Result<i32> {
     let home = Home::from_env();
     let env = crate::spec::LoadEnv::new(&home.root);
+    if a.sources {
+        return sources(&home, a.json);
+    }
     let names = if a.names.is_empty() {
         store::instance_names(&home)?
     } else {
@@ -60,6 +93,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             "GENERATION",
             "BACKOFF",
             "PENDING-DELETION",
+            "REVISION",
             "LAST-ERROR",
         ]
         .map(String::from)
@@ -95,6 +129,10 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
                 format!("{}/{}", s.observed_generation, s.generation),
                 backoff_cell(s.backoff.as_ref()),
                 pending_deletion_cell(s.pending_deletion.as_ref()),
+                s.observed_revision
+                    .as_deref()
+                    .map_or("-", crate::reconcile::plan::render::short)
+                    .to_string(),
                 s.last_error
                     .clone()
                     .unwrap_or_default()

@@ -106,8 +106,18 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
                         serde_json::json!({"instance": name, "reconcile": ev}).to_string()
                     } else {
                         format!(
-                            "{}  {name}  reconcile {} {}: {}",
-                            ev.time, ev.phase, ev.step, ev.reason
+                            "{}  {name}  reconcile {} {}: {}{}",
+                            ev.time,
+                            ev.phase,
+                            ev.step,
+                            ev.reason,
+                            ev.revision
+                                .as_deref()
+                                .map(|r| format!(
+                                    " (commit {})",
+                                    crate::reconcile::plan::render::short(r)
+                                ))
+                                .unwrap_or_default()
                         )
                     };
                     lines.push((ev.time.clone(), text.into()));

@@ -68,6 +68,8 @@ pub struct DaemonOptions {
     /// With `prune`: how long an instance's file must stay gone before the
     /// instance is deleted.
     pub prune_grace: Duration,
+    /// How often Git sources are fetched (SIGHUP fetches at once).
+    pub git_interval: Duration,
 }
 
 /// How long a host agent may outlive its QEMU before the daemon acts: after
@@ -77,7 +79,9 @@ const SETTLE: Duration = Duration::from_secs(15);
 
 struct Daemon {
     ctx: Ctx,
-    sources: Sources,
+    /// A Git source is replaced by its new commit's snapshot when it moves;
+    /// each reconcile works on one copy ([`Daemon::sources`]).
+    sources: Mutex<Sources>,
     opts: DaemonOptions,
     queue: Queue,
     /// Since when each instance's host agent has been seen without its QEMU.
@@ -128,7 +132,7 @@ pub fn run(home: &Home, opts: DaemonOptions) -> anyhow::Result<()> {
     let _lock = lock_daemon(home)?;
     let mut sources = Vec::new();
     for s in &opts.sources {
-        let source = Source::open(s)
+        let source = Source::open(home, s)
             .with_context(|| format!("cannot watch {}", quote_name(&s.display().to_string())))?;
         sources.push(source);
     }
@@ -144,7 +148,7 @@ pub fn run(home: &Home, opts: DaemonOptions) -> anyhow::Result<()> {
 
     let d = Arc::new(Daemon {
         ctx: Ctx::new(home.clone()),
-        sources: Sources(sources),
+        sources: Mutex::new(Sources(sources)),
         opts,
         queue: Queue::new(),
         orphaned_agents: Mutex::new(HashMap::new()),
@@ -152,9 +156,9 @@ pub fn run(home: &Home, opts: DaemonOptions) -> anyhow::Result<()> {
     });
     crate::info!(
         "Watching {} (resync every {}s, {} workers{})",
-        d.sources
+        d.sources()
             .iter()
-            .map(|s| quote_name(&s.id))
+            .map(|s| quote_name(&s.describe()))
             .collect::<Vec<_>>()
             .join(", "),
         d.opts.resync.as_secs(),
@@ -181,6 +185,20 @@ pub fn run(home: &Home, opts: DaemonOptions) -> anyhow::Result<()> {
         let d = d.clone();
         std::thread::spawn(move || d.watch_liveness());
     }
+    let (fetch_now, fetch_requests) = std::sync::mpsc::channel::<()>();
+    if d.sources().iter().any(|s| s.git.is_some()) {
+        d.record_sources(&d.sources(), &BTreeMap::new());
+        let d = d.clone();
+        std::thread::spawn(move || {
+            // Every interval, or at once on SIGHUP.
+            while !matches!(
+                fetch_requests.recv_timeout(d.opts.git_interval),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
+            ) {
+                d.refresh_git();
+            }
+        });
+    }
     for _ in 0..d.opts.parallel.max(1) {
         let d = d.clone();
         std::thread::spawn(move || {
@@ -193,7 +211,15 @@ pub fn run(home: &Home, opts: DaemonOptions) -> anyhow::Result<()> {
             }
         });
     }
-    let sig = sigs.wait()?;
+    let sig = loop {
+        let sig = sigs.wait()?;
+        if sig != nix::sys::signal::Signal::SIGHUP {
+            break sig;
+        }
+        crate::info!("Received SIGHUP: fetching the Git sources and observing every instance");
+        let _ = fetch_now.send(());
+        d.enqueue_all(When::Now);
+    };
     // Every step is safe to interrupt: nothing needs to finish. Host agents
     // run in their own sessions and keep their VMs.
     crate::info!("Received {sig}, stopping the daemon (the VMs keep running)");
@@ -202,10 +228,71 @@ pub fn run(home: &Home, opts: DaemonOptions) -> anyhow::Result<()> {
 }
 
 impl Daemon {
+    /// The sources now (each Git source at one commit).
+    fn sources(&self) -> Sources {
+        self.sources.locked().clone()
+    }
+
+    /// Fetches every Git source; one that moved is replaced by its new
+    /// commit and every instance is reconciled. One that cannot be fetched
+    /// keeps its commit: the error goes on its status and nothing changes.
+    fn refresh_git(&self) {
+        let current = self.sources();
+        let mut moved = Vec::new();
+        let mut errors = BTreeMap::new();
+        for (i, s) in current.iter().enumerate() {
+            if s.git.is_none() {
+                continue;
+            }
+            match s.refresh(&self.ctx.home) {
+                Ok(Some(new)) => {
+                    crate::info!("Source {} moved: {}", quote_name(&s.id), new.describe());
+                    moved.push((i, new));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    crate::error!("{e}");
+                    errors.insert(s.id.clone(), e.to_string());
+                }
+            }
+        }
+        let now = {
+            let mut sources = self.sources.locked();
+            for (i, new) in moved.iter() {
+                sources.0[*i] = new.clone();
+            }
+            sources.clone()
+        };
+        self.record_sources(&now, &errors);
+        if !moved.is_empty() {
+            self.enqueue_all(When::Now);
+        }
+    }
+
+    /// Writes the Git sources' status (`limactl status --sources`).
+    fn record_sources(&self, sources: &Sources, errors: &BTreeMap<String, String>) {
+        let now = crate::logging::now_rfc3339();
+        let list: Vec<status::SourceStatus> = sources
+            .iter()
+            .filter_map(|s| {
+                Some(status::SourceStatus {
+                    source: s.git.as_ref()?.display(),
+                    revision: s.revision.clone(),
+                    last_fetch: now.clone(),
+                    last_error: errors.get(&s.id).cloned(),
+                })
+            })
+            .collect();
+        if let Err(e) = status::write_sources(&self.ctx.home, &list) {
+            crate::warn!("cannot record the status of the Git sources: {e}");
+        }
+    }
+
     /// Names the daemon is responsible for: declared, or owned by a source.
     fn all_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.sources.iter().flat_map(Source::names).collect();
-        names.extend(self.sources.owned_instances(&self.ctx.home));
+        let sources = self.sources();
+        let mut names: Vec<String> = sources.iter().flat_map(Source::names).collect();
+        names.extend(sources.owned_instances(&self.ctx.home));
         names.sort();
         names.dedup();
         names
@@ -233,8 +320,9 @@ impl Daemon {
             if matches!(ev.kind, notify::EventKind::Access(_)) {
                 return;
             }
+            let sources = d.sources();
             for p in &ev.paths {
-                let Some(src) = d.sources.iter().find(|s| s.concerns(p)) else {
+                let Some(src) = sources.iter().find(|s| s.concerns(p)) else {
                     continue;
                 };
                 if is_shared_part(p) {
@@ -250,7 +338,13 @@ impl Daemon {
                 }
             }
         })?;
-        let mut dirs: Vec<&Path> = self.sources.iter().map(Source::dir).collect();
+        // A Git snapshot never changes: it is fetched, not watched.
+        let sources = self.sources();
+        let mut dirs: Vec<&Path> = sources
+            .iter()
+            .filter(|s| s.git.is_none())
+            .map(Source::dir)
+            .collect();
         dirs.dedup();
         for dir in dirs {
             w.watch(dir, notify::RecursiveMode::NonRecursive)
@@ -311,7 +405,9 @@ impl Daemon {
     fn try_reconcile(&self, name: &str) -> Result<Requeue, ReconcileError> {
         let ctx = &self.ctx;
         let observed = store::inspect(&ctx.home, &ctx.env, name);
-        match self.sources.claim(name, observed.owner.as_deref()) {
+        // One copy for the whole reconcile: one commit of each Git source.
+        let sources = self.sources();
+        match sources.claim(name, observed.owner.as_deref()) {
             Claim::Declared { source, file } => {
                 self.cancel_prune(name, "a file declares it again");
                 self.reconcile_declared(name, source, file)
@@ -594,10 +690,16 @@ pub fn systemd_unit(
 ) -> String {
     let srcs: Vec<String> = sources
         .iter()
-        .map(|s| {
-            let abs = std::fs::canonicalize(s).unwrap_or_else(|_| s.clone());
-            format!("-f {}", abs.display())
-        })
+        .map(
+            |s| match s.to_str().filter(|a| super::source::git::is_git(a)) {
+                // `%` starts a systemd specifier.
+                Some(git) => format!("-f {}", git.replace('%', "%%")),
+                None => {
+                    let abs = std::fs::canonicalize(s).unwrap_or_else(|_| s.clone());
+                    format!("-f {}", abs.display())
+                }
+            },
+        )
         .collect();
     format!(
         "[Unit]\n\
@@ -609,6 +711,7 @@ pub fn systemd_unit(
          Type=simple\n\
          Environment=LIMA_HOME={home}\n\
          ExecStart={exe} apply --watch{prune} {srcs} {tuning}\n\
+         ExecReload=/bin/kill -HUP $MAINPID\n\
          Restart=on-failure\n\
          RestartSec=2\n\
          KillMode=process\n\

@@ -18,10 +18,13 @@ pub struct ReconcileEvent {
     pub phase: String,
     pub step: String,
     pub reason: String,
+    /// The Git commit the desired state came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
 }
 
 /// Appends an event; failures to log never fail a reconcile.
-pub fn record(dir: &Path, name: &str, step: &Step, phase: &str) {
+pub fn record(dir: &Path, name: &str, step: &Step, phase: &str, revision: Option<&str>) {
     append(
         dir,
         &ReconcileEvent {
@@ -30,6 +33,7 @@ pub fn record(dir: &Path, name: &str, step: &Step, phase: &str) {
             phase: phase.to_string(),
             step: step.action.verb().to_string(),
             reason: step.reason.to_string(),
+            revision: revision.map(str::to_string),
         },
     );
 }
@@ -41,6 +45,18 @@ pub fn record_error(dir: &Path, name: &str, message: &str) {
 /// Appends an event that is not a step begun or done: `phase` says what
 /// happened to `step` (e.g. a deletion `pending`, then `cancelled`).
 pub fn record_note(dir: &Path, name: &str, phase: &str, step: &str, reason: &str) {
+    record_revision_note(dir, name, phase, step, reason, None);
+}
+
+/// [`record_note`] about a Git commit.
+pub fn record_revision_note(
+    dir: &Path,
+    name: &str,
+    phase: &str,
+    step: &str,
+    reason: &str,
+    revision: Option<&str>,
+) {
     append(
         dir,
         &ReconcileEvent {
@@ -49,6 +65,7 @@ pub fn record_note(dir: &Path, name: &str, phase: &str, step: &str, reason: &str
             phase: phase.to_string(),
             step: step.to_string(),
             reason: reason.to_string(),
+            revision: revision.map(str::to_string),
         },
     );
 }

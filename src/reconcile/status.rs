@@ -118,6 +118,10 @@ pub struct InstanceStatus {
     pub restarts: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_deletion: Option<PendingDeletion>,
+    /// The Git commit the instance was last converged from (Flux's
+    /// `lastAppliedRevision`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_revision: Option<String>,
 }
 
 impl InstanceStatus {
@@ -134,6 +138,40 @@ impl InstanceStatus {
     pub fn status_of(&self, kind: ConditionType) -> ConditionStatus {
         self.condition(kind).map(|c| c.status).unwrap_or_default()
     }
+}
+
+/// The watch daemon's view of one Git source (`_daemon/sources.json`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceStatus {
+    /// `git::URL//SUBDIR?ref=REF`.
+    pub source: String,
+    /// The commit the daemon reads (the last one fetched successfully).
+    pub revision: Option<String>,
+    /// When it was last fetched (RFC 3339).
+    pub last_fetch: String,
+    /// Why the last fetch failed (nothing was changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+fn sources_file(home: &Home) -> std::path::PathBuf {
+    home.root
+        .join(super::daemon::DAEMON_DIR)
+        .join(crate::layout::git_files::SOURCES_STATUS)
+}
+
+/// The Git sources' status the watch daemon last wrote (empty without one).
+pub fn read_sources(home: &Home) -> Vec<SourceStatus> {
+    std::fs::read(sources_file(home))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+pub fn write_sources(home: &Home, list: &[SourceStatus]) -> std::io::Result<()> {
+    let text = serde_json::to_vec_pretty(list).expect("status serializes");
+    store::atomic::write(&sources_file(home), &text, 0o600)
 }
 
 pub fn read(dir: &Path) -> InstanceStatus {
@@ -291,7 +329,30 @@ pub fn compute(
         backoff: prev.backoff.clone(),
         restarts: prev.restarts,
         pending_deletion: prev.pending_deletion.clone(),
+        observed_revision: prev.observed_revision.clone(),
     }
+}
+
+/// Records that the instance is converged with Git commit `revision`: in
+/// its status, and as an event (`limactl watch`) when it changed.
+pub fn record_revision(dir: &Path, name: &str, revision: &str) {
+    if !dir.is_dir() {
+        return;
+    }
+    let mut s = read(dir);
+    if s.observed_revision.as_deref() == Some(revision) {
+        return;
+    }
+    s.observed_revision = Some(revision.to_string());
+    let _ = write(dir, &s);
+    super::journal::record_revision_note(
+        dir,
+        name,
+        "converged",
+        "revision",
+        &format!("converged from commit {revision}"),
+        Some(revision),
+    );
 }
 
 /// Re-observes an instance after a reconcile and persists its status.

@@ -130,6 +130,7 @@ pub fn execute(
         lock: held,
         created: false,
         started: false,
+        revision: plan.revision.as_deref(),
     };
     let result = plan.steps.iter().try_for_each(|s| ex.run(s));
     ex.finish(result)
@@ -144,6 +145,8 @@ struct Executor<'a> {
     /// This plan made the instance directory (undone if the plan fails before a start).
     created: bool,
     started: bool,
+    /// The Git commit the plan comes from (in events and the status).
+    revision: Option<&'a str>,
 }
 
 impl Executor<'_> {
@@ -152,7 +155,7 @@ impl Executor<'_> {
         if self.lock.is_none() && self.dir.is_dir() {
             self.lock = Some(lock(&self.dir, self.opts.lock_timeout)?);
         }
-        super::journal::record(&self.dir, self.name, step, "begin");
+        super::journal::record(&self.dir, self.name, step, "begin", self.revision);
         fault_point(step.action.verb(), "before");
         let name = self.name;
         let failed = |e: &dyn std::fmt::Display| ExecError::Step {
@@ -172,7 +175,7 @@ impl Executor<'_> {
             Action::Delete => self.delete(failed),
         }?;
         fault_point(step.action.verb(), "after");
-        super::journal::record(&self.dir, self.name, step, "done");
+        super::journal::record(&self.dir, self.name, step, "done", self.revision);
         Ok(())
     }
 
@@ -377,6 +380,9 @@ impl Executor<'_> {
                 self.name,
                 result.as_ref().err().map(ToString::to_string),
             );
+            if let (Ok(()), Some(rev)) = (&result, self.revision) {
+                super::status::record_revision(&self.dir, self.name, rev);
+            }
         }
         result
     }

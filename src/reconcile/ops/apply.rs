@@ -15,7 +15,7 @@ use super::{Ctx, converge};
 use crate::reconcile::execute::{self, ExecError, ExecOptions};
 use crate::reconcile::plan::{self, Cause, Desired, Kind, Plan, PlanOptions, PowerState};
 use crate::reconcile::power;
-use crate::reconcile::source::{Claim, EntryError, Sources};
+use crate::reconcile::source::{Claim, EntryError, Sources, git};
 use crate::spec::yaml::quote_name;
 use crate::store;
 use crate::sync::MutexExt;
@@ -72,6 +72,8 @@ pub struct Planned {
     /// (file or instance, error)
     pub errors: Vec<(String, String)>,
     pub unmanaged: Vec<Unmanaged>,
+    /// The Git sources read: (locator, commit).
+    pub revisions: Vec<(String, String)>,
 }
 
 /// Counts per plan kind.
@@ -123,11 +125,23 @@ pub fn with_power(mut desired: Desired, observed: &store::Instance) -> Desired {
 
 /// Plans every instance of the sources (reads files and observes; changes nothing).
 pub fn plan_sources(ctx: &Ctx, opts: &ApplyOptions) -> Planned {
-    let (sources, open_errors) = Sources::open(&opts.sources);
+    let (sources, open_errors) = Sources::open(&ctx.home, &opts.sources);
+    // Git sources that could not be fetched: what they own is left alone.
+    let unfetched: BTreeMap<String, String> = open_errors
+        .iter()
+        .filter_map(|(p, e)| {
+            let loc = git::Locator::parse(p).ok()?;
+            Some((loc.id(), e.to_string()))
+        })
+        .collect();
     let mut planned = Planned {
         errors: open_errors
             .into_iter()
             .map(|(p, e)| (p, e.to_string()))
+            .collect(),
+        revisions: sources
+            .iter()
+            .filter_map(|s| Some((s.git.as_ref()?.display(), s.revision.clone()?)))
             .collect(),
         ..Default::default()
     };
@@ -180,6 +194,14 @@ pub fn plan_sources(ctx: &Ctx, opts: &ApplyOptions) -> Planned {
             continue;
         }
         let owner = store::instance::read_owner(&ctx.home.instance_dir(&name));
+        if let Some(e) = owner.as_ref().and_then(|o| unfetched.get(o)) {
+            planned.unmanaged.push(Unmanaged {
+                name,
+                orphan: false,
+                not_pruned: Some(format!("its source could not be read: {e}")),
+            });
+            continue;
+        }
         match sources.claim(&name, owner.as_deref()) {
             Claim::Orphan { source } if unlisted.contains(&source.id) => {
                 planned.unmanaged.push(Unmanaged {
@@ -244,6 +266,13 @@ pub fn apply(ctx: &Ctx, planned: &Planned, opts: &ApplyOptions) -> Vec<String> {
         .iter()
         .filter(|i| !i.plan.is_empty())
         .collect();
+    // Already converged: converged with this commit too.
+    for i in planned.items.iter().filter(|i| i.plan.is_empty()) {
+        if let Some(rev) = &i.plan.revision {
+            let name = &i.plan.instance;
+            crate::reconcile::status::record_revision(&ctx.home.instance_dir(name), name, rev);
+        }
+    }
     let next = AtomicUsize::new(0);
     let failures = Mutex::new(Vec::new());
     std::thread::scope(|scope| {

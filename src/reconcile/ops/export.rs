@@ -59,7 +59,7 @@ pub fn export_kubevirt(ctx: &Ctx, opts: &ExportOptions) -> Result<Export, OpsErr
     if let Some(arch) = opts.arch {
         env.host.arch = arch.as_str().to_string();
     }
-    let (sources, open_errors) = Sources::open(&opts.sources);
+    let (sources, open_errors) = Sources::open(&ctx.home, &opts.sources);
     let mut errors: Vec<String> = open_errors
         .into_iter()
         .map(|(_, e)| e.to_string())

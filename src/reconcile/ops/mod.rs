@@ -127,6 +127,10 @@ pub fn converge(
     let plan = plan::plan(desired, &observed, popts);
     show(&plan);
     if plan.is_empty() {
+        // Already converged: with this commit too.
+        if let Some(rev) = &plan.revision {
+            super::status::record_revision(&dir, name, rev);
+        }
         return Ok(plan);
     }
     execute::execute(&ctx.home, &plan, eopts, lock).map(|_| plan)

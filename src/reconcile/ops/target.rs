@@ -118,6 +118,7 @@ pub fn resolve_target(
         config: Some(Arc::new(DesiredConfig::new(text, resolved))),
         power,
         owner: None,
+        revision: None,
     })))
 }
 
@@ -205,5 +206,6 @@ pub fn desired_from_node(
         ))),
         power,
         owner: inst.owner.clone(),
+        revision: None,
     })
 }

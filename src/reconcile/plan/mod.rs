@@ -82,6 +82,8 @@ pub struct Desired {
     pub power: Option<PowerState>,
     /// The `apply` source managing the instance, recorded in its `owner` file.
     pub owner: Option<String>,
+    /// The commit of a Git source the configuration comes from.
+    pub revision: Option<String>,
 }
 
 impl Desired {
@@ -92,6 +94,7 @@ impl Desired {
             config: None,
             power,
             owner: None,
+            revision: None,
         }
     }
 }
@@ -274,6 +277,9 @@ pub struct Plan {
     pub refused: Vec<Refusal>,
     /// Restart-required changes that stay pending (`--restart=never`).
     pub pending_restart: Vec<String>,
+    /// The Git commit the desired state comes from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
 }
 
 impl Plan {
@@ -285,6 +291,7 @@ impl Plan {
             changes: Vec::new(),
             refused: Vec::new(),
             pending_restart: Vec::new(),
+            revision: None,
         }
     }
 
@@ -382,7 +389,8 @@ fn plan_delete(mut p: Plan, observed: &Instance, opts: &PlanOptions) -> Plan {
 
 /// Plans how to get from `observed` to `desired` (`None`: deleted).
 pub fn plan(desired: Option<&Desired>, observed: &Instance, opts: &PlanOptions) -> Plan {
-    let p = Plan::new(&observed.name);
+    let mut p = Plan::new(&observed.name);
+    p.revision = desired.and_then(|d| d.revision.clone());
     let exists = observed.present.lima_yaml || observed.dir_exists;
 
     let Some(desired) = desired else {

@@ -63,6 +63,7 @@ pub fn desired(power: Option<PowerState>, config: LimaYaml) -> Desired {
         })),
         power,
         owner: None,
+        revision: None,
     }
 }
 

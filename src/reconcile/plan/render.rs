@@ -25,6 +25,11 @@ pub fn colour(k: Kind, s: &str, tty: bool) -> String {
     format!("\x1b[{code}m{s}\x1b[0m")
 }
 
+/// A commit id as shown in plans and tables (12 hex digits, as `git log --abbrev=12`).
+pub fn short(rev: &str) -> &str {
+    &rev[..rev.len().min(12)]
+}
+
 impl Plan {
     /// Whether the plan changes the configuration or refuses something: what
     /// imperative verbs show (their power steps speak through log lines).
@@ -38,12 +43,15 @@ impl Plan {
         if self.is_empty() && self.pending_restart.is_empty() {
             return out;
         }
-        let head = format!(
+        let mut head = format!(
             "{} {}: {}",
             self.kind.symbol(),
             self.instance,
             self.kind.text()
         );
+        if let Some(rev) = &self.revision {
+            head.push_str(&format!(" (commit {})", short(rev)));
+        }
         out.push_str(&colour(self.kind, &head, tty));
         out.push('\n');
         for c in &self.changes {

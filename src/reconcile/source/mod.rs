@@ -1,11 +1,16 @@
 //! Sources of desired state, and their ownership and prune rules — one
 //! place for `apply`, `diff` and the watch daemon.
 //!
-//! A source is a `lima.yaml` file or a directory of them (GitOps style). In a
+//! A source is a `lima.yaml` file, a directory of them (GitOps style), or
+//! a directory in one commit of a Git repository ([`git`]: fetched, then
+//! read like a directory from an immutable snapshot). In a
 //! directory every `*.yaml`/`*.yml` is one instance named after the file;
 //! files starting with `.` or `_` are skipped (`_` for shared parts that
 //! instance files use through `base:`). A source is identified by its
-//! canonical path, recorded in each instance it creates (`<inst>/owner`).
+//! canonical path (a Git source by `git::URL//SUBDIR`), recorded in each
+//! instance it creates (`<inst>/owner`). Whatever the kind, a consumer gets
+//! one consistent set of files ([`Source::path`]) and, for Git, the commit
+//! they come from ([`Source::revision`]).
 //!
 //! Ownership: a declared instance owned by another source is left alone; an
 //! unowned one is adopted. Pruning: only a directory source prunes, only the
@@ -13,6 +18,7 @@
 //! exists but cannot be read still declares its instance (with an error),
 //! and a directory that cannot be listed completely prunes nothing.
 
+pub mod git;
 mod listing;
 
 use std::path::{Path, PathBuf};
@@ -38,6 +44,9 @@ pub enum SourceError {
         errors.join("; ")
     )]
     Incomplete { path: String, errors: Vec<String> },
+    /// A Git source that cannot be fetched, or whose ref or subdirectory is missing.
+    #[error(transparent)]
+    Git(#[from] git::GitError),
 }
 
 /// What keeps a declared instance from being applied.
@@ -84,15 +93,23 @@ pub struct Entry {
 pub enum SourceKind {
     File,
     Dir,
+    /// A directory of one commit (read like `Dir`, never watched: immutable).
+    Git,
 }
 
 /// A file or directory of desired instances.
 #[derive(Clone, Debug)]
 pub struct Source {
-    /// The canonical path; identifies the source in instances' `owner` files.
+    /// The canonical path, or `git::URL//SUBDIR`; identifies the source in
+    /// instances' `owner` files.
     pub id: String,
+    /// The file or directory read (for Git, in the commit's snapshot).
     pub path: PathBuf,
     pub kind: SourceKind,
+    /// For Git: the commit `path` holds.
+    pub revision: Option<String>,
+    /// For Git: where it comes from.
+    pub git: Option<git::Locator>,
 }
 
 /// How a source relates to an instance of `LIMA_HOME`.
@@ -132,7 +149,13 @@ pub fn is_shared_part(p: &Path) -> bool {
 }
 
 impl Source {
-    pub fn open(path: &Path) -> Result<Source, SourceError> {
+    /// Opens a file, a directory or (`git::…`) a Git source, which is
+    /// fetched into `home`'s cache.
+    pub fn open(home: &Home, path: &Path) -> Result<Source, SourceError> {
+        if let Some(arg) = path.to_str().filter(|a| git::is_git(a)) {
+            let loc = git::Locator::parse(arg)?;
+            return Source::fetch(home, loc);
+        }
         let abs = std::fs::canonicalize(path).map_err(|e| SourceError::Unreadable {
             path: path.display().to_string(),
             message: e.to_string(),
@@ -146,29 +169,63 @@ impl Source {
             id: abs.display().to_string(),
             path: abs,
             kind,
+            revision: None,
+            git: None,
         })
+    }
+
+    fn fetch(home: &Home, loc: git::Locator) -> Result<Source, SourceError> {
+        let snap = git::fetch(home, &loc, git::GIT_TIMEOUT)?;
+        Ok(Source {
+            id: loc.id(),
+            path: snap.dir,
+            kind: SourceKind::Git,
+            revision: Some(snap.commit),
+            git: Some(loc),
+        })
+    }
+
+    /// A Git source fetched again: `Some` with the new commit's snapshot
+    /// when it moved (or its snapshot is gone), `None` when it did not or
+    /// the source is no Git source. An error leaves this source as it is.
+    pub fn refresh(&self, home: &Home) -> Result<Option<Source>, SourceError> {
+        let Some(loc) = &self.git else {
+            return Ok(None);
+        };
+        let new = Source::fetch(home, loc.clone())?;
+        let moved = new.revision != self.revision || !self.path.is_dir();
+        Ok(moved.then_some(new))
+    }
+
+    /// The source as shown to users: for Git, with its ref and commit.
+    pub fn describe(&self) -> String {
+        match (&self.git, &self.revision) {
+            (Some(loc), Some(rev)) => format!("{} at commit {rev}", loc.display()),
+            _ => self.id.clone(),
+        }
     }
 
     /// Only a directory prunes: a single file cannot tell "gone" from "elsewhere".
     pub fn prunes(&self) -> bool {
-        self.kind == SourceKind::Dir
+        self.kind != SourceKind::File
     }
 
     /// The directory whose entries concern this source.
     pub fn dir(&self) -> &Path {
         match self.kind {
-            SourceKind::Dir => &self.path,
+            SourceKind::Dir | SourceKind::Git => &self.path,
             SourceKind::File => self.path.parent().unwrap_or(Path::new("/")),
         }
     }
 
     /// Whether a changed path concerns this source (a file of it, or a
-    /// shared part it may use).
+    /// shared part it may use). A Git snapshot never changes.
     pub fn concerns(&self, p: &Path) -> bool {
         p.parent() == Some(self.dir())
             && match self.kind {
                 SourceKind::Dir => true,
                 SourceKind::File => p == self.path || is_shared_part(p),
+                SourceKind::Git => false,
             }
     }
 
@@ -208,7 +265,7 @@ impl Source {
                 }
                 Ok(present(&self.path)?.then(|| self.path.clone()))
             }
-            SourceKind::Dir => {
+            SourceKind::Dir | SourceKind::Git => {
                 // A directory that vanished (unmounted, renamed, a checkout
                 // in progress) says nothing about its files.
                 match std::fs::metadata(&self.path) {
@@ -245,7 +302,11 @@ impl Source {
     /// Reads one instance file of this source, as instance `name` of `home`.
     pub fn load(&self, home: &Home, file: &Path, name: &str, env: &LoadEnv) -> Entry {
         let (desired, warnings) = match examine(file) {
-            Ok(()) => load_file(home, file, name, env, &self.id),
+            Ok(()) => {
+                let (d, w) = load_file(home, file, name, env, &self.id);
+                let revision = self.revision.clone();
+                (d.map(|d| Desired { revision, ..d }), w)
+            }
             Err(problem) => (
                 Err(EntryError::Unreadable {
                     file: file.to_path_buf(),
@@ -353,6 +414,7 @@ pub fn load_file(
                 config: Some(Arc::new(DesiredConfig::new(l.lima_yaml_text(), l.resolved))),
                 power,
                 owner: Some(owner.to_string()),
+                revision: None,
             }
         });
     (result, warnings)
@@ -363,12 +425,13 @@ pub fn load_file(
 pub struct Sources(pub Vec<Source>);
 
 impl Sources {
-    /// Opens every path; the ones that cannot be read are returned as errors.
-    pub fn open(paths: &[PathBuf]) -> (Sources, Vec<(String, SourceError)>) {
+    /// Opens every path (fetching Git sources into `home`'s cache); the
+    /// ones that cannot be read are returned as errors.
+    pub fn open(home: &Home, paths: &[PathBuf]) -> (Sources, Vec<(String, SourceError)>) {
         let mut sources = Vec::new();
         let mut errors = Vec::new();
         for p in paths {
-            match Source::open(p) {
+            match Source::open(home, p) {
                 Ok(s) => sources.push(s),
                 Err(e) => errors.push((p.display().to_string(), e)),
             }
@@ -436,7 +499,7 @@ mod tests {
         write(d.path(), "_common.yaml");
         write(d.path(), ".hidden.yaml");
         write(d.path(), "notes.txt");
-        let src = Source::open(d.path()).unwrap();
+        let src = Source::open(&Home::new("/nonexistent"), d.path()).unwrap();
         assert!(src.prunes());
         assert_eq!(src.names(), ["a", "b"]);
         assert!(src.concerns(&src.path.join("_common.yaml")));
@@ -470,7 +533,7 @@ mod tests {
     fn a_file_source_never_prunes() {
         let d = tempfile::tempdir().unwrap();
         let f = write(d.path(), "one.yaml");
-        let src = Source::open(&f).unwrap();
+        let src = Source::open(&Home::new("/nonexistent"), &f).unwrap();
         assert!(!src.prunes());
         assert_eq!(src.names(), ["one"]);
         assert!(src.concerns(&f));
@@ -481,7 +544,7 @@ mod tests {
             Claim::Unmanaged
         ));
         assert!(matches!(
-            Source::open(&d.path().join("missing.yaml")),
+            Source::open(&Home::new("/nonexistent"), &d.path().join("missing.yaml")),
             Err(SourceError::Unreadable { .. })
         ));
     }
@@ -495,7 +558,7 @@ mod tests {
         std::fs::create_dir(&dir).unwrap();
         std::os::unix::fs::symlink("/nonexistent", dir.join("c.yaml")).unwrap();
         std::fs::create_dir(dir.join("d.yaml")).unwrap();
-        let src = Source::open(&dir).unwrap();
+        let src = Source::open(&Home::new("/nonexistent"), &dir).unwrap();
         assert_eq!(src.names(), ["c", "d"]);
         assert_eq!(src.file_for("c"), Ok(Some(src.path.join("c.yaml"))));
         assert_eq!(src.file_for("gone"), Ok(None));
@@ -533,7 +596,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let dir = d.path().join("src");
         std::fs::create_dir(&dir).unwrap();
-        let src = Source::open(&dir).unwrap();
+        let src = Source::open(&Home::new("/nonexistent"), &dir).unwrap();
         let sources = Sources(vec![src.clone()]);
         assert!(matches!(
             sources.claim("a", Some(src.id.as_str())),
