@@ -473,3 +473,34 @@ fn the_systemd_unit_passes_the_git_source_on() {
         "the locator as given (`%` escaped for systemd), SIGHUP on reload: {unit}"
     );
 }
+
+/// `export kubevirt` reads a Git source through the same layer as `apply`:
+/// the exported VM follows the commit the ref points at.
+#[test]
+fn export_kubevirt_reads_the_commit_a_ref_points_at() {
+    let env = Env::new();
+    let image = common::tiny_image(env.dir.path());
+    let repo = Repo::new(&env.dir.path().join("repo"));
+    repo.commit(&[
+        ("shared/base.yaml", Some(&base(&image))),
+        ("vms/a.yaml", Some(&vm(1))),
+    ]);
+    let src = repo.locator("vms", "main");
+    let cores = |env: &Env| -> Vec<u64> {
+        let out = env.ok(&["export", "kubevirt", "-f", &src]);
+        lima::spec::yaml::parse_documents("export", &out)
+            .unwrap()
+            .iter()
+            .map(|n| n.to_json())
+            .filter(|v| v["kind"] == "VirtualMachine")
+            .map(|v| {
+                v["spec"]["template"]["spec"]["domain"]["cpu"]["cores"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    assert_eq!(cores(&env), vec![1]);
+    repo.commit(&[("vms/a.yaml", Some(&vm(2)))]);
+    assert_eq!(cores(&env), vec![2]);
+}
