@@ -19,4 +19,5 @@ mod e2e_daemon;
 mod e2e_guestagent;
 mod e2e_vm;
 mod image_download;
+mod install_deps;
 mod qemu_driver;
