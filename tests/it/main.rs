@@ -11,6 +11,7 @@ mod cidata_iso;
 mod cli_apply;
 mod cli_daemon;
 mod cli_lifecycle;
+mod cli_progress;
 mod cli_reliability;
 mod cli_spec;
 mod cli_store;
