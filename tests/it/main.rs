@@ -15,6 +15,7 @@ mod cli_progress;
 mod cli_reliability;
 mod cli_spec;
 mod cli_store;
+mod daemon_metrics;
 mod e2e_apply;
 mod e2e_daemon;
 mod e2e_guestagent;
