@@ -19,6 +19,7 @@ mod daemon_metrics;
 mod e2e_apply;
 mod e2e_daemon;
 mod e2e_guestagent;
+mod e2e_install;
 mod e2e_vm;
 mod image_download;
 mod install_deps;
