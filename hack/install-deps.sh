@@ -17,6 +17,8 @@ packages=(
   libc6-dev file
   # misc tools used by scripts and tests
   curl socat procps iproute2 ca-certificates
+  # promtool, which checks the daemon's /metrics exposition in the tests
+  prometheus
 )
 
 # The binaries the project runs, each with the package that provides it.
@@ -25,18 +27,58 @@ binaries=(
   scp:openssh-client /usr/lib/openssh/sftp-server:openssh-sftp-server rsync:rsync
   mmdebstrap:mmdebstrap mkfs.ext4:e2fsprogs sfdisk:fdisk mkfs.vfat:dosfstools
   mcopy:mtools grub-mkimage:grub-common xorriso:xorriso isoinfo:genisoimage
-  zstd:zstd file:file curl:curl socat:socat ip:iproute2
+  zstd:zstd file:file curl:curl socat:socat ip:iproute2 promtool:prometheus
 )
-firmware=(/usr/share/OVMF/OVMF_CODE.fd /usr/share/OVMF/OVMF_VARS.fd)
+firmware=(/usr/share/OVMF/OVMF_CODE.fd:ovmf /usr/share/OVMF/OVMF_VARS.fd:ovmf)
+# Absolute paths are looked up under this root: only its test sets it.
+root=${LIMA_DEPS_ROOT:-}
 
+# Prints, one a line, "WHAT (package PKG)" for each promised binary or file
+# that is not there. PATH decides for bare names (sbin directories too, which
+# a non-root PATH may lack).
+absent_tools() {
+  local entry bin pkg
+  for entry in "${binaries[@]}" "${firmware[@]}"; do
+    bin=${entry%%:*} pkg=${entry##*:}
+    if [[ $bin == /* ]]; then
+      [ -e "$root$bin" ] || echo "$bin (package $pkg)"
+    elif ! command -v "$bin" >/dev/null 2>&1 && ! [ -x "$root/usr/sbin/$bin" ] && ! [ -x "$root/sbin/$bin" ]; then
+      echo "$bin (package $pkg)"
+    fi
+  done
+}
+
+# Packages to (re)install: not installed according to dpkg, or installed but
+# a binary they provide is gone (replaced or removed under another name).
 missing_packages() {
-  local p
+  local p line
   for p in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
       echo "$p"
     fi
   done
+  while IFS= read -r line; do
+    [ -n "$line" ] || continue
+    line=${line##*(package }
+    echo "${line%)}"
+  done < <(absent_tools)
 }
+
+# The final check, alone: `hack/install-deps.sh --check` installs nothing.
+verify() {
+  local absent
+  mapfile -t absent < <(absent_tools)
+  if [ ${#absent[@]} -gt 0 ]; then
+    echo "install-deps: error: missing: ${absent[*]}; run hack/install-deps.sh (as root or with sudo)" >&2
+    return 1
+  fi
+}
+
+if [ "${1:-}" = --check ]; then
+  verify
+  echo "install-deps: every tool checked" >&2
+  exit 0
+fi
 
 sudo_cmd=()
 if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
@@ -55,32 +97,18 @@ install() {
 # qemu-utils goes when the distribution's qemu-system-x86 comes in), so look again
 # after each round; the second round installs the distribution's matching version.
 for round in 1 2 3; do
-  mapfile -t missing < <(missing_packages)
+  mapfile -t missing < <(missing_packages | sort -u)
   if [ ${#missing[@]} -eq 0 ]; then
     break
   fi
   if [ "$round" -eq 3 ]; then
-    echo "install-deps: error: still not installed after two rounds: ${missing[*]}" >&2
+    echo "install-deps: error: still missing after two rounds: ${missing[*]}" >&2
+    verify || true
     exit 1
   fi
   install "${missing[@]}"
 done
 
 # Check every binary promised, not only the package database.
-absent=()
-for entry in "${binaries[@]}"; do
-  bin=${entry%%:*}
-  if [[ $bin == /* ]]; then
-    [ -x "$bin" ] || absent+=("$bin (package ${entry##*:})")
-  elif ! command -v "$bin" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$bin" ] && ! [ -x "/sbin/$bin" ]; then
-    absent+=("$bin (package ${entry##*:})")
-  fi
-done
-for f in "${firmware[@]}"; do
-  [ -f "$f" ] || absent+=("$f (package ovmf)")
-done
-if [ ${#absent[@]} -gt 0 ]; then
-  echo "install-deps: error: missing after installing: ${absent[*]}" >&2
-  exit 1
-fi
+verify
 echo "install-deps: all ${#packages[@]} packages installed; every tool checked" >&2

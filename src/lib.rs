@@ -9,6 +9,7 @@ pub mod hostagent;
 pub mod image;
 pub mod layout;
 pub mod logging;
+pub mod progress;
 pub mod reconcile;
 pub mod spec;
 pub mod ssh;

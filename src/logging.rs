@@ -98,6 +98,28 @@ impl Level {
     }
 }
 
+/// stderr, for log lines: written with any progress bar cleared and redrawn
+/// below the line.
+struct AroundBars;
+
+fn stderr_around_bars() -> AroundBars {
+    AroundBars
+}
+
+impl std::io::Write for AroundBars {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        crate::progress::suspend(|| std::io::stderr().write(buf))
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        crate::progress::suspend(|| std::io::stderr().write_all(buf))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 /// Installs the stderr subscriber once per process (`set_level`, `set_json` and
 /// `log` do; `main_with_args` calls `set_level` first); later calls cost one atomic load.
 /// The level and format stay switchable afterwards (they are read per event), so
@@ -106,7 +128,7 @@ fn install() {
     INSTALL.call_once(|| {
         let subscriber = Registry::default().with(LogrusLayer {
             config: Config::Global,
-            writer: std::io::stderr,
+            writer: stderr_around_bars,
         });
         // A program embedding this library may have its own subscriber: it wins.
         let _ = tracing::subscriber::set_global_default(subscriber);

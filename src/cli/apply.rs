@@ -63,6 +63,10 @@ pub struct Args {
     /// With --watch: print a systemd user unit that runs this daemon, and exit.
     #[arg(long, requires = "watch")]
     pub systemd_unit: bool,
+    /// With --watch: serve Prometheus metrics on /metrics (and /healthz,
+    /// /readyz) at HOST:PORT; a port alone means 127.0.0.1.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_metrics_addr, requires = "watch")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// How long to wait for an instance to start (or be Ready with --wait).
     #[arg(long, default_value = "10m", value_parser = super::start::parse_duration)]
     pub timeout: Duration,
@@ -157,6 +161,10 @@ fn parse_millis(s: &str) -> Result<Duration, String> {
     }
 }
 
+fn parse_metrics_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    reconcile::metrics::parse_addr(s).map_err(|e| e.to_string())
+}
+
 /// `limactl diff`: exit 0 without changes, 1 with changes, 2 on errors.
 pub fn diff(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
     let planned = ops::diff(&Ctx::from_env(), &a.options(g));
@@ -189,6 +197,9 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
             if let Some(g) = a.prune_grace {
                 tuning.extend(["--prune-grace".into(), ms(g)]);
             }
+            if let Some(addr) = a.metrics_addr {
+                tuning.extend(["--metrics-addr".into(), addr.to_string()]);
+            }
             let unit = reconcile::daemon::systemd_unit(&exe, &ctx.home, &a.files, a.prune, &tuning);
             crate::out!("{unit}")?;
             return Ok(0);
@@ -211,6 +222,7 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
             backoff_cap: Duration::from_secs(300),
             prune_grace: a.prune_grace.unwrap_or(a.resync),
             git_interval: a.git_interval,
+            metrics_addr: a.metrics_addr,
         };
         reconcile::daemon::run(&ctx.home, daemon)?;
         return Ok(0);

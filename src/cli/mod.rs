@@ -9,12 +9,14 @@ use crate::logging::{self, Level};
 
 mod apply;
 mod colour;
+mod completion;
 mod copy;
 mod create;
 mod delete;
 mod disk;
 mod edit;
 mod export;
+mod generate_doc;
 mod hostagent;
 mod info;
 mod jsonschema;
@@ -122,6 +124,11 @@ enum Command {
     /// Print the JSON Schema of lima.yaml.
     #[command(name = "generate-jsonschema", hide = true)]
     GenerateJsonschema(jsonschema::Args),
+    /// Generate a shell completion script (bash, zsh or fish).
+    Completion(completion::Args),
+    /// Generate man pages into a directory.
+    #[command(name = "generate-doc", hide = true)]
+    GenerateDoc(generate_doc::Args),
 }
 
 /// Global options every command may consult.
@@ -228,6 +235,8 @@ pub fn main_with_args(mut args: Vec<std::ffi::OsString>) -> i32 {
         Command::Validate(a) => validate::run(a, &globals),
         Command::Template(a) => template::run(a, &globals),
         Command::GenerateJsonschema(a) => jsonschema::run(a),
+        Command::Completion(a) => completion::run(a),
+        Command::GenerateDoc(a) => generate_doc::run(a),
         Command::Create(a) => create::run(a, &globals),
         Command::Start(a) => start::run(a, &globals),
         Command::Stop(a) => stop::run(a, &globals),

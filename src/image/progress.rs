@@ -1,13 +1,13 @@
-//! Download progress: a bar redrawn in place on a terminal, plain log lines
-//! (at most one every few seconds) otherwise.
+//! Download progress: an indicatif bar on a terminal (bytes, rate, ETA),
+//! nothing in a pipe; plain log lines (at most one every few seconds) when
+//! asked for.
 
-use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 /// How progress is shown.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ProgressMode {
-    /// A bar when stderr is a terminal, plain lines otherwise.
+    /// A bar when stderr is a terminal, nothing otherwise.
     #[default]
     Auto,
     /// Plain lines on stderr, at most one per [`PLAIN_INTERVAL`].
@@ -18,7 +18,10 @@ pub enum ProgressMode {
 
 /// Minimum time between two plain progress lines.
 pub const PLAIN_INTERVAL: Duration = Duration::from_secs(5);
-const BAR_INTERVAL: Duration = Duration::from_millis(200);
+
+const BAR_SIZED: &str =
+    "{msg} [{bar:30}] {percent:>3}% {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}";
+const BAR_UNSIZED: &str = "{spinner} {msg} {bytes} {bytes_per_sec} ({elapsed})";
 
 pub(crate) struct Progress {
     what: String,
@@ -27,19 +30,28 @@ pub(crate) struct Progress {
     start_bytes: u64,
     started: Instant,
     last: Instant,
-    bar: bool,
-    quiet: bool,
-    drawn: bool,
+    /// Auto mode on a terminal.
+    bar: Option<crate::progress::Bar>,
+    /// Plain lines.
+    plain: bool,
 }
 
 impl Progress {
     /// `start` bytes are already there (a resumed download).
     pub(crate) fn new(mode: ProgressMode, what: &str, total: Option<u64>, start: u64) -> Progress {
-        let bar = match mode {
-            ProgressMode::Auto => std::io::stderr().is_terminal(),
-            _ => false,
-        };
         let now = Instant::now();
+        let shown = crate::logging::enabled(crate::logging::Level::Info);
+        let bar = (mode == ProgressMode::Auto && crate::progress::on_terminal()).then(|| {
+            let sized = total.is_some_and(|t| t > 0);
+            let b = crate::progress::Bar::new(
+                total.filter(|_| sized),
+                if sized { BAR_SIZED } else { BAR_UNSIZED },
+            );
+            b.set_message(what.to_string());
+            b.set_position(start);
+            b.reset_eta();
+            b
+        });
         Progress {
             what: what.to_string(),
             total,
@@ -48,28 +60,25 @@ impl Progress {
             started: now,
             last: now,
             bar,
-            quiet: mode == ProgressMode::Quiet
-                || !crate::logging::enabled(crate::logging::Level::Info),
-            drawn: false,
+            plain: mode == ProgressMode::Plain && shown,
         }
     }
 
     pub(crate) fn advance(&mut self, n: u64) {
         self.done += n;
-        if self.quiet {
+        if let Some(b) = &self.bar {
+            b.inc(n);
             return;
         }
-        let interval = if self.bar {
-            BAR_INTERVAL
-        } else {
-            PLAIN_INTERVAL
-        };
+        if !self.plain {
+            return;
+        }
         let now = Instant::now();
-        if now.duration_since(self.last) < interval {
+        if now.duration_since(self.last) < PLAIN_INTERVAL {
             return;
         }
         self.last = now;
-        self.show();
+        self.show_plain();
     }
 
     fn rate(&self) -> f64 {
@@ -77,74 +86,29 @@ impl Progress {
         (self.done - self.start_bytes) as f64 / secs
     }
 
-    fn show(&mut self) {
+    fn show_plain(&self) {
         let rate = self.rate();
-        if self.bar {
-            let line = match self.total {
-                Some(t) if t > 0 => {
-                    let frac = (self.done as f64 / t as f64).min(1.0);
-                    let width = 30;
-                    let fill = (frac * width as f64) as usize;
-                    format!(
-                        "\r{} [{}{}] {:3.0}% {} / {} {}/s ",
-                        self.what,
-                        "=".repeat(fill),
-                        " ".repeat(width - fill),
-                        frac * 100.0,
-                        human(self.done),
-                        human(t),
-                        human(rate as u64)
-                    )
-                }
-                _ => format!(
-                    "\r{} {} {}/s ",
-                    self.what,
-                    human(self.done),
-                    human(rate as u64)
-                ),
-            };
-            let mut e = std::io::stderr().lock();
-            let _ = e.write_all(line.as_bytes());
-            let _ = e.flush();
-            self.drawn = true;
-        } else {
-            match self.total {
-                Some(t) if t > 0 => crate::info!(
-                    "{}: {} of {} ({:.0}%), {}/s",
-                    self.what,
-                    human(self.done),
-                    human(t),
-                    self.done as f64 * 100.0 / t as f64,
-                    human(rate as u64)
-                ),
-                _ => crate::info!(
-                    "{}: {}, {}/s",
-                    self.what,
-                    human(self.done),
-                    human(rate as u64)
-                ),
-            }
+        match self.total {
+            Some(t) if t > 0 => crate::info!(
+                "{}: {} of {} ({:.0}%), {}/s",
+                self.what,
+                human(self.done),
+                human(t),
+                self.done as f64 * 100.0 / t as f64,
+                human(rate as u64)
+            ),
+            _ => crate::info!(
+                "{}: {}, {}/s",
+                self.what,
+                human(self.done),
+                human(rate as u64)
+            ),
         }
     }
 
-    /// Ends the bar line (if one was drawn).
+    /// Removes the bar (the caller logs the outcome).
     pub(crate) fn finish(&mut self) {
-        if self.quiet {
-            return;
-        }
-        if self.bar {
-            self.show();
-            let _ = std::io::stderr().write_all(b"\n");
-            self.drawn = false;
-        }
-    }
-}
-
-impl Drop for Progress {
-    fn drop(&mut self) {
-        if self.drawn {
-            let _ = std::io::stderr().write_all(b"\n");
-        }
+        self.bar = None;
     }
 }
 

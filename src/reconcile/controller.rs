@@ -225,6 +225,13 @@ impl<C: Clock> Queue<C> {
     pub fn is_in_flight(&self, key: &str) -> bool {
         self.shared.state.locked().in_flight.contains(key)
     }
+
+    /// Keys waiting (due now or scheduled), and keys being worked on.
+    pub fn depth(&self) -> (usize, usize) {
+        let s = self.shared.state.locked();
+        let waiting = s.pending.len() + s.again.len();
+        (waiting, s.in_flight.len())
+    }
 }
 
 /// Where backoff's jitter comes from: each call, a fraction in `[0, 1)`.

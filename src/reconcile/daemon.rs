@@ -31,6 +31,7 @@ use anyhow::{Context, bail};
 
 use super::backoff::{self, Failure};
 use super::controller::{Queue, When};
+use super::metrics::{self, Metrics, Retry};
 use super::ops::{self, Ctx};
 use super::outcome::{self, ReconcileError, Requeue};
 use super::plan::{Action, PowerState};
@@ -70,6 +71,8 @@ pub struct DaemonOptions {
     pub prune_grace: Duration,
     /// How often Git sources are fetched (SIGHUP fetches at once).
     pub git_interval: Duration,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz` (none: nowhere).
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// How long a host agent may outlive its QEMU before the daemon acts: after
@@ -88,6 +91,7 @@ struct Daemon {
     orphaned_agents: Mutex<HashMap<String, Instant>>,
     /// Since when each instance's file has been seen gone (pending prune).
     pending_prunes: Mutex<HashMap<String, Instant>>,
+    metrics: Arc<Metrics>,
 }
 
 /// What crash-loop protection says about a declared instance.
@@ -153,7 +157,12 @@ pub fn run(home: &Home, opts: DaemonOptions) -> anyhow::Result<()> {
         queue: Queue::new(),
         orphaned_agents: Mutex::new(HashMap::new()),
         pending_prunes: Mutex::new(HashMap::new()),
+        metrics: Arc::new(Metrics::new()?),
     });
+    if let Some(addr) = d.opts.metrics_addr {
+        let bound = metrics::serve(addr, d.metrics.clone(), d.clone())?;
+        crate::info!("Serving metrics on http://{bound}/metrics (and /healthz, /readyz)");
+    }
     crate::info!(
         "Watching {} (resync every {}s, {} workers{})",
         d.sources()
@@ -201,7 +210,9 @@ pub fn run(home: &Home, opts: DaemonOptions) -> anyhow::Result<()> {
     }
     for _ in 0..d.opts.parallel.max(1) {
         let d = d.clone();
+        let alive = d.metrics.worker();
         std::thread::spawn(move || {
+            let _alive = alive;
             while let Some(name) = d.queue.next() {
                 let requeue = d.reconcile(&name);
                 d.queue.done(&name);
@@ -211,6 +222,7 @@ pub fn run(home: &Home, opts: DaemonOptions) -> anyhow::Result<()> {
             }
         });
     }
+    d.metrics.set_ready();
     let sig = loop {
         let sig = sigs.wait()?;
         if sig != nix::sys::signal::Signal::SIGHUP {
@@ -247,9 +259,11 @@ impl Daemon {
             match s.refresh(&self.ctx.home) {
                 Ok(Some(new)) => {
                     crate::info!("Source {} moved: {}", quote_name(&s.id), new.describe());
+                    self.metrics.source_synced(&s.id);
                     moved.push((i, new));
                 }
-                Ok(None) => {}
+                // Fetched, and the ref did not move: the source is as fresh as the remote.
+                Ok(None) => self.metrics.source_synced(&s.id),
                 Err(e) => {
                     crate::error!("{e}");
                     errors.insert(s.id.clone(), e.to_string());
@@ -299,6 +313,11 @@ impl Daemon {
     }
 
     fn enqueue_all(&self, when: When) {
+        for s in self.sources().iter() {
+            if s.files().is_ok_and(|l| l.is_complete()) {
+                self.metrics.source_synced(&s.id);
+            }
+        }
         for n in self.all_names() {
             self.queue.add(&n, when);
         }
@@ -386,7 +405,11 @@ impl Daemon {
     /// One level-triggered reconcile; failures go through the error policy.
     fn reconcile(&self, name: &str) -> Requeue {
         let _span = crate::logging::instance_span(name).entered();
-        let err = match self.try_reconcile(name) {
+        let started = Instant::now();
+        let result = self.try_reconcile(name);
+        self.metrics
+            .reconciled(name, metrics::outcome(&result), started.elapsed());
+        let err = match result {
             Ok(requeue) => return requeue,
             Err(e) => e,
         };
@@ -395,6 +418,9 @@ impl Daemon {
         let mut st = status::read(&dir);
         let mut b = st.backoff.clone().unwrap_or_default();
         let requeue = outcome::error_policy(&err, &mut b, self.opts.backoff_cap, backoff::now());
+        if let Some(why) = metrics::retry(&err) {
+            self.metrics.retried(name, why);
+        }
         if dir.is_dir() && st.backoff.as_ref() != Some(&b) {
             st.backoff = Some(b);
             let _ = status::write(&dir, &st);
@@ -639,6 +665,7 @@ impl Daemon {
             now,
         );
         if counted {
+            self.metrics.retried(&observed.name, Retry::Crash);
             crate::warn!(
                 "the VM failed ({}); relaunching {}",
                 b.reason,
@@ -674,6 +701,27 @@ impl Daemon {
             st.backoff = Some(Default::default());
             let _ = status::write(dir, st);
         }
+    }
+}
+
+/// What a scrape of `/metrics` reads: the instances this daemon manages.
+impl metrics::Snapshot for Daemon {
+    fn instances(&self) -> Vec<metrics::InstanceView> {
+        self.all_names()
+            .into_iter()
+            .filter_map(|name| {
+                let observed = store::inspect(&self.ctx.home, &self.ctx.env, &name);
+                observed.dir_exists.then(|| metrics::InstanceView {
+                    status: observed.status,
+                    reconciler: status::read(&observed.dir),
+                    name,
+                })
+            })
+            .collect()
+    }
+
+    fn queue(&self) -> (usize, usize) {
+        self.queue.depth()
     }
 }
 

@@ -12,6 +12,7 @@ pub mod controller;
 pub mod daemon;
 pub mod execute;
 pub mod journal;
+pub mod metrics;
 pub mod ops;
 pub mod outcome;
 pub mod plan;

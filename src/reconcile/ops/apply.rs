@@ -275,6 +275,15 @@ pub fn apply(ctx: &Ctx, planned: &Planned, opts: &ApplyOptions) -> Vec<String> {
     }
     let next = AtomicUsize::new(0);
     let failures = Mutex::new(Vec::new());
+    // On a terminal, over several instances: done/total.
+    let bar = (work.len() > 1).then(|| {
+        let b = crate::progress::Bar::new(
+            Some(work.len() as u64),
+            "Applying [{bar:30}] {pos}/{len} ({elapsed}) {msg}",
+        );
+        b.set_message(String::new());
+        b
+    });
     std::thread::scope(|scope| {
         for _ in 0..opts.parallel.max(1).min(work.len().max(1)) {
             scope.spawn(|| {
@@ -282,10 +291,15 @@ pub fn apply(ctx: &Ctx, planned: &Planned, opts: &ApplyOptions) -> Vec<String> {
                     if let Err(e) = converge_item(ctx, item, opts) {
                         failures.locked().push(e.to_string());
                     }
+                    if let Some(b) = &bar {
+                        b.set_message(format!("{} done", item.plan.instance));
+                        b.inc(1);
+                    }
                 }
             });
         }
     });
+    drop(bar);
     let mut failed = failures.into_inner().unwrap_or_else(|p| p.into_inner());
     if let Some(timeout) = opts.wait {
         failed.extend(wait_ready(ctx, planned, timeout));

@@ -20,15 +20,25 @@ pub struct WaitOptions {
 
 /// Waits until the guest of the instance in `dir` is Ready (its requirements
 /// passed), Degraded, or its host agent gone.
+/// On a terminal, a spinner shows the requirement being waited for and the
+/// time since the wait began (`dev: Waiting for the essential requirement 2
+/// of 5: "user session is ready" (0:41)`).
 pub fn ready(dir: &Path, name: &str, opts: WaitOptions) -> Result<Ready, LaunchError> {
-    let mut progress = opts
-        .progress
+    let spinner = crate::progress::Bar::new(None, "{spinner} {prefix}: {msg} ({elapsed})");
+    spinner.set_prefix(name.to_string());
+    spinner.set_message("waiting for the host agent");
+    let mut progress = (opts.progress || spinner.is_drawn())
         .then(|| LogFollower::new(&dir.join(files::HA_STDERR_LOG)));
     let mut port_logged = false;
     let forward = |progress: &mut Option<LogFollower>| {
         if let Some(p) = progress {
             for (level, msg) in p.poll() {
-                crate::logging::log(level, &format!("[hostagent] {msg}"), &[]);
+                if let Some(current) = requirement(&msg) {
+                    spinner.set_message(current.to_string());
+                }
+                if opts.progress {
+                    crate::logging::log(level, &format!("[hostagent] {msg}"), &[]);
+                }
             }
         }
     };
@@ -53,6 +63,11 @@ pub fn ready(dir: &Path, name: &str, opts: WaitOptions) -> Result<Ready, LaunchE
         crate::info!("READY. {hint}");
     }
     result
+}
+
+/// What a host agent line says the guest is waiting for, if it says so.
+fn requirement(line: &str) -> Option<&str> {
+    line.starts_with("Waiting for the ").then_some(line)
 }
 
 /// `apply --wait`'s message for an instance that did not become Ready.

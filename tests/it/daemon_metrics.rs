@@ -1,0 +1,256 @@
+//! The watch daemon's `/metrics`, `/healthz` and `/readyz`
+//! (`apply --watch --metrics-addr`), over a directory of `runStrategy:
+//! Halted` instances (no guest). The exposition is checked by Prometheus'
+//! own `promtool check metrics`.
+
+use crate::common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::Env;
+
+fn yaml(image: &Path, cpus: u32) -> String {
+    format!(
+        "images:\n- location: {}\n  arch: x86_64\nrunStrategy: Halted\ncpus: {cpus}\nmemory: 1GiB\ndisk: 1GiB\nmounts: []\ncontainerd: {{user: false, system: false}}\n",
+        image.display()
+    )
+}
+
+/// A daemon with its stderr collected; killed when dropped.
+struct Daemon {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    fn start(env: &Env, src: &Path, metrics_addr: &str) -> Daemon {
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("limactl"))
+            .env("LIMA_HOME", env.lima_home())
+            .env("HOME", env.dir.path().join("home"))
+            .args([
+                "apply",
+                "--watch",
+                "--resync",
+                "2s",
+                "--metrics-addr",
+                metrics_addr,
+                "-f",
+            ])
+            .arg(src)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Daemon { child, stderr }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// The address from `Serving metrics on http://ADDR/metrics`.
+    fn metrics_addr(&self) -> SocketAddr {
+        let mut addr = None;
+        wait_for("the metrics address to be logged", || {
+            addr = self
+                .stderr()
+                .split("Serving metrics on http://")
+                .nth(1)
+                .and_then(|rest| rest.split('/').next())
+                .and_then(|a| a.parse().ok());
+            addr.is_some()
+        });
+        addr.unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// GET `path`: (status code, body).
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut c = TcpStream::connect(addr).unwrap();
+    write!(c, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    c.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, body.to_string())
+}
+
+/// The value of the sample whose line starts with `series` (name and labels).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn promtool_check(text: &str) {
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) is installed: run hack/install-deps.sh");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}\n--- exposition:\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn metrics_of_a_daemon_move_with_its_work_and_pass_promtool() {
+    let env = Env::new();
+    let img = common::tiny_image(env.dir.path());
+    let src = env.dir.path().join("watched");
+    std::fs::create_dir_all(&src).unwrap();
+    for n in ["a", "b"] {
+        std::fs::write(src.join(format!("{n}.yaml")), yaml(&img, 1)).unwrap();
+    }
+    let d = Daemon::start(&env, &src, "127.0.0.1:0");
+    let addr = d.metrics_addr();
+    assert!(addr.ip().is_loopback());
+
+    wait_for("/readyz", || get(addr, "/readyz").0 == 200);
+    assert_eq!(get(addr, "/healthz"), (200, "ok\n".to_string()));
+    assert_eq!(get(addr, "/nothing").0, 404);
+
+    let success = r#"lima_reconcile_total{instance="a",result="success"}"#;
+    let mut text = String::new();
+    wait_for("both instances created and counted", || {
+        text = get(addr, "/metrics").1;
+        sample(&text, r#"lima_instances{status="Stopped"}"#) == Some(2.0)
+            && sample(&text, success).is_some()
+    });
+    promtool_check(&text);
+    for family in [
+        "lima_reconcile_duration_seconds_bucket",
+        "lima_workqueue_depth",
+        "lima_workqueue_in_flight",
+        "lima_instance_condition{",
+        "lima_instance_backoff_failures{instance=\"a\"}",
+        "lima_instance_backoff_seconds{instance=\"a\"}",
+        "lima_source_last_sync_timestamp_seconds{",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+    ] {
+        assert!(text.contains(family), "{family} missing:\n{text}");
+    }
+    assert_eq!(
+        sample(
+            &text,
+            r#"lima_instance_condition{condition="Created",instance="a",status="True"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    let before = sample(&text, success).unwrap();
+    let durations = sample(&text, "lima_reconcile_duration_seconds_count").unwrap();
+
+    // A change: a's reconcile count moves, the histogram with it.
+    std::fs::write(src.join("a.yaml"), yaml(&img, 2)).unwrap();
+    wait_for("a's change to be counted", || {
+        text = get(addr, "/metrics").1;
+        sample(&text, success).is_some_and(|v| v > before)
+    });
+    assert!(sample(&text, "lima_reconcile_duration_seconds_count").unwrap() > durations);
+
+    // A file that does not load: counted as invalid, not as a success.
+    std::fs::write(src.join("b.yaml"), "cpus: [\n").unwrap();
+    let invalid = r#"lima_reconcile_total{instance="b",result="invalid"}"#;
+    wait_for("b's bad file to be counted", || {
+        text = get(addr, "/metrics").1;
+        sample(&text, invalid).is_some_and(|v| v >= 1.0)
+    });
+    // A deleted instance (no --prune: gone by hand) leaves no per-instance gauges.
+    env.ok(&["delete", "-f", "b"]);
+    std::fs::remove_file(src.join("b.yaml")).unwrap();
+    wait_for("b's gauges to go", || {
+        text = get(addr, "/metrics").1;
+        !text.contains(r#"lima_instance_condition{condition="Created",instance="b""#)
+            && sample(&text, r#"lima_instances{status="Stopped"}"#) == Some(1.0)
+    });
+    promtool_check(&text);
+    assert!(!d.stderr().contains("panicked"), "{}", d.stderr());
+}
+
+#[test]
+fn the_metrics_address_is_checked_and_passed_to_the_systemd_unit() {
+    let env = Env::new();
+    let src = env.dir.path().join("watched");
+    std::fs::create_dir_all(&src).unwrap();
+    let src = src.to_str().unwrap();
+
+    let out = env.ok(&[
+        "apply",
+        "--watch",
+        "--systemd-unit",
+        "--metrics-addr",
+        "9101",
+        "-f",
+        src,
+    ]);
+    let exec = out.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
+    assert!(exec.contains(" --metrics-addr 127.0.0.1:9101"), "{exec}");
+    let out = env.ok(&["apply", "--watch", "--systemd-unit", "-f", src]);
+    assert!(!out.contains("--metrics-addr"), "{out}");
+
+    let (code, _, err) = env.run(&["apply", "--watch", "--metrics-addr", "nowhere", "-f", src]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("invalid --metrics-addr") && err.contains("HOST:PORT"),
+        "{err}"
+    );
+
+    // A port in use fails the start, naming the address.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, _, err) = env.run(&["apply", "--watch", "--metrics-addr", &addr, "-f", src]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("cannot serve metrics on {addr}"))
+            && err.contains("choose another port"),
+        "{err}"
+    );
+}
