@@ -114,6 +114,16 @@ pub fn eval(expr: &str, input: &serde_json::Value) -> Result<Vec<serde_json::Val
     eval_with(expr, input, &Limits::DEFAULT)
 }
 
+/// Evaluates `expr` on each of `inputs` (outputs by input, in order),
+/// compiled once and run on one evaluation thread: `list --filter`/`--yq`
+/// over many instances. The time bound covers the whole batch.
+pub fn eval_each(
+    expr: &str,
+    inputs: &[serde_json::Value],
+) -> Result<Vec<Vec<serde_json::Value>>, YqError> {
+    eval_batch(expr, inputs.to_vec(), &Options::default())
+}
+
 /// Where a document came from, for yq's `filename`, `fileIndex`,
 /// `documentIndex`, `line` and `column`, and every document for `eval-all`.
 #[derive(Clone, Debug, Default)]
@@ -235,6 +245,16 @@ pub fn eval_opts(
     input: &serde_json::Value,
     opts: &Options,
 ) -> Result<Vec<serde_json::Value>, YqError> {
+    let mut outs = eval_batch(expr, vec![input.clone()], opts)?;
+    Ok(outs.pop().unwrap_or_default())
+}
+
+/// [`eval_opts`] over several inputs, compiled once (see [`eval_each`]).
+fn eval_batch(
+    expr: &str,
+    inputs: Vec<serde_json::Value>,
+    opts: &Options,
+) -> Result<Vec<Vec<serde_json::Value>>, YqError> {
     let limits = &opts.limits;
     let reached = |bound: Bound| YqError::Bound {
         expr: expr.to_string(),
@@ -247,11 +267,11 @@ pub fn eval_opts(
     let shared = Arc::new(guard::Shared::new(limits.memory));
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let worker = {
-        let (expr, input, shared) = (expr.to_string(), input.clone(), shared.clone());
+        let (expr, shared) = (expr.to_string(), shared.clone());
         let opts = opts.clone();
         move || {
             let watched = guard::Watched::enter(shared);
-            let result = run(&expr, &input, &opts);
+            let result = run(&expr, &inputs, &opts);
             drop(watched);
             let _ = tx.send(result);
         }
@@ -309,12 +329,12 @@ fn abandon(expr: &str, bound: Bound) {
     ABANDONED.locked().push((expr.to_string(), bound));
 }
 
-/// Compiles and runs `expr` (on the evaluation thread).
+/// Compiles `expr` once and runs it on each input (on the evaluation thread).
 fn run(
     expr: &str,
-    input: &serde_json::Value,
+    inputs: &[serde_json::Value],
     opts: &Options,
-) -> Result<Vec<serde_json::Value>, YqError> {
+) -> Result<Vec<Vec<serde_json::Value>>, YqError> {
     let max_outputs = opts.limits.outputs;
     let compile_err = |message: String| YqError::Compile {
         expr: expr.to_string(),
@@ -360,7 +380,23 @@ fn run(
         origin.doc_index.into(),
         serde_json::Value::Array(origin.all_docs.clone().unwrap_or_default()),
     ];
-    let ctx = Ctx::<data::JustLut<Val>>::new(&filter.lut, Vars::new(globals.iter().map(to_val)));
+    let globals: Vec<Val> = globals.iter().map(to_val).collect();
+    let mut outs = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        let ctx = Ctx::<data::JustLut<Val>>::new(&filter.lut, Vars::new(globals.iter().cloned()));
+        outs.push(run_one(expr, &filter, ctx, input, max_outputs)?);
+    }
+    Ok(outs)
+}
+
+/// One input through a compiled filter, within the output bound.
+fn run_one(
+    expr: &str,
+    filter: &jaq_core::Filter<data::JustLut<Val>>,
+    ctx: Ctx<data::JustLut<Val>>,
+    input: &serde_json::Value,
+    max_outputs: usize,
+) -> Result<Vec<serde_json::Value>, YqError> {
     let mut out = Vec::new();
     for r in filter.id.run((ctx, to_val(input))).map(unwrap_valr) {
         if out.len() == max_outputs {

@@ -430,18 +430,17 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
     }
     if !a.filter.is_empty() {
         // An expression that fails (say, env() here) fails the listing, as in Lima.
-        let mut kept = Vec::new();
-        for i in instances {
-            let j = list_json(&i, &home);
-            let mut keep = true;
-            for f in &a.filter {
-                keep &= !crate::yq::eval(&format!("select({f})"), &j)?.is_empty();
-            }
-            if keep {
-                kept.push(i);
+        // Each expression is compiled once for every instance.
+        let docs: Vec<serde_json::Value> = instances.iter().map(|i| list_json(i, &home)).collect();
+        let mut keep = vec![true; instances.len()];
+        for f in &a.filter {
+            let outs = crate::yq::eval_each(&format!("select({f})"), &docs)?;
+            for (k, o) in keep.iter_mut().zip(outs) {
+                *k &= !o.is_empty();
             }
         }
-        instances = kept;
+        let mut keep = keep.into_iter();
+        instances.retain(|_| keep.next().unwrap_or(false));
     }
     match format.as_deref().unwrap_or("table") {
         "table" if a.quiet => {
@@ -483,14 +482,21 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
             let is_json = format.as_deref() == Some("json");
             let expr = yq_expr;
             let tty = output_is_tty(g);
-            for i in &instances {
-                let mut j = list_json(i, &home);
-                drop_empty_maps(&mut j);
-                let results = if expr.is_empty() {
-                    vec![j]
-                } else {
-                    crate::yq::eval(&expr, &j)?
-                };
+            let docs: Vec<serde_json::Value> = instances
+                .iter()
+                .map(|i| {
+                    let mut j = list_json(i, &home);
+                    drop_empty_maps(&mut j);
+                    j
+                })
+                .collect();
+            let results: Vec<Vec<serde_json::Value>> = if expr.is_empty() {
+                docs.into_iter().map(|j| vec![j]).collect()
+            } else {
+                // Compiled once for every instance.
+                crate::yq::eval_each(&expr, &docs)?
+            };
+            for results in results {
                 for r in results {
                     if let (false, serde_json::Value::String(s)) = (expr.is_empty(), &r) {
                         // yq prints a scalar result as it is, unquoted.

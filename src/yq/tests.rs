@@ -219,3 +219,13 @@ fn syntax_errors_say_what_and_where_in_words() {
         }
     }
 }
+
+#[test]
+fn eval_each_compiles_once_and_answers_by_input() {
+    let docs = [json!({"cpus": 1}), json!({"cpus": 2}), json!({"cpus": "2"})];
+    let outs = eval_each("select(.cpus == 2) | .cpus", &docs).unwrap();
+    assert_eq!(outs, vec![vec![], vec![json!(2)], vec![json!("2")]]);
+    // An error on any input is the batch's error, naming the expression.
+    let err = eval_each(".cpus | error", &docs).unwrap_err().to_string();
+    assert!(err.contains(".cpus | error"), "{err}");
+}
