@@ -231,4 +231,16 @@ mod tests {
             "a-2"
         );
     }
+
+    /// Lists and maps print as Go's fmt does (vendor/gtmpl_value/PATCHES.md).
+    #[test]
+    fn lists_and_maps_print_in_go_form() {
+        let d = json!({"L": ["x", "y", 3], "M": {"b": 1, "a": "s"}, "E": {}, "N": null,
+                       "Nested": [{"k": ["v"]}], "Empty": []});
+        assert_eq!(
+            render("{{.L}} {{.M}} {{.E}} {{.N}} {{.Nested}} {{.Empty}}", &d).unwrap(),
+            "[x y 3] map[a:s b:1] map[] <nil> [map[k:[v]]] []"
+        );
+        assert_eq!(render("{{printf \"%v\" .L}}", &d).unwrap(), "[x y 3]");
+    }
 }
