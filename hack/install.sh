@@ -2,6 +2,7 @@
 # Builds limactl and installs it under PREFIX in Lima's layout:
 #   bin/limactl, bin/lima, bin/{nerdctl,docker,podman,kubectl,apptainer}.lima
 #   share/lima/lima-guestagent.Linux-x86_64   (static; found by limactl with no variable)
+#   share/lima/templates/                     (Lima's place for templates)
 #   share/man/man1/limactl*.1                 (generated from the CLI)
 #   share/bash-completion/completions/limactl, share/zsh/site-functions/_limactl,
 #   share/fish/vendor_completions.d/limactl.fish
@@ -58,6 +59,11 @@ put() {
 put "$release/limactl" "$prefix/bin/limactl" 0755
 put "$release/lima" "$prefix/bin/lima" 0755
 put "$guestagent" "$prefix/share/lima/lima-guestagent.Linux-$arch" 0755
+# The templates, where Lima keeps them: limactl searches share/lima/templates
+# beside its binary before its bundled copies, and `info` lists their paths.
+while IFS= read -r -d '' t; do
+  put "$t" "$prefix/share/lima/templates/${t#templates/}" 0644
+done < <(find templates -type f -name '*.yaml' -print0)
 
 # The wrappers Lima ships: run the tool in the instance (LIMA_INSTANCE, each
 # with Lima's default instance name) through `lima`.

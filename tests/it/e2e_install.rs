@@ -60,6 +60,28 @@ fn the_installed_tree_starts_an_instance_with_its_guest_agent() {
         !lima::hostagent::guest::is_dynamically_linked(&ga),
         "the installed guest agent is static"
     );
+    // Templates where Lima keeps them; `info` names their files.
+    let info = std::process::Command::new(bin.join("limactl"))
+        .arg("info")
+        .env("LIMA_HOME", env.lima_home())
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    let default = info["templates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "default")
+        .unwrap();
+    assert_eq!(
+        default["location"].as_str(),
+        prefix.join("share/lima/templates/default.yaml").to_str()
+    );
+    assert!(
+        prefix
+            .join("share/lima/templates/_images/debian-12.yaml")
+            .is_file()
+    );
     let man = prefix.join("share/man/man1");
     assert!(read(&man.join("limactl.1")).contains(".TH limactl"));
     assert!(read(&man.join("limactl-start.1")).contains(".TH limactl-start"));
