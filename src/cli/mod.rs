@@ -173,7 +173,9 @@ pub fn main_with_args(mut args: Vec<std::ffi::OsString>) -> i32 {
     let cli = match parsed {
         Ok(c) => c,
         Err(e) if e.use_stderr() => {
-            fatal(&cobra_message(&e));
+            let root = grouped_help(<Cli as clap::CommandFactory>::command());
+            let message = positional_error(root, &args, &e).unwrap_or_else(|| cobra_message(&e));
+            fatal(&message);
             return 1;
         }
         Err(e) => {
@@ -388,6 +390,116 @@ fn go_bool_flags(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
         out.push(a);
     }
     out
+}
+
+/// A wrong number of positional arguments in the words of Lima's
+/// `WrapArgsError` over cobra's validators:
+/// `"limactl start" accepts at most 1 arg(s), received 2.`, then where to
+/// look, the usage line and the command's summary. `None` for other errors.
+fn positional_error(
+    mut root: clap::Command,
+    args: &[std::ffi::OsString],
+    e: &clap::Error,
+) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let flag_like = |s: &str| s.starts_with('-');
+    match e.kind() {
+        ErrorKind::UnknownArgument => match e.get(ContextKind::InvalidArg) {
+            Some(ContextValue::String(a)) if !flag_like(a) => {}
+            _ => return None,
+        },
+        ErrorKind::MissingRequiredArgument => match e.get(ContextKind::InvalidArg) {
+            Some(ContextValue::Strings(v)) if v.iter().all(|a| !flag_like(a)) => {}
+            _ => return None,
+        },
+        _ => return None,
+    }
+    root.build();
+    // The subcommand path, then the positionals after it (flag values skipped).
+    let mut path = vec![root.get_name().to_string()];
+    let mut chain: Vec<&clap::Command> = vec![&root];
+    let mut words = args.iter().skip(1).filter_map(|a| a.to_str());
+    let mut received = 0usize;
+    let takes_value = |chain: &[&clap::Command], flag: &str| -> bool {
+        let found = chain.iter().flat_map(|c| c.get_arguments()).find(|a| {
+            if let Some(long) = flag.strip_prefix("--") {
+                a.get_long() == Some(long)
+            } else {
+                flag.chars()
+                    .nth(1)
+                    .is_some_and(|c| a.get_short() == Some(c))
+                    && flag.len() == 2
+            }
+        });
+        found.is_some_and(|a| a.get_action().takes_values())
+    };
+    while let Some(w) = words.next() {
+        if w == "--" {
+            received += words.by_ref().count();
+            break;
+        }
+        if flag_like(w) {
+            if !w.contains('=') && takes_value(&chain, w) {
+                words.next();
+            }
+            continue;
+        }
+        let cmd = *chain.last()?;
+        match (received, cmd.find_subcommand(w)) {
+            (0, Some(sub)) => {
+                path.push(sub.get_name().to_string());
+                chain.push(sub);
+            }
+            _ => received += 1,
+        }
+    }
+    if chain.len() < 2 {
+        return None; // the root: an unknown command, said by cobra_message
+    }
+    let cmd = *chain.last()?;
+    let (mut min, mut max) = (0usize, Some(0usize));
+    let mut use_line = path.join(" ");
+    for p in cmd.get_positionals() {
+        let range = p.get_num_args().unwrap_or_default();
+        if p.is_required_set() {
+            min += range.min_values();
+        }
+        max = max.and_then(|m| (range.max_values() != usize::MAX).then(|| m + range.max_values()));
+        let name = p
+            .get_value_names()
+            .and_then(|v| v.first())
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| p.get_id().to_string().to_uppercase());
+        let many = if range.max_values() > 1 { "..." } else { "" };
+        if p.is_required_set() {
+            use_line.push_str(&format!(" {name}{many}"));
+        } else {
+            use_line.push_str(&format!(" [{name}{many}]"));
+        }
+    }
+    use_line.push_str(" [flags]");
+    let said = if received < min {
+        format!("requires at least {min} arg(s), only received {received}")
+    } else {
+        match max {
+            Some(max) if received > max && min == max => {
+                format!("accepts {max} arg(s), received {received}")
+            }
+            Some(max) if received > max && min == 0 => {
+                format!("accepts at most {max} arg(s), received {received}")
+            }
+            Some(max) if received > max => {
+                format!("accepts between {min} and {max} arg(s), received {received}")
+            }
+            _ => return None,
+        }
+    };
+    let path = path.join(" ");
+    let short = cmd.get_about().map(|a| a.to_string()).unwrap_or_default();
+    Some(format!(
+        "{} {said}.\nSee '{path} --help'.\n\nUsage:  {use_line}\n\n{short}",
+        crate::spec::yaml::go_quote(&path)
+    ))
 }
 
 /// A command-line error in cobra's words (`unknown flag: --x`), for the

@@ -324,6 +324,46 @@ fn unknown_flags_are_fatal_in_cobras_words() {
     assert!(err.contains("msg=\"unknown flag: --x\""), "{err}");
 }
 
+/// Lima wraps cobra's argument-count errors (`WrapArgsError`): the command,
+/// cobra's words, where to look, the usage line and the summary.
+#[test]
+fn wrong_argument_counts_in_limas_words() {
+    let env = Env::new();
+    for (args, first, path) in [
+        (
+            &["start", "a", "b"][..],
+            r#"\"limactl start\" accepts at most 1 arg(s), received 2."#,
+            "limactl start",
+        ),
+        (
+            &["start", "--name", "x", "--cpus", "2", "a", "b"][..],
+            r#"\"limactl start\" accepts at most 1 arg(s), received 2."#,
+            "limactl start",
+        ),
+        (
+            &["delete"][..],
+            r#"\"limactl delete\" requires at least 1 arg(s), only received 0."#,
+            "limactl delete",
+        ),
+        (
+            &["info", "x"][..],
+            r#"\"limactl info\" accepts 0 arg(s), received 1."#,
+            "limactl info",
+        ),
+    ] {
+        let (code, out, err) = env.run(args);
+        assert_eq!((code, out.as_str()), (1, ""), "{args:?}");
+        assert!(
+            err.contains(&format!("level=fatal msg=\"{first}")),
+            "{args:?}: {err}"
+        );
+        assert!(
+            err.contains(&format!("\\nSee '{path} --help'.\\n\\nUsage:  {path}")),
+            "{args:?}: {err}"
+        );
+    }
+}
+
 #[test]
 fn lima_wording_for_stop_protected_delete_param_and_shell() {
     let env = Env::new();
