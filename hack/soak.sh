@@ -43,7 +43,13 @@ count() {
   local threads fds agents qemus socks
   threads=$(ls /proc/$dpid/task | wc -l)
   fds=$(ls /proc/$dpid/fd | wc -l)
-  agents=$(pgrep -fc "limactl.* hostagent vm" || true)
+  # Host agents of this LIMA_HOME only (tests elsewhere may run an instance "vm" too).
+  agents=0
+  for p in $(pgrep -f "limactl.* hostagent vm" || true); do
+    if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qxF "LIMA_HOME=$LIMA_HOME"; then
+      agents=$((agents + 1))
+    fi
+  done
   qemus=$(pgrep -fc "qemu-system.*$LIMA_HOME/vm/" || true)
   socks=$(find "$LIMA_HOME/vm" -maxdepth 1 \( -name '*.sock' -o -name '*.pid' \) | wc -l)
   echo "$threads $fds $agents $qemus $socks"
