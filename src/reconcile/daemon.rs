@@ -44,6 +44,10 @@ use crate::store::paths::files;
 use crate::store::{self, Home, Status};
 use crate::sync::MutexExt;
 
+mod git;
+mod systemd;
+pub use systemd::systemd_unit;
+
 /// Where the daemon keeps its lock and pid.
 pub const DAEMON_DIR: &str = "_daemon";
 
@@ -243,63 +247,6 @@ impl Daemon {
     /// The sources now (each Git source at one commit).
     fn sources(&self) -> Sources {
         self.sources.locked().clone()
-    }
-
-    /// Fetches every Git source; one that moved is replaced by its new
-    /// commit and every instance is reconciled. One that cannot be fetched
-    /// keeps its commit: the error goes on its status and nothing changes.
-    fn refresh_git(&self) {
-        let current = self.sources();
-        let mut moved = Vec::new();
-        let mut errors = BTreeMap::new();
-        for (i, s) in current.iter().enumerate() {
-            if s.git.is_none() {
-                continue;
-            }
-            match s.refresh(&self.ctx.home) {
-                Ok(Some(new)) => {
-                    crate::info!("Source {} moved: {}", quote_name(&s.id), new.describe());
-                    self.metrics.source_synced(&s.id);
-                    moved.push((i, new));
-                }
-                // Fetched, and the ref did not move: the source is as fresh as the remote.
-                Ok(None) => self.metrics.source_synced(&s.id),
-                Err(e) => {
-                    crate::error!("{e}");
-                    errors.insert(s.id.clone(), e.to_string());
-                }
-            }
-        }
-        let now = {
-            let mut sources = self.sources.locked();
-            for (i, new) in moved.iter() {
-                sources.0[*i] = new.clone();
-            }
-            sources.clone()
-        };
-        self.record_sources(&now, &errors);
-        if !moved.is_empty() {
-            self.enqueue_all(When::Now);
-        }
-    }
-
-    /// Writes the Git sources' status (`limactl status --sources`).
-    fn record_sources(&self, sources: &Sources, errors: &BTreeMap<String, String>) {
-        let now = crate::logging::now_rfc3339();
-        let list: Vec<status::SourceStatus> = sources
-            .iter()
-            .filter_map(|s| {
-                Some(status::SourceStatus {
-                    source: s.git.as_ref()?.display(),
-                    revision: s.revision.clone(),
-                    last_fetch: now.clone(),
-                    last_error: errors.get(&s.id).cloned(),
-                })
-            })
-            .collect();
-        if let Err(e) = status::write_sources(&self.ctx.home, &list) {
-            crate::warn!("cannot record the status of the Git sources: {e}");
-        }
     }
 
     /// Names the daemon is responsible for: declared, or owned by a source.
@@ -723,54 +670,4 @@ impl metrics::Snapshot for Daemon {
     fn queue(&self) -> (usize, usize) {
         self.queue.depth()
     }
-}
-
-/// A systemd user unit running the daemon (`KillMode=process`: stopping
-/// or restarting the service must not kill the host agents and VMs, which
-/// live in its cgroup).
-/// `tuning`: the daemon's other flags, passed on as given.
-pub fn systemd_unit(
-    exe: &Path,
-    home: &Home,
-    sources: &[PathBuf],
-    prune: bool,
-    tuning: &[String],
-) -> String {
-    let srcs: Vec<String> = sources
-        .iter()
-        .map(
-            |s| match s.to_str().filter(|a| super::source::git::is_git(a)) {
-                // `%` starts a systemd specifier.
-                Some(git) => format!("-f {}", git.replace('%', "%%")),
-                None => {
-                    let abs = std::fs::canonicalize(s).unwrap_or_else(|_| s.clone());
-                    format!("-f {}", abs.display())
-                }
-            },
-        )
-        .collect();
-    format!(
-        "[Unit]\n\
-         Description=limactl apply --watch: keep {home} converged with {srcs}\n\
-         Documentation=https://lima-vm.io/\n\
-         After=network-online.target\n\
-         \n\
-         [Service]\n\
-         Type=simple\n\
-         Environment=LIMA_HOME={home}\n\
-         ExecStart={exe} apply --watch{prune} {srcs} {tuning}\n\
-         ExecReload=/bin/kill -HUP $MAINPID\n\
-         Restart=on-failure\n\
-         RestartSec=2\n\
-         KillMode=process\n\
-         KillSignal=SIGTERM\n\
-         \n\
-         [Install]\n\
-         WantedBy=default.target\n",
-        home = home.root.display(),
-        exe = exe.display(),
-        prune = if prune { " --prune" } else { "" },
-        srcs = srcs.join(" "),
-        tuning = tuning.join(" "),
-    )
 }
