@@ -28,7 +28,19 @@ fn the_installed_tree_starts_an_instance_with_its_guest_agent() {
     // target/debug/limactl → target: the build this test run made.
     let target = limactl.parent().unwrap().parent().unwrap();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = std::process::Command::new(repo.join("hack/install.sh"))
+    let mut install = std::process::Command::new(repo.join("hack/install.sh"));
+    // The CARGO_* variables cargo sets for this test would reach the build
+    // scripts of install.sh's cargo (ring's declares some with
+    // rerun-if-env-changed) and rebuild the whole release guest agent that
+    // hack/test.sh has just built: install as a user's shell would.
+    for (k, _) in std::env::vars_os() {
+        if k.to_str()
+            .is_some_and(|k| k == "CARGO" || (k.starts_with("CARGO_") && k != "CARGO_HOME"))
+        {
+            install.env_remove(k);
+        }
+    }
+    let out = install
         .arg(&prefix)
         .env("CARGO_TARGET_DIR", target)
         .env("LIMA_INSTALL_PROFILE", "debug")
