@@ -5,7 +5,7 @@
 use crate::common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::Env;
@@ -286,8 +286,8 @@ fn apply_and_diff_follow_one_commit_at_a_time() {
     assert!(err.contains("starts with `-`"), "{err}");
 }
 
-/// The daemon, killed (SIGKILL) when dropped; its stderr goes to a file.
-struct Daemon(Child, PathBuf);
+// The daemon, killed (SIGKILL) when dropped; its stderr goes to a file.
+use common::DaemonGuard as Daemon;
 
 impl Daemon {
     fn start(env: &Env, src: &str, interval: &str) -> Daemon {
@@ -322,19 +322,6 @@ impl Daemon {
             nix::sys::signal::Signal::SIGHUP,
         )
         .unwrap();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "daemon log:\n{}",
-                std::fs::read_to_string(&self.1).unwrap_or_default()
-            );
-        }
     }
 }
 

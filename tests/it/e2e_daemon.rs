@@ -13,21 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{Env, guest_lock, require_qemu, skipped, test_template};
 
-/// Kills the daemon when dropped (also when an assertion fails).
-struct DaemonGuard(Child, std::path::PathBuf);
-
-impl Drop for DaemonGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "daemon log:\n{}",
-                std::fs::read_to_string(&self.1).unwrap_or_default()
-            );
-        }
-    }
-}
+use common::DaemonGuard;
 
 fn start_daemon(env: &Env, src: &Path) -> DaemonGuard {
     let log = env.dir.path().join("daemon.log");

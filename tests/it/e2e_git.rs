@@ -4,26 +4,12 @@
 use crate::cli_git::Repo;
 use crate::common;
 
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::{Env, guest_lock, require_qemu, skipped, test_template};
 
-/// Kills the daemon when dropped (also when an assertion fails).
-struct DaemonGuard(Child, std::path::PathBuf);
-
-impl Drop for DaemonGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "daemon log:\n{}",
-                std::fs::read_to_string(&self.1).unwrap_or_default()
-            );
-        }
-    }
-}
+use common::DaemonGuard;
 
 fn json(env: &Env, what: &str) -> Option<serde_json::Value> {
     let out = env.cmd().args([what, "--json", "vm"]).output().ok()?;

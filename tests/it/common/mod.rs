@@ -226,3 +226,20 @@ pub fn mtimes(dir: &Path) -> Vec<(String, std::time::SystemTime)> {
     v.sort();
     v
 }
+
+/// A daemon child and its log file: killed when dropped (also when an
+/// assertion fails), its log shown when the test is failing.
+pub struct DaemonGuard(pub std::process::Child, pub PathBuf);
+
+impl Drop for DaemonGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "daemon log:\n{}",
+                std::fs::read_to_string(&self.1).unwrap_or_default()
+            );
+        }
+    }
+}
