@@ -19,6 +19,8 @@ packages=(
   curl socat procps iproute2 ca-certificates
   # promtool, which checks the daemon's /metrics exposition in the tests
   prometheus
+  # Git sources (-f git::…) and their tests; `script` runs the pseudo-terminal tests
+  git bsdutils
 )
 
 # The binaries the project runs, each with the package that provides it.
@@ -28,6 +30,7 @@ binaries=(
   mmdebstrap:mmdebstrap mkfs.ext4:e2fsprogs sfdisk:fdisk mkfs.vfat:dosfstools
   mcopy:mtools grub-mkimage:grub-common xorriso:xorriso isoinfo:genisoimage
   zstd:zstd file:file curl:curl socat:socat ip:iproute2 promtool:prometheus
+  git:git script:bsdutils
 )
 firmware=(/usr/share/OVMF/OVMF_CODE.fd:ovmf /usr/share/OVMF/OVMF_VARS.fd:ovmf)
 # Absolute paths are looked up under this root: only its test sets it.
