@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Benchmark (not a test): `limactl list` and `limactl list --json` over 100
 # stopped instances in a temp LIMA_HOME; whole process, median of RUNS runs.
-# Usage: hack/bench-list.sh [RUNS]   (default 21)
+# Usage: [LIMACTL=path/to/limactl] hack/bench-list.sh [RUNS]   (default 21)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-21}
-cargo build --release -q
-bin=$PWD/target/release/limactl
+# LIMACTL: an already built binary (e.g. to compare two builds) instead of a release build.
+if [ -n "${LIMACTL:-}" ]; then
+  bin=$(realpath "$LIMACTL")
+else
+  cargo build --release -q
+  bin=$(realpath "${CARGO_TARGET_DIR:-target}")/release/limactl
+fi
 home=$(mktemp -d)
 trap 'rm -rf "$home"' EXIT
 export LIMA_HOME=$home HOME=$home
@@ -48,3 +53,7 @@ table=$(median_ms "$bin" list)
 json=$(median_ms "$bin" list --json)
 echo "limactl list        (100 instances): median ${table} ms over $runs runs"
 echo "limactl list --json (100 instances): median ${json} ms over $runs runs"
+filter=$(median_ms "$bin" list -q --filter '.disk == "21474836480"')
+yq=$(median_ms "$bin" list --json --yq .name)
+echo "limactl list -q --filter '.disk == \"21474836480\"' (100 instances): median ${filter} ms over $runs runs"
+echo "limactl list --json --yq .name (100 instances): median ${yq} ms over $runs runs"
