@@ -1,4 +1,4 @@
-//! `limactl disk create|list|delete|resize|unlock` (reference §8.2).
+//! `limactl disk create|list|delete|resize|import|unlock` (reference §8.2).
 
 use std::io::Write;
 
@@ -47,6 +47,12 @@ enum Sub {
         name: String,
         #[arg(long, required = true)]
         size: String,
+    },
+    /// Import an existing qcow2 or raw image as a disk.
+    Import {
+        name: String,
+        #[arg(value_name = "FILE")]
+        file: std::path::PathBuf,
     },
     /// Remove a stale in_use_by lock.
     Unlock {
@@ -152,6 +158,16 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             let d = disk::resize(&home, &name, bytes)?;
             crate::info!(
                 "Resized disk {} to {}",
+                quote_name(&name),
+                format_size(d.size)
+            );
+        }
+        Sub::Import { name, file } => {
+            let d = disk::import(&home, &name, &file)?;
+            crate::info!(
+                "Imported {} as {} disk {} with size {}",
+                file.display(),
+                d.format,
                 quote_name(&name),
                 format_size(d.size)
             );

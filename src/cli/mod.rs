@@ -34,6 +34,11 @@ mod template;
 mod validate;
 mod watch;
 mod yq;
+// Issue 15 part B: snapshots, clone/rename/factory-reset, autostart.
+mod autostart;
+mod clone;
+mod factory_reset;
+mod snapshot;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -126,6 +131,18 @@ enum Command {
     GenerateJsonschema(jsonschema::Args),
     /// Generate a shell completion script (bash, zsh or fish).
     Completion(completion::Args),
+    // Issue 15 part B: snapshots, clone/rename/factory-reset, autostart.
+    /// Manage instance snapshots.
+    Snapshot(snapshot::Args),
+    /// Clone an instance.
+    Clone(clone::Args),
+    /// Rename an instance.
+    Rename(clone::Args),
+    /// Factory reset an instance.
+    #[command(name = "factory-reset")]
+    FactoryReset(factory_reset::Args),
+    /// Manage automatic startup of Lima instances.
+    Autostart(autostart::Args),
     /// Generate man pages into a directory.
     #[command(name = "generate-doc", hide = true)]
     GenerateDoc(generate_doc::Args),
@@ -268,6 +285,12 @@ pub fn main_with_args(mut args: Vec<std::ffi::OsString>) -> i32 {
         Command::Disk(a) => disk::run(a),
         Command::Yq(a) => yq::run(a),
         Command::Prune(a) => prune::run(a, &globals),
+        // Issue 15 part B.
+        Command::Snapshot(a) => snapshot::run(a),
+        Command::Clone(a) => clone::run_clone(a, &globals),
+        Command::Rename(a) => clone::run_rename(a, &globals),
+        Command::FactoryReset(a) => factory_reset::run(a, &globals),
+        Command::Autostart(a) => autostart::run(a),
     };
     finish(result)
 }
@@ -287,6 +310,11 @@ const ADVANCED: &[&str] = &[
     "unprotect",
     "template",
     "watch",
+    "snapshot",
+    "clone",
+    "rename",
+    "factory-reset",
+    "autostart",
 ];
 
 /// The top-level help with commands grouped as Lima's (Basic, Advanced).

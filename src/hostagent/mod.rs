@@ -16,6 +16,7 @@ pub mod portfwd;
 pub mod requirements;
 pub mod routines;
 mod vm;
+mod vnc;
 
 use std::path::Path;
 use std::sync::mpsc;
@@ -162,6 +163,11 @@ fn run_locked(
             let _ = tx.send(Wake::QemuExited);
         })?
     };
+    let video = config.video.clone().unwrap_or_default();
+    if video.display.as_deref() == Some("vnc") {
+        let option = video.vnc.and_then(|v| v.display).unwrap_or_default();
+        vnc::start(dir, &option);
+    }
     events.locked().emit(Status::booting(port))?;
     let session = Arc::new(routines::Session::new(
         &config,
@@ -235,6 +241,7 @@ fn run_locked(
         Wake::Ready(_) => unreachable!("handled in the loop"),
     };
     vm.cleanup_host_side();
+    vnc::remove(dir);
     Ok(code)
 }
 

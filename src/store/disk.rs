@@ -220,6 +220,70 @@ pub fn create(home: &Home, name: &str, size: u64, format: &str) -> Result<Disk, 
     inspect(home, name)
 }
 
+/// `limactl disk import NAME FILE`: a self-contained qcow2 or raw image
+/// copied in as the new disk's `datadisk` (shared copy-on-write or copied
+/// sparsely, see [`super::copy`]); FILE itself is left as it is.
+pub fn import(home: &Home, name: &str, file: &Path) -> Result<Disk, DiskError> {
+    crate::spec::names::validate_identifier(name).map_err(DiskError::Name)?;
+    let dir = disk_dir(home, name);
+    if dir.exists() {
+        return Err(DiskError::Exists {
+            name: name.into(),
+            dir,
+        });
+    }
+    let meta = std::fs::metadata(file).map_err(super::at(file, "read"))?;
+    if !meta.is_file() {
+        return Err(DiskError::Other(format!(
+            "{} is not a regular file",
+            file.display()
+        )));
+    }
+    let abs = std::path::absolute(file).map_err(super::at(file, "resolve"))?;
+    let here = abs.parent().unwrap_or(Path::new("/"));
+    let base = abs.file_name().unwrap_or_default().to_string_lossy();
+    // A relative `./` keeps a file named like an option from being read as one.
+    let format = super::qemu_img::base_image_format(here, &format!("./{base}"))?;
+    if !matches!(format.as_str(), "qcow2" | "raw") {
+        return Err(DiskError::Other(format!(
+            "{} is a {format} image; only qcow2 and raw disks can be imported (convert it with `qemu-img convert -O qcow2`)",
+            file.display()
+        )));
+    }
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(home.disk_root())
+        .map_err(super::at(&home.disk_root(), "create the disk directory"))?;
+    let tmp = home
+        .disk_root()
+        .join(format!(".tmp-import-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let result = std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&tmp)
+        .map_err(super::at(&tmp, "create"))
+        .and_then(|()| {
+            let data = tmp.join(disk_files::DATA_DISK);
+            super::copy::copy_file(&abs, &data)?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o600))
+                .map_err(super::at(&data, "set the mode of"))
+        })
+        .and_then(|()| {
+            std::fs::rename(&tmp, &dir).map_err(super::at(
+                &dir,
+                &format!("move {} into place as", tmp.display()),
+            ))
+        });
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e.into());
+    }
+    inspect(home, name)
+}
+
 /// `limactl disk delete`: refuses a disk locked by a running instance, and
 /// (without `force`) one locked at all.
 pub fn delete(home: &Home, name: &str, force: bool) -> Result<PathBuf, DiskError> {

@@ -1,6 +1,7 @@
 //! `LIMA_HOME`: paths, observation, locks and atomic writes.
 
 pub mod atomic;
+pub mod copy;
 pub mod disk;
 pub mod instance;
 pub mod lock;

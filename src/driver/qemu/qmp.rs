@@ -359,6 +359,46 @@ impl Qmp {
     }
 }
 
+// ---- Snapshots and VNC (issue 15): HMP commands whose errors come back as
+// text, and the VNC password/port. Kept apart from the core client above.
+
+impl Qmp {
+    /// An HMP command whose failure QEMU reports as output text (`savevm`,
+    /// `loadvm`, `delvm` answer `Error: …` inside a successful reply):
+    /// such output becomes [`QmpError::Command`]; other output is returned.
+    pub fn hmp_checked(&mut self, command_line: &str) -> Result<String, QmpError> {
+        let out = self.human_monitor_command(command_line)?.replace('\r', "");
+        if let Some(line) = out.lines().find(|l| l.trim_start().starts_with("Error:")) {
+            return Err(QmpError::Command {
+                path: self.path.clone(),
+                command: format!("human-monitor-command {command_line:?}"),
+                class: "GenericError".into(),
+                desc: line
+                    .trim_start()
+                    .trim_start_matches("Error:")
+                    .trim()
+                    .to_string(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// `change-vnc-password` (QEMU ≥ 7.0 prefers it over `set_password`).
+    pub fn change_vnc_password(&mut self, password: &str) -> Result<(), QmpError> {
+        self.execute("change-vnc-password", Some(json!({ "password": password })))
+            .map(drop)
+    }
+
+    /// The TCP port the VNC server listens on (`query-vnc`'s `service`), when enabled.
+    pub fn vnc_port(&mut self) -> Result<Option<u16>, QmpError> {
+        let r = self.execute("query-vnc", None)?;
+        if r["enabled"].as_bool() != Some(true) {
+            return Ok(None);
+        }
+        Ok(r["service"].as_str().and_then(|s| s.parse().ok()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

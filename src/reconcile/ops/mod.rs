@@ -8,9 +8,12 @@
 //! plan.
 
 pub mod apply;
+pub mod autostart;
+pub mod clone;
 pub mod edits;
 pub mod export;
 pub mod lifecycle;
+pub mod snapshot;
 pub mod target;
 pub mod wait;
 
@@ -87,6 +90,13 @@ pub enum OpsError {
     /// A step failed (its error names the instance and the step).
     #[error(transparent)]
     Exec(#[from] ExecError),
+    /// An operation outside the plan (snapshot, clone, …) failed.
+    #[error("instance {}: {what} failed: {message}", quote_name(name))]
+    Failed {
+        name: String,
+        what: String,
+        message: String,
+    },
 }
 
 impl From<SpecError> for OpsError {
