@@ -100,9 +100,19 @@ pub fn snapshot(
                 SnapshotAction::Apply => "loadvm",
                 SnapshotAction::Delete => "delvm",
             };
-            qmp.hmp_checked(&format!("{verb} {tag}"))
+            let said = qmp
+                .hmp_checked(&format!("{verb} {tag}"))
                 .map(|o| o.trim().to_string())
-                .map_err(|e| failed(&opts.name, &format!("{verb} {tag}"), e))
+                .map_err(|e| failed(&opts.name, &format!("{verb} {tag}"), e))?;
+            if action == SnapshotAction::Apply {
+                // The guest's TCP state is now the snapshot's: the SSH
+                // master's connection is dead but would hang every session
+                // multiplexed over it. Ending it makes the next one reconnect.
+                if let Ok(t) = crate::ssh::SshTarget::for_instance(&ctx.home, &inst) {
+                    t.exit_master();
+                }
+            }
+            Ok(said)
         }
         Target::Offline(disk) => {
             let flag = match action {
