@@ -21,6 +21,10 @@ packages=(
   prometheus
   # Git sources (-f git::…) and their tests; `script` runs the pseudo-terminal tests
   git bsdutils
+  # `limactl autostart` (systemctl --user) and its test (systemd-analyze verify)
+  systemd
+  # pip, for the test tools that have no Debian package (pip_tools below)
+  python3-pip
 )
 
 # The binaries the project runs, each with the package that provides it.
@@ -30,8 +34,11 @@ binaries=(
   mmdebstrap:mmdebstrap mkfs.ext4:e2fsprogs sfdisk:fdisk mkfs.vfat:dosfstools
   mcopy:mtools grub-mkimage:grub-common xorriso:xorriso isoinfo:genisoimage
   zstd:zstd file:file curl:curl socat:socat ip:iproute2 promtool:prometheus
-  git:git script:bsdutils
+  git:git script:bsdutils systemctl:systemd systemd-analyze:systemd
 )
+# Test tools from PyPI (no Debian package), `BINARY:REQUIREMENT`: vncdo
+# (vncdotool) is the real VNC client of the VNC test (tests/it/e2e_snapshot.rs).
+pip_tools=(vncdo:vncdotool==1.4.2)
 firmware=(/usr/share/OVMF/OVMF_CODE.fd:ovmf /usr/share/OVMF/OVMF_VARS.fd:ovmf)
 # Absolute paths are looked up under this root: only its test sets it.
 root=${LIMA_DEPS_ROOT:-}
@@ -69,8 +76,11 @@ missing_packages() {
 
 # The final check, alone: `hack/install-deps.sh --check` installs nothing.
 verify() {
-  local absent
+  local absent entry
   mapfile -t absent < <(absent_tools)
+  for entry in "${pip_tools[@]}"; do
+    command -v "${entry%%:*}" >/dev/null 2>&1 || absent+=("${entry%%:*} (pip ${entry#*:})")
+  done
   if [ ${#absent[@]} -gt 0 ]; then
     echo "install-deps: error: missing: ${absent[*]}; run hack/install-deps.sh (as root or with sudo)" >&2
     return 1
@@ -110,6 +120,15 @@ for round in 1 2 3; do
     exit 1
   fi
   install "${missing[@]}"
+done
+
+# PyPI test tools, once apt has brought pip (Debian 12 marks its Python as
+# externally managed: then pip needs --break-system-packages).
+for entry in "${pip_tools[@]}"; do
+  command -v "${entry%%:*}" >/dev/null 2>&1 && continue
+  echo "install-deps: installing ${entry#*:} with pip" >&2
+  "${sudo_cmd[@]}" python3 -m pip install --quiet "${entry#*:}" 2>/dev/null ||
+    "${sudo_cmd[@]}" python3 -m pip install --quiet --break-system-packages "${entry#*:}"
 done
 
 # Check every binary promised, not only the package database.

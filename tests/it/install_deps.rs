@@ -12,11 +12,11 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("hack/install-deps.sh")
 }
 
-/// The script's `binaries=(…)` and `firmware=(…)` entries, `WHAT:PACKAGE`.
+/// The script's `binaries=(…)`, `firmware=(…)` and `pip_tools=(…)` entries, `WHAT:PACKAGE`.
 fn promised() -> Vec<(String, String)> {
     let text = std::fs::read_to_string(script()).unwrap();
     let mut out = Vec::new();
-    for array in ["binaries=(", "firmware=("] {
+    for array in ["binaries=(", "firmware=(", "pip_tools=("] {
         let start = text.find(array).unwrap() + array.len();
         let end = start + text[start..].find(')').unwrap();
         for tok in text[start..end].split_whitespace() {
