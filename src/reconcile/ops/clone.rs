@@ -14,7 +14,6 @@
 //! neither adopts nor prunes them; it would create the old name anew).
 
 use std::path::Path;
-use std::time::Duration;
 
 use super::edits::EditFlags;
 use super::target::{check_name, edited_desired};
@@ -240,7 +239,7 @@ pub fn factory_reset(ctx: &Ctx, name: &str, exec: &ExecOptions) -> Result<Reset,
         )));
     }
     super::stop(ctx, name, true, exec)?;
-    let _lock = execute::lock(&inst.dir, exec.lock_timeout.max(Duration::from_secs(1)))?;
+    let _lock = execute::lock(&inst.dir, exec.lock_timeout)?;
     let mut errors = Vec::new();
     let entries = std::fs::read_dir(&inst.dir).map_err(|e| failed(name, "factory reset", e))?;
     for entry in entries.flatten() {
