@@ -30,6 +30,7 @@ mod shell_sync;
 mod shellenv;
 mod show_ssh;
 mod start;
+mod start_progress;
 mod status;
 mod stop;
 mod template;

@@ -47,30 +47,51 @@ pub struct Place<'a> {
     /// The host's working directory and home (symlinks resolved).
     pub cwd: Option<&'a std::path::Path>,
     pub host_home: Option<&'a std::path::Path>,
-    /// The host locations of the instance's mounts.
-    pub mounts: &'a [std::path::PathBuf],
+    /// The instance's mounts: (host location, guest mount point).
+    pub mounts: &'a [(std::path::PathBuf, String)],
+}
+
+impl Place<'_> {
+    /// `d` as the guest sees it through a mount, when one holds it.
+    fn in_guest(&self, d: &std::path::Path) -> Option<String> {
+        self.mounts.iter().find_map(|(host, guest)| {
+            let rel = d.strip_prefix(host).ok()?;
+            if rel.as_os_str().is_empty() {
+                return Some(guest.clone());
+            }
+            Some(
+                std::path::Path::new(guest)
+                    .join(rel)
+                    .to_string_lossy()
+                    .into_owned(),
+            )
+        })
+    }
 }
 
 /// The `cd` part of the remote script: `--workdir`, else the host's working
 /// directory when a mount holds it (so `lima make` works in a project), else
-/// the host home when mounted, else `false` (the guest home).
+/// the host home when mounted, else `false` (the guest home). A mount whose
+/// mount point differs from its location is followed to the guest's path.
 pub fn cd_command(p: &Place) -> String {
-    let under_mount = |d: &std::path::Path| p.mounts.iter().any(|m| d.starts_with(m));
-    let q = |d: &std::path::Path| shell_quote(&d.to_string_lossy());
     if let Some(w) = p.workdir {
         return format!("cd {} || exit 1", shell_quote(w));
     }
     if let Some(s) = p.synced {
         return format!("cd {} || exit 1", shell_quote(s));
     }
-    if let Some(cwd) = p.cwd.filter(|d| under_mount(d)) {
-        return match p.host_home {
-            Some(h) => format!("cd {} || cd {}", q(cwd), q(h)),
-            None => format!("cd {}", q(cwd)),
+    let home = p.host_home.map(|h| {
+        p.in_guest(h)
+            .unwrap_or_else(|| h.to_string_lossy().into_owned())
+    });
+    if let Some(cwd) = p.cwd.and_then(|d| p.in_guest(d)) {
+        return match home {
+            Some(h) => format!("cd {} || cd {}", shell_quote(&cwd), shell_quote(&h)),
+            None => format!("cd {}", shell_quote(&cwd)),
         };
     }
-    match p.host_home.filter(|h| under_mount(h)) {
-        Some(h) => format!("cd {}", q(h)),
+    match p.host_home.and_then(|h| p.in_guest(h)) {
+        Some(h) => format!("cd {}", shell_quote(&h)),
         None => "false".into(),
     }
 }
@@ -171,14 +192,7 @@ pub fn run(mut a: Args, g: &super::Globals) -> anyhow::Result<i32> {
                 && stdin_is_tty()
                 && ask("Do you want to start the instance now?", true));
         if start {
-            let sa = super::start::Args {
-                name: None,
-                target: Some(name.clone()),
-                edit: Default::default(),
-                create: Default::default(),
-                timeout: std::time::Duration::from_secs(600),
-                foreground: false,
-            };
+            let sa = super::start::Args::instance(&name);
             super::start::run(sa, g)?;
             inst = existing(&home, &env, &name)?;
         } else if inst.status == Status::Stopped {
@@ -209,11 +223,16 @@ pub fn run(mut a: Args, g: &super::Globals) -> anyhow::Result<i32> {
             .map(|s| shell_quote(&s))
             .unwrap_or_else(|| "\"$SHELL\"".into()),
     };
-    let mounts: Vec<std::path::PathBuf> = config
+    let mounts: Vec<(std::path::PathBuf, String)> = config
         .mounts
         .iter()
         .flatten()
-        .map(|m| std::fs::canonicalize(&m.location).unwrap_or_else(|_| m.location.clone().into()))
+        .map(|m| {
+            let host =
+                std::fs::canonicalize(&m.location).unwrap_or_else(|_| m.location.clone().into());
+            let guest = m.mount_point.clone().unwrap_or_else(|| m.location.clone());
+            (host, guest)
+        })
         .collect();
     let cwd = std::env::current_dir()
         .ok()
@@ -295,5 +314,51 @@ mod tests {
             ),
             "false ; exec env A='1 2' /bin/sh -l -c 'FOO='\\''a b'\\'' echo '\\''it'\\''\\'\\'''\\''s'\\'''"
         );
+    }
+
+    #[test]
+    fn the_session_starts_where_lima_starts_it() {
+        use std::path::{Path, PathBuf};
+        let m = |h: &str, g: &str| (PathBuf::from(h), g.to_string());
+        let mounts = [m("/home/me", "/home/me"), m("/data", "/data")];
+        let home = Path::new("/home/me");
+        let at = |cwd: &str, mounts: &[(PathBuf, String)]| {
+            cd_command(&Place {
+                cwd: Some(Path::new(cwd)),
+                host_home: Some(home),
+                mounts,
+                ..Default::default()
+            })
+        };
+        // The host's directory, when a mount holds it (home as the fallback).
+        assert_eq!(
+            at("/home/me/proj x", &mounts),
+            "cd '/home/me/proj x' || cd /home/me"
+        );
+        assert_eq!(at("/data/a", &mounts), "cd /data/a || cd /home/me");
+        // Elsewhere: the mounted host home, else the guest home.
+        assert_eq!(at("/tmp", &mounts), "cd /home/me");
+        assert_eq!(at("/tmp", &mounts[1..]), "false");
+        assert_eq!(at("/home/me", &[]), "false");
+        // A path prefix is no mount: /database is not under /data.
+        assert_eq!(at("/database", &mounts[1..]), "false");
+        // A mount point elsewhere in the guest is followed.
+        let moved = [m("/data", "/mnt/d")];
+        assert_eq!(at("/data/a b", &moved), "cd '/mnt/d/a b' || cd /home/me");
+        // --workdir and --sync win.
+        let p = Place {
+            workdir: Some("/w"),
+            cwd: Some(Path::new("/data/a")),
+            mounts: &mounts,
+            ..Default::default()
+        };
+        assert_eq!(cd_command(&p), "cd /w || exit 1");
+        let p = Place {
+            synced: Some("/home/me.guest/home/me/p"),
+            cwd: Some(Path::new("/data/a")),
+            mounts: &mounts,
+            ..Default::default()
+        };
+        assert_eq!(cd_command(&p), "cd /home/me.guest/home/me/p || exit 1");
     }
 }

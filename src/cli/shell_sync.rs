@@ -63,7 +63,7 @@ impl Sync {
     pub fn prepare(
         dir: &str,
         config: &LimaYaml,
-        mounts: &[PathBuf],
+        mounts: &[(PathBuf, String)],
         target: &SshTarget,
         inst: &crate::store::Instance,
     ) -> anyhow::Result<Sync> {

@@ -316,3 +316,82 @@ fn template_url_shows_what_a_locator_stands_for() {
     assert_eq!(code, 1);
     assert!(err.contains("limactl-url-nosuchscheme"), "{err}");
 }
+
+#[test]
+fn start_lists_templates_and_drivers() {
+    let env = Env::new();
+    let templates = env.ok(&["start", "--list-templates"]);
+    assert!(templates.lines().any(|l| l == "default"), "{templates}");
+    assert!(
+        !templates.lines().any(|l| l.starts_with('_')),
+        "{templates}"
+    );
+    assert_eq!(
+        templates,
+        env.ok(&["create", "--list-templates"]),
+        "start and create list alike"
+    );
+    assert_eq!(env.ok(&["start", "--list-drivers"]), "qemu\n");
+}
+
+#[test]
+fn image_and_arch_variants_pick_the_images() {
+    let env = Env::new();
+    let image = crate::common::tiny_image(env.dir.path());
+    // Only the desktop image exists: creating succeeds only when it alone is picked.
+    let desktop = env.dir.path().join("desktop.qcow2");
+    std::fs::copy(&image, &desktop).unwrap();
+    let t = env.dir.path().join("variants.yaml");
+    std::fs::write(
+        &t,
+        format!(
+            "images:\n- location: {}\n  arch: x86_64\n  variant: server\n- location: {}\n  arch: x86_64\n  variant: desktop\n  archVariant: v3\n",
+            env.dir.path().join("missing-server.qcow2").display(),
+            desktop.display()
+        ),
+    )
+    .unwrap();
+    let t = t.to_str().unwrap();
+    env.ok(&["create", "--name", "desk", "--image-variant", "desktop", t]);
+    let y = std::fs::read_to_string(env.instance_dir("desk").join("lima.yaml")).unwrap();
+    assert!(
+        y.contains("variant: desktop") && !y.contains("variant: server"),
+        "{y}"
+    );
+    env.ok(&["create", "--name", "v3", "--arch-variant", "v3", t]);
+    let y = std::fs::read_to_string(env.instance_dir("v3").join("lima.yaml")).unwrap();
+    assert!(
+        y.contains("archVariant: v3") && !y.contains("server"),
+        "{y}"
+    );
+    // A variant the template lacks leaves no image, and says why.
+    let (code, _, err) = env.run(&["create", "--name", "none", "--image-variant", "nope", t]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--image-variant"), "{err}");
+    assert!(!env.instance_dir("none").join("lima.yaml").exists());
+}
+
+#[test]
+fn edit_changes_a_yaml_file_in_place_once_valid() {
+    let env = Env::new();
+    let image = crate::common::tiny_image(env.dir.path());
+    let f = env.dir.path().join("my.yaml");
+    let original = format!(
+        "images:\n- location: {}\n  arch: x86_64\ncpus: 1\n",
+        image.display()
+    );
+    std::fs::write(&f, &original).unwrap();
+    let path = f.to_str().unwrap();
+    env.ok(&["edit", path, "--cpus", "3"]);
+    let edited = std::fs::read_to_string(&f).unwrap();
+    assert!(edited.contains("cpus: 3"), "{edited}");
+    assert!(edited.contains(&image.display().to_string()), "{edited}");
+    // An edit that makes it invalid leaves the file as it was.
+    let (code, _, err) = env.run(&["edit", path, "--set", ".cpus = \"many\""]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is invalid; nothing was changed"), "{err}");
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), edited);
+    let (code, _, err) = env.run(&["edit", path, "--start"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--start is for instances"), "{err}");
+}
