@@ -395,3 +395,42 @@ fn edit_changes_a_yaml_file_in_place_once_valid() {
     assert_eq!(code, 1);
     assert!(err.contains("--start is for instances"), "{err}");
 }
+
+#[test]
+fn shell_asks_to_start_a_stopped_instance_on_a_terminal() {
+    let env = Env::new();
+    let image = crate::common::tiny_image(env.dir.path());
+    let t = env.dir.path().join("t.yaml");
+    std::fs::write(
+        &t,
+        format!("images:\n- location: {}\n  arch: x86_64\n", image.display()),
+    )
+    .unwrap();
+    env.ok(&["create", "--name", "vm", t.to_str().unwrap()]);
+    // A pseudo-terminal (util-linux `script`); the answer "n" keeps it stopped.
+    let mut child = std::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} shell vm true", limactl().display()),
+            "/dev/null",
+        ])
+        .env("LIMA_HOME", env.lima_home())
+        .env("HOME", env.dir.path().join("home"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script(1) from bsdutils (hack/install-deps.sh)");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"n\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Do you want to start the instance now?"),
+        "{text}"
+    );
+    assert!(text.contains("instance `vm` is stopped"), "{text}");
+    assert_eq!(env.status("vm"), "Stopped");
+    // Without a terminal there is no question, only the error.
+    let (code, _, err) = env.run(&["shell", "vm", "true"]);
+    assert_eq!(code, 1);
+    assert!(!err.contains("Do you want"), "{err}");
+}
