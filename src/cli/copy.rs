@@ -173,6 +173,15 @@ pub fn rsync_argv(
     argv
 }
 
+/// Whether a source and the target are both in instances (rsync cannot).
+pub fn both_remote(paths: &[CopyPath]) -> bool {
+    let (target, sources) = match paths.split_last() {
+        Some(x) => x,
+        None => return false,
+    };
+    target.instance.is_some() && sources.iter().any(|p| p.instance.is_some())
+}
+
 fn which(name: &str) -> bool {
     crate::hostagent::ansible::which(name, std::env::var_os("PATH").as_deref()).is_some()
 }
@@ -220,9 +229,8 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
             },
         ));
     }
-    let both_remote = paths.first().is_some_and(|p| p.instance.is_some())
-        && paths.last().is_some_and(|p| p.instance.is_some())
-        && remotes.len() > 1;
+    // rsync takes at most one remote side, even when both name one instance.
+    let both_remote = both_remote(&paths);
     let use_rsync = match a.backend.as_str() {
         "scp" => false,
         "rsync" => {
@@ -247,8 +255,8 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
             quote_name(other)
         ),
     };
-    if use_rsync && remotes.len() > 1 {
-        anyhow::bail!("rsync cannot copy between two instances; use --backend=scp");
+    if use_rsync && both_remote {
+        anyhow::bail!("rsync cannot copy from one guest path to another; use --backend=scp");
     }
     let (tool, argv) = if use_rsync {
         ("rsync", rsync_argv(&paths, &remotes, a.recursive, verbose))
@@ -376,6 +384,15 @@ mod tests {
         let argv = rsync_argv(&[p("vm:/tmp/x/"), p("out/")], &r, true, true);
         assert_eq!(argv[..4], ["-a", "-v", "--progress", "-r"]);
         assert_eq!(argv[argv.len() - 2..], ["lima@127.0.0.1:/tmp/x/", "out/"]);
+    }
+
+    #[test]
+    fn two_remote_sides_are_seen_in_one_instance_too() {
+        assert!(both_remote(&[p("vm:/a"), p("vm:/b")]));
+        assert!(both_remote(&[p("a:/x"), p("b:/y")]));
+        assert!(both_remote(&[p("f"), p("a:/x"), p("b:/y")]));
+        assert!(!both_remote(&[p("vm:/a"), p("b")]));
+        assert!(!both_remote(&[p("a"), p("vm:/b")]));
     }
 
     #[test]

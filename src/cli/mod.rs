@@ -26,11 +26,15 @@ mod plugin;
 mod protect;
 mod prune;
 mod shell;
+mod shell_sync;
+mod shellenv;
 mod show_ssh;
 mod start;
+mod start_progress;
 mod status;
 mod stop;
 mod template;
+mod tunnel;
 mod validate;
 mod watch;
 mod yq;
@@ -146,6 +150,12 @@ enum Command {
     /// Generate man pages into a directory.
     #[command(name = "generate-doc", hide = true)]
     GenerateDoc(generate_doc::Args),
+    // (ev1) completion names, tunnel.
+    /// Names for shell completion (internal: used by `completion` scripts).
+    #[command(name = "__complete", hide = true)]
+    Complete(completion::CompleteArgs),
+    /// Open a SOCKS proxy into an instance's network over SSH (experimental).
+    Tunnel(tunnel::Args),
 }
 
 /// Global options every command may consult.
@@ -153,6 +163,8 @@ enum Command {
 pub struct Globals {
     pub debug: bool,
     pub tty: bool,
+    /// `-y`/`--yes`: confirmations are answered yes.
+    pub yes: bool,
 }
 
 /// Runs limactl with `args`; returns the process exit code.
@@ -240,6 +252,7 @@ pub fn main_with_args(mut args: Vec<std::ffi::OsString>) -> i32 {
     }
     let globals = Globals {
         debug: cli.debug,
+        yes: cli.yes,
         tty: if cli.yes {
             false
         } else {
@@ -255,6 +268,8 @@ pub fn main_with_args(mut args: Vec<std::ffi::OsString>) -> i32 {
         Command::Template(a) => template::run(a, &globals),
         Command::GenerateJsonschema(a) => jsonschema::run(a),
         Command::Completion(a) => completion::run(a),
+        Command::Complete(a) => completion::complete(a),
+        Command::Tunnel(a) => tunnel::run(a),
         Command::GenerateDoc(a) => generate_doc::run(a),
         Command::Create(a) => create::run(a, &globals),
         Command::Start(a) => start::run(a, &globals),

@@ -26,6 +26,32 @@ pub struct Args {
     /// the command lasts as long as the instance runs.
     #[arg(long)]
     pub foreground: bool,
+    /// List the available templates and exit.
+    #[arg(long)]
+    pub list_templates: bool,
+    /// List the available VM drivers and exit.
+    #[arg(long)]
+    pub list_drivers: bool,
+    /// Show the guest's provisioning output (cloud-init) while waiting.
+    #[arg(long)]
+    pub progress: bool,
+}
+
+impl Args {
+    /// `limactl start NAME` as other commands start an instance (`shell --start`).
+    pub fn instance(name: &str) -> Args {
+        Args {
+            name: None,
+            target: Some(name.to_string()),
+            edit: Default::default(),
+            create: Default::default(),
+            timeout: Duration::from_secs(600),
+            foreground: false,
+            list_templates: false,
+            list_drivers: false,
+            progress: false,
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -60,6 +86,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
     let ctx = Ctx::from_env();
+    if a.list_templates {
+        for (n, _) in ctx.env.store.list() {
+            crate::outln!("{n}")?;
+        }
+        return Ok(0);
+    }
+    if a.list_drivers {
+        for d in crate::driver::DRIVERS {
+            crate::outln!("{}", d.name)?;
+        }
+        return Ok(0);
+    }
     let opts = StartOptions {
         exec: ExecOptions {
             debug: g.debug,
@@ -84,15 +122,20 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
             let inst = ops::existing(&ctx.home, &ctx.env, &name)?;
             if !a.create.expressions()?.is_empty() {
                 crate::warn!(
-                    "--arch, --containerd and --plain are not applicable to an existing instance; ignored"
+                    "--arch, --image-variant, --arch-variant, --containerd and --plain are not applicable to an existing instance; ignored"
                 );
             }
             existing_desired(&ctx, &inst, &a.edit, Some(PowerState::Running))?.0
         }
     };
+    let follower = a
+        .progress
+        .then(|| super::start_progress::follow(ctx.home.clone(), desired.name.clone()));
     let started = ops::start(&ctx, &desired, &opts, &mut |p| {
         super::apply::show_plan(p, false)
-    })?;
+    });
+    drop(follower);
+    let started = started?;
     if let Started::AlreadyRunning = started {
         let name = &desired.name;
         let hint = if name == "default" {

@@ -24,6 +24,14 @@ enum Sub {
     List(ListArgs),
     /// Query a template with a yq expression, e.g. `template yq template:default '.images[0].location'`.
     Yq(YqArgs),
+    /// Print the URL a locator stands for (`github:…`, plugin schemes).
+    Url(UrlArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct UrlArgs {
+    /// The locator, e.g. `github:ORG/REPO/PATH@BRANCH`.
+    locator: String,
 }
 
 #[derive(clap::Args, Debug)]
@@ -67,6 +75,11 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
         Sub::Validate(v) => super::validate::run(v, g),
         Sub::List(l) => list(l),
         Sub::Yq(y) => yq(y),
+        Sub::Url(u) => {
+            let url = load::remote::transform_url(&u.locator)?;
+            writeln!(super::out::stdout(), "{url}")?;
+            Ok(0)
+        }
     }
 }
 

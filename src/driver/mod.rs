@@ -25,6 +25,9 @@ pub const QEMU: Info = Info {
     virtio_port: qemu::argv::GUEST_AGENT_PORT,
 };
 
+/// Every driver this build has (`limactl start --list-drivers`).
+pub const DRIVERS: &[Info] = &[QEMU];
+
 /// The driver for `vmType`, or an error naming it.
 pub fn for_spec(spec: &Spec) -> Result<Info, String> {
     match spec.vm_type {

@@ -86,6 +86,7 @@ fn lifecycle_create_start_shell_stop_restart_kill_delete() {
     assert_eq!(e.trim(), "from-lima-yaml");
     let (code, _, _) = env.run(&["shell", name, "sh", "-c", "exit 7"]);
     assert_eq!(code, 7, "the guest command's exit code is propagated");
+    everyday_shell_checks(&env, name);
     env.ok(&[
         "shell",
         name,
@@ -140,8 +141,18 @@ fn lifecycle_create_start_shell_stop_restart_kill_delete() {
     std::fs::write(dir.join("ha.pid"), format!("{}\n", std::process::id())).unwrap();
     std::fs::write(dir.join("ha.sock"), "").unwrap();
     let t = Instant::now();
-    env.ok(&["start", name]);
+    // `edit --start` edits the stopped instance, then boots it.
+    env.ok(&[
+        "edit",
+        "--start",
+        "--set",
+        ".env.LIMA_E2E_ENV = \"edited\"",
+        name,
+    ]);
     eprintln!("second boot ready after {:.1}s", t.elapsed().as_secs_f64());
+    assert_eq!(env.status(name), "Running");
+    let e = env.ok(&["shell", name, "sh", "-c", "echo \"$LIMA_E2E_ENV\""]);
+    assert_eq!(e.trim(), "edited");
     let marker = env.ok(&["shell", name, "cat", "marker"]);
     assert_eq!(
         marker.trim(),
@@ -190,6 +201,143 @@ fn lifecycle_create_start_shell_stop_restart_kill_delete() {
         err.contains("Ignoring non-existent instance `e2e`"),
         "{err}"
     );
+}
+
+/// `shell`, `copy` and `tunnel` against a running guest without mounts (issue 15).
+fn everyday_shell_checks(env: &Env, name: &str) {
+    // No mount holds the host's directory: the session starts in the guest
+    // home, which is also reachable under Lima's older `.linux` spelling.
+    let out = env.ok(&[
+        "shell",
+        name,
+        "sh",
+        "-c",
+        "pwd; echo \"$HOME\"; readlink -f \"/home/$(id -un).linux\"",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[1].ends_with(".guest"), "{out}");
+    assert_eq!(lines[0], lines[1], "not started in the guest home: {out}");
+    assert_eq!(lines[2], lines[1], "no /home/USER.linux: {out}");
+    let guest_home = lines[1].to_string();
+    let w = env.ok(&["shell", "--workdir", "/tmp", name, "pwd"]);
+    assert_eq!(w.trim(), "/tmp");
+    let (code, _, _) = env.run(&["shell", "--workdir", "/no/such/dir", name, "true"]);
+    assert_eq!(
+        code, 1,
+        "a missing --workdir fails instead of running elsewhere"
+    );
+    // --preserve-env carries the host's variables, minus the block list
+    // (HOME, PATH, XDG_*), plus what LIMA_SHELLENV_ALLOW exempts.
+    let host_path = std::env::var("PATH").unwrap();
+    let out = env
+        .cmd()
+        .env("E2E_KEEP", "kept 'value'")
+        .env("XDG_E2E_BLOCKED", "x")
+        .env("XDG_E2E_ALLOWED", "y")
+        .env("LIMA_SHELLENV_ALLOW", "XDG_E2E_ALLOWED")
+        .args([
+            "shell",
+            "--preserve-env",
+            name,
+            "sh",
+            "-c",
+            "printf '%s|%s|%s|%s\\n' \"$E2E_KEEP\" \"$XDG_E2E_BLOCKED\" \"$XDG_E2E_ALLOWED\" \"$HOME\"; echo \"$PATH\"",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        format!("kept 'value'||y|{guest_home}")
+    );
+    assert_ne!(
+        lines.next().unwrap(),
+        host_path,
+        "the host PATH reached the guest"
+    );
+    // Without --preserve-env nothing of the host's comes along.
+    let out = env
+        .cmd()
+        .env("E2E_KEEP", "kept")
+        .args(["shell", name, "sh", "-c", "echo \"[$E2E_KEEP]\""])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+    // --sync: the host directory is copied under the guest home, the
+    // session runs there, and the changes come back only when confirmed.
+    let proj = env.dir.path().join("proj");
+    std::fs::create_dir_all(&proj).unwrap();
+    std::fs::write(proj.join("in.txt"), "from host\n").unwrap();
+    let p = proj.to_str().unwrap();
+    let script = "pwd; cat in.txt; echo from guest >out.txt";
+    let out = env.ok(&["shell", "--sync", p, name, "sh", "-c", script]);
+    assert_eq!(out, format!("{guest_home}{p}\nfrom host\n"));
+    assert!(
+        !proj.join("out.txt").exists(),
+        "changes came back without a confirmation"
+    );
+    env.ok(&["shell", "-y", "--sync", p, name, "sh", "-c", script]);
+    assert_eq!(
+        std::fs::read_to_string(proj.join("out.txt")).unwrap(),
+        "from guest\n"
+    );
+    // --reconnect drops the ControlMaster; the next login works.
+    assert_eq!(
+        env.ok(&["shell", "--reconnect", name, "echo", "again"]),
+        "again\n"
+    );
+    // copy with both paths in the instance (auto must not pick rsync).
+    env.ok(&[
+        "copy",
+        &format!("{name}:/etc/hostname"),
+        &format!("{name}:/tmp/hn"),
+    ]);
+    assert_eq!(
+        env.ok(&["shell", name, "cat", "/tmp/hn"]).trim(),
+        format!("lima-{name}")
+    );
+    // tunnel: a SOCKS5 proxy on 127.0.0.1 that reaches the guest's sshd.
+    let out = env.ok(&["tunnel", name]);
+    let port: u16 = out
+        .split("socks5h://127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split('`').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {out}"));
+    assert!(
+        out.contains(&format!("<http://lima-{name}.internal>")),
+        "{out}"
+    );
+    let banner = socks5_read(port, 22);
+    assert!(banner.starts_with("SSH-2.0-"), "{banner:?}");
+}
+
+/// Connects through the SOCKS5 proxy on `proxy` to the guest's own
+/// 127.0.0.1:`port` and returns the first bytes the service sends.
+fn socks5_read(proxy: u16, port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", proxy)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(&[5, 1, 0]).unwrap();
+    let mut hello = [0u8; 2];
+    s.read_exact(&mut hello).unwrap();
+    assert_eq!(hello, [5, 0], "no-auth SOCKS5 refused");
+    let mut req = vec![5, 1, 0, 1, 127, 0, 0, 1];
+    req.extend(port.to_be_bytes());
+    s.write_all(&req).unwrap();
+    let mut reply = [0u8; 10];
+    s.read_exact(&mut reply).unwrap();
+    assert_eq!(reply[1], 0, "SOCKS5 connect failed: {reply:?}");
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
 /// Serves one file over HTTP/1.1 on 127.0.0.1 (GET and HEAD); returns the port.
@@ -262,12 +410,18 @@ fn uefi_boot_of_an_image_downloaded_over_http() {
     let out = env
         .cmd()
         .env("XDG_CACHE_HOME", &cache)
-        .args(["start", "--name", "uefi", t.to_str().unwrap()])
+        .args(["start", "--progress", "--name", "uefi", t.to_str().unwrap()])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     eprintln!("{err}");
     assert!(out.status.success(), "start failed: {err}");
+    // --progress: the guest's provisioning output was shown while waiting
+    // (boot.sh logs each script it runs into cloud-init-output.log).
+    assert!(
+        err.lines().any(|l| l.contains("[cloud-init] ")),
+        "no provisioning output shown: {err}"
+    );
     // The image came through the download cache.
     let entries: Vec<_> = std::fs::read_dir(cache.join("lima/download/by-url-sha256"))
         .unwrap()
@@ -307,6 +461,25 @@ fn uefi_boot_of_an_image_downloaded_over_http() {
         std::fs::read_to_string(share.join("from-guest")).unwrap(),
         "written over 9p\n"
     );
+    // In a mounted host directory, `shell` starts in it (through the mount
+    // point), as `lima make` in a project needs; --workdir still wins.
+    std::fs::create_dir_all(share.join("proj")).unwrap();
+    let pwd = |args: &[&str]| {
+        let out = env
+            .cmd()
+            .current_dir(share.join("proj"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(pwd(&["shell", "uefi", "pwd"]), "/mnt/9p/proj");
+    assert_eq!(pwd(&["shell", "--workdir", "/", "uefi", "pwd"]), "/");
     env.ok(&["delete", "--force", "uefi"]);
     assert!(!env.instance_dir("uefi").exists());
 }

@@ -11,6 +11,7 @@ mod cidata_iso;
 mod cli_apply;
 mod cli_compat;
 mod cli_daemon;
+mod cli_everyday;
 mod cli_git;
 mod cli_instance_ops;
 mod cli_lifecycle;

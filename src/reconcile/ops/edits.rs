@@ -149,6 +149,12 @@ pub struct CreateFlags {
     /// Plain mode: no mounts, no port forwarding, no containerd.
     #[arg(long)]
     pub plain: bool,
+    /// Keep only the template's images of this `variant`.
+    #[arg(long, value_name = "VARIANT")]
+    pub image_variant: Option<String>,
+    /// Keep only the template's images of this `archVariant`.
+    #[arg(long, value_name = "VARIANT")]
+    pub arch_variant: Option<String>,
 }
 
 /// Go's `%v` of a float32 (`2` → `2`, `1.5` → `1.5`).
@@ -292,6 +298,19 @@ impl EditFlags {
 impl CreateFlags {
     pub fn expressions(&self) -> Result<Vec<String>, OpsError> {
         let mut e = Vec::new();
+        // Lima's order: the variants, then --arch.
+        if let Some(v) = &self.image_variant {
+            e.push(format!(
+                ".images = [.images[] | select(.variant == {})]",
+                go_quote(v)
+            ));
+        }
+        if let Some(v) = &self.arch_variant {
+            e.push(format!(
+                ".images = [.images[] | select(.archVariant == {})]",
+                go_quote(v)
+            ));
+        }
         if let Some(a) = &self.arch {
             e.push(format!(".arch = {}", go_quote(a)));
         }

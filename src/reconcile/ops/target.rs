@@ -101,6 +101,15 @@ pub fn resolve_target(
     let mut exprs = edit.expressions(&node)?;
     exprs.extend(create.expressions()?);
     let edited = edits::apply(&node, &exprs)?;
+    if (create.image_variant.is_some() || create.arch_variant.is_some())
+        && edited.to_json()["images"]
+            .as_array()
+            .is_none_or(|a| a.is_empty())
+    {
+        return Err(OpsError::Usage(
+            "no images are configured (did you set --image-variant or --arch-variant to a value not present in the template?)".into(),
+        ));
+    }
     let text = if changed || !exprs.is_empty() {
         yaml::emit(&edited)
     } else {

@@ -26,6 +26,8 @@ pub enum Origin {
     Stdin,
     /// Made up from an image URL given as the locator.
     Synthesized,
+    /// Fetched from this `http(s)://` URL (through the download cache).
+    Url(String),
 }
 
 /// A template's text and where it came from.
@@ -46,6 +48,7 @@ impl Template {
             Origin::Template(n, _) => format!("template:{n}"),
             Origin::Stdin => "<stdin>".into(),
             Origin::Synthesized => self.locator.clone(),
+            Origin::Url(u) => u.clone(),
         }
     }
 
@@ -246,14 +249,24 @@ pub fn read_locator(
             name: name_from_locator(short),
         });
     }
+    if let Some(rest) = locator.strip_prefix("github:") {
+        warnings.push("The github: scheme is still EXPERIMENTAL".into());
+        let url = super::remote::github_url(rest, &mut super::remote::github_default_branch)
+            .map_err(|message| SpecError::Locator {
+                locator: locator.into(),
+                message,
+            })?;
+        return read_url(locator, &url);
+    }
     if locator.starts_with("http://") || locator.starts_with("https://") {
         if image_locator(locator) {
             return Ok(synthesize_image_template(locator));
         }
-        return Err(SpecError::Locator {
-            locator: locator.into(),
-            message: "fetching templates over HTTP is not supported yet; download the file and pass its path".into(),
-        });
+        return read_url(locator, locator);
+    }
+    if super::remote::custom_scheme(locator).is_some() && !Path::new(locator).exists() {
+        let url = super::remote::transform_url(locator)?;
+        return read_locator(&url, store, stdin, warnings);
     }
     let path = if let Some(p) = locator.strip_prefix("file://") {
         if !p.starts_with('/') {
@@ -304,6 +317,18 @@ pub fn read_locator(
         locator: locator.into(),
         name: name_from_locator(locator),
         origin: Origin::File(path),
+        text,
+    })
+}
+
+/// A template at an `http(s)://` URL, through the download cache.
+fn read_url(locator: &str, url: &str) -> Result<Template, SpecError> {
+    let path = super::remote::fetch(url)?;
+    let text = read_limited(&path)?;
+    Ok(Template {
+        locator: locator.into(),
+        name: name_from_locator(url),
+        origin: Origin::Url(url.into()),
         text,
     })
 }

@@ -6,6 +6,7 @@
 
 mod locator;
 mod merge;
+pub mod remote;
 
 use std::path::{Path, PathBuf};
 
@@ -140,6 +141,9 @@ fn absolutize(locator: &str, tmpl: &Template) -> Result<String, SpecError> {
     }
     if locator.starts_with('/') {
         return Ok(locator.to_string());
+    }
+    if let Origin::Url(u) = &tmpl.origin {
+        return Ok(remote::join_url(u, locator));
     }
     match tmpl.dir() {
         Some(d) => Ok(super::defaults::clean_path(

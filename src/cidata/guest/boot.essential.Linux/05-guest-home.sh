@@ -25,3 +25,12 @@ elif [ "$(stat -c %u "$home")" != "$uid" ]; then
 	echo "${home} belongs to UID $(stat -c %u "$home"); giving it to ${user}"
 	chown -R "${uid}:${gid}" "$home"
 fi
+# Lima before v2 named the home /home/USER.linux: scripts written for either spelling find it.
+case "$home" in
+*.guest)
+	legacy="${home%.guest}.linux"
+	if [ ! -e "$legacy" ] && [ ! -L "$legacy" ]; then
+		ln -s "$(basename "$home")" "$legacy"
+	fi
+	;;
+esac
