@@ -320,6 +320,7 @@ impl Executor<'_> {
             step: "start",
             message: e.to_string(),
         })?;
+        self.fetch_containerd_archive()?;
         crate::info!(
             "Starting the instance {} with internal VM driver `qemu`",
             quote_name(self.name)
@@ -333,6 +334,27 @@ impl Executor<'_> {
         let child = launch::spawn(&self.dir, self.name, self.opts.debug).map_err(launched)?;
         launch::wait_launched(&self.dir, self.name, child, self.opts.launch_timeout)
             .map_err(launched)
+    }
+
+    /// The containerd archive, fetched and verified here (with progress on this
+    /// terminal) so that an offline start or a bad digest fails before the host
+    /// agent and QEMU run; the host agent then finds it in the cache.
+    fn fetch_containerd_archive(&self) -> Result<(), ExecError> {
+        let env = crate::spec::LoadEnv::new(&self.home.root);
+        // A configuration with errors is the host agent's to report, as before.
+        let Some(config) = store::inspect(self.home, &env, self.name).config else {
+            return Ok(());
+        };
+        let Ok(spec) = crate::spec::Spec::from_filled(&config) else {
+            return Ok(());
+        };
+        crate::image::containerd_archive(&spec, &crate::image::FetchOptions::default())
+            .map(drop)
+            .map_err(|e| ExecError::Step {
+                instance: self.name.to_string(),
+                step: "start",
+                message: e.to_string(),
+            })
     }
 
     fn stop(&mut self, force: bool) -> Result<(), ExecError> {
