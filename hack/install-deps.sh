@@ -23,14 +23,15 @@ packages=(
   git bsdutils
 )
 
-# The binaries the project runs, each with the package that provides it.
+# The binaries the project runs, each with the package that provides it (dpkg-deb:
+# hack/build-test-containerd.sh unpacks the .debs it fetches with apt-get download).
 binaries=(
   qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils ssh:openssh-client
   scp:openssh-client /usr/lib/openssh/sftp-server:openssh-sftp-server rsync:rsync
   mmdebstrap:mmdebstrap mkfs.ext4:e2fsprogs sfdisk:fdisk mkfs.vfat:dosfstools
   mcopy:mtools grub-mkimage:grub-common xorriso:xorriso isoinfo:genisoimage
   zstd:zstd file:file curl:curl socat:socat ip:iproute2 promtool:prometheus
-  git:git script:bsdutils
+  git:git script:bsdutils dpkg-deb:dpkg
 )
 firmware=(/usr/share/OVMF/OVMF_CODE.fd:ovmf /usr/share/OVMF/OVMF_VARS.fd:ovmf)
 # Absolute paths are looked up under this root: only its test sets it.

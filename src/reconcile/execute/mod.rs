@@ -313,6 +313,9 @@ impl Executor<'_> {
 
     /// Launches the host agent and returns once QEMU runs.
     fn start(&mut self) -> Result<(), ExecError> {
+        // Before `started`: an instance this plan created is removed again when
+        // its archive cannot be had, as when its image cannot.
+        self.fetch_containerd_archive()?;
         self.started = true;
         // Fail here, naming the package to install, rather than in the host agent.
         crate::driver::qemu::find_binary().map_err(|e| ExecError::Step {
@@ -320,7 +323,6 @@ impl Executor<'_> {
             step: "start",
             message: e.to_string(),
         })?;
-        self.fetch_containerd_archive()?;
         crate::info!(
             "Starting the instance {} with internal VM driver `qemu`",
             quote_name(self.name)

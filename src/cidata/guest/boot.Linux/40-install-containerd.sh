@@ -123,7 +123,9 @@ if [ "$rootless" = 1 ]; then
 	config=${home}/.config/containerd/config.toml
 	if [ ! -e "$config" ]; then
 		as_user mkdir -p "${config%/*}"
-		as_user sh -c 'echo "version = 2" >"$1"' sh "$config"
+		echo 'version = 2' >"$config.tmp"
+		chown "$uid" "$config.tmp"
+		mv -f "$config.tmp" "$config"
 	fi
 	if [ -e "$user_unit" ]; then
 		# Installed on an earlier boot: lingering starts it; make sure it is up now.
