@@ -16,6 +16,9 @@ read -r archive digest < <(hack/build-test-containerd.sh | tail -n1)
 image=$(dirname "$archive")/test-oci-image.tar
 LIMA_GUESTAGENT=${LIMA_GUESTAGENT:-$(hack/build-guestagent.sh | tail -n1)}
 export LIMA_GUESTAGENT
+# VM boots on this machine take turns (the tests' lock: tests/it/common guest_lock).
+exec 8>/tmp/lima-rs-smoke-boot.lock
+flock 8
 work=$(mktemp -d /tmp/bench-ctr-XXXXXX)
 export LIMA_HOME=$work/lima
 cleanup() {
