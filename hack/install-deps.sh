@@ -27,14 +27,15 @@ packages=(
   python3-pip
 )
 
-# The binaries the project runs, each with the package that provides it.
+# The binaries the project runs, each with the package that provides it (dpkg-deb:
+# hack/build-test-containerd.sh unpacks the .debs it fetches with apt-get download).
 binaries=(
   qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils ssh:openssh-client
   scp:openssh-client /usr/lib/openssh/sftp-server:openssh-sftp-server rsync:rsync
   mmdebstrap:mmdebstrap mkfs.ext4:e2fsprogs sfdisk:fdisk mkfs.vfat:dosfstools
   mcopy:mtools grub-mkimage:grub-common xorriso:xorriso isoinfo:genisoimage
   zstd:zstd file:file curl:curl socat:socat ip:iproute2 promtool:prometheus
-  git:git script:bsdutils systemctl:systemd systemd-analyze:systemd
+  git:git script:bsdutils systemctl:systemd systemd-analyze:systemd dpkg-deb:dpkg
 )
 # Test tools from PyPI (no Debian package), `BINARY:REQUIREMENT`: vncdo
 # (vncdotool) is the real VNC client of the VNC test (tests/it/e2e_snapshot.rs).

@@ -38,6 +38,10 @@ hack/install-deps.sh
 # The offline Debian guest the end-to-end tests boot (cached after the first build).
 LIMA_TEST_TEMPLATE=$(hack/build-test-image.sh | tail -n1)
 export LIMA_TEST_TEMPLATE
+# The offline containerd archive (nerdctl-full layout, from Debian packages) and the OCI
+# image beside it, for the containerd end-to-end test ("PATH sha256:HEX"; cached).
+LIMA_TEST_CONTAINERD_ARCHIVE=$(hack/build-test-containerd.sh | tail -n1)
+export LIMA_TEST_CONTAINERD_ARCHIVE
 # The static guest agent the host agents ship in cidata.
 LIMA_GUESTAGENT=$(hack/build-guestagent.sh | tail -n1)
 export LIMA_GUESTAGENT

@@ -92,6 +92,9 @@ pub struct CidataInput<'a> {
     pub host_env: &'a BTreeMap<String, String>,
     /// Binary shipped as `lima-guestagent` (`.gz` is decompressed).
     pub guest_agent: Option<&'a Path>,
+    /// The verified nerdctl-full archive ([`crate::image::containerd_archive`]),
+    /// shipped as `nerdctl-full.tgz`; required when containerd is enabled.
+    pub containerd_archive: Option<&'a Path>,
     /// The host agent's DNS ports (0: none); used only with `hostResolver.enabled`.
     pub udp_dns_port: u16,
     pub tcp_dns_port: u16,
@@ -146,6 +149,17 @@ pub enum CidataError {
     /// The guest agent binary cannot be read.
     #[error("cidata: cannot read the guest agent {}: {source}", path.display())]
     GuestAgent {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// containerd is enabled but the caller has no archive for it.
+    #[error(
+        "cidata: containerd.system or containerd.user is enabled but no containerd archive was fetched; set both to false, or fix containerd.archives"
+    )]
+    NoContainerdArchive,
+    /// The containerd archive cannot be read.
+    #[error("cidata: cannot read the containerd archive {}: {source}", path.display())]
+    ContainerdArchive {
         path: PathBuf,
         source: std::io::Error,
     },
@@ -499,6 +513,21 @@ pub fn generate(input: &CidataInput) -> Result<Cidata, CidataError> {
         },
     ];
     files.extend(volume);
+    // Only on the ISO: folded user-data (generate_nocloud) cannot carry an archive.
+    if crate::image::containerd_enabled(input.spec) {
+        let path = input
+            .containerd_archive
+            .ok_or(CidataError::NoContainerdArchive)?;
+        let data = std::fs::read(path).map_err(|source| CidataError::ContainerdArchive {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        files.push(CidataFile {
+            path: names::NERDCTL_ARCHIVE.into(),
+            data,
+            mode: 0o644,
+        });
+    }
     check_names(&files)?;
     Ok(Cidata {
         files,
@@ -521,7 +550,8 @@ pub struct NoCloud {
 /// the provision scripts, …) goes into cloud-config `write_files` and `runcmd`
 /// starts `boot.sh` from there ([`Flavor::Folded`]). `mac` replaces the slirp
 /// NIC's MAC (which [`generate`] derives from the instance directory), so the
-/// NIC the other engine creates matches network-data.
+/// NIC the other engine creates matches network-data. The containerd archive
+/// is never folded in (callers turn containerd off: KubeVirt's export does).
 pub fn generate_nocloud(input: &CidataInput, mac: &str) -> Result<NoCloud, CidataError> {
     let mut f = facts(input)?;
     if let Some(nic) = f.nics.first_mut() {

@@ -7,12 +7,24 @@ pub(crate) const ETC_ENVIRONMENT_MODULE: &str = "boot.Linux/01-etc-environment.s
 /// (path on the volume, content); all are executable.
 pub(crate) const GUEST_SCRIPTS: &[(&str, &str)] = &[
     (
+        "boot.Linux/00-modprobe.sh",
+        include_str!("guest/boot.Linux/00-modprobe.sh"),
+    ),
+    (
         "boot.Linux/00-reboot-if-required.sh",
         include_str!("guest/boot.Linux/00-reboot-if-required.sh"),
     ),
     (
+        "boot.Linux/00-systemd-user-group.sh",
+        include_str!("guest/boot.Linux/00-systemd-user-group.sh"),
+    ),
+    (
         ETC_ENVIRONMENT_MODULE,
         include_str!("guest/boot.Linux/01-etc-environment.sh"),
+    ),
+    (
+        "boot.Linux/04-persistent-data-volume.sh",
+        include_str!("guest/boot.Linux/04-persistent-data-volume.sh"),
     ),
     (
         "boot.Linux/05-lima-disks.sh",
@@ -31,6 +43,14 @@ pub(crate) const GUEST_SCRIPTS: &[(&str, &str)] = &[
         include_str!("guest/boot.Linux/09-host-dns-setup.sh"),
     ),
     (
+        "boot.Linux/10-alpine-cgroups.sh",
+        include_str!("guest/boot.Linux/10-alpine-cgroups.sh"),
+    ),
+    (
+        "boot.Linux/20-rootless-base.sh",
+        include_str!("guest/boot.Linux/20-rootless-base.sh"),
+    ),
+    (
         "boot.Linux/25-guestagent-base.sh",
         include_str!("guest/boot.Linux/25-guestagent-base.sh"),
     ),
@@ -47,8 +67,24 @@ pub(crate) const GUEST_SCRIPTS: &[(&str, &str)] = &[
         include_str!("guest/boot.Linux/35-setup-packages.sh"),
     ),
     (
+        "boot.Linux/40-install-containerd.sh",
+        include_str!("guest/boot.Linux/40-install-containerd.sh"),
+    ),
+    (
+        "boot.essential.Linux/00-alpine-user-group.sh",
+        include_str!("guest/boot.essential.Linux/00-alpine-user-group.sh"),
+    ),
+    (
+        "boot.essential.Linux/01-alpine-ash-as-bash.sh",
+        include_str!("guest/boot.essential.Linux/01-alpine-ash-as-bash.sh"),
+    ),
+    (
         "boot.essential.Linux/05-guest-home.sh",
         include_str!("guest/boot.essential.Linux/05-guest-home.sh"),
+    ),
+    (
+        "boot.essential.Linux/10-alpine-prep.sh",
+        include_str!("guest/boot.essential.Linux/10-alpine-prep.sh"),
     ),
     (
         crate::store::paths::cidata_files::BOOT_SH,

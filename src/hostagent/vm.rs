@@ -64,6 +64,9 @@ impl Vm {
         };
         // What cidata and the driver read: `config` was validated when it was loaded.
         let spec = crate::spec::Spec::from_filled(config)?;
+        // `start` fetched it already (before launching us): this finds it in the cache.
+        let archive =
+            crate::image::containerd_archive(&spec, &crate::image::FetchOptions::default())?;
         let cidata = crate::cidata::generate(&crate::cidata::CidataInput {
             spec: &spec,
             name,
@@ -74,6 +77,7 @@ impl Vm {
             host_home: &host.home,
             host_env: &host_env,
             guest_agent: guest_agent.as_deref(),
+            containerd_archive: archive.as_deref(),
             udp_dns_port: 0,
             tcp_dns_port: 0,
         })?;

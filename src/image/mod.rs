@@ -4,7 +4,7 @@
 //! * [`download`] puts one location (`http(s)://`, `file:///abs`, `/abs`,
 //!   `~/…`) at a destination path, through the cache for remote ones;
 //! * [`cache_only`] makes sure a remote location is cached and returns the
-//!   cached file (containerd archives);
+//!   cached file ([`containerd_archive`] for `containerd.archives`);
 //! * [`prepare`] picks the image for the instance's arch, falling back
 //!   across `images`, and fetches its kernel and initrd ([`prepare_images`]
 //!   does the same for the wire form of `images`);
@@ -20,6 +20,7 @@
 //! downloaded again, with a warning, and never becomes a base disk.
 
 pub mod cache;
+pub mod containerd;
 pub mod decompress;
 pub mod digest;
 pub mod fetch;
@@ -33,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use cache::Cache;
+pub use containerd::{ArchiveError, containerd_archive, containerd_enabled};
 pub use decompress::Compression;
 pub use digest::{Algorithm, Digest};
 pub use fetch::CacheResult;

@@ -213,6 +213,9 @@ fn a_generated_volume_reads_back() {
     let spec = lima::spec::Spec::from_filled(&config).unwrap();
     let keys = vec!["ssh-ed25519 AAAA test".to_string()];
     let env = BTreeMap::new();
+    // containerd is on by default: the archive is shipped as nerdctl-full.tgz.
+    let archive = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(archive.path(), b"not really a tarball").unwrap();
     let c = generate(&CidataInput {
         spec: &spec,
         name: "smoke",
@@ -223,6 +226,7 @@ fn a_generated_volume_reads_back() {
         host_home: Path::new("/home/alice"),
         host_env: &env,
         guest_agent: None,
+        containerd_archive: Some(archive.path()),
         udp_dns_port: 0,
         tcp_dns_port: 0,
     })

@@ -92,6 +92,16 @@ fn every_bundled_template_validates() {
         "fedora",
         "alpine",
         "archlinux",
+        // The container-engine family.
+        "docker",
+        "docker-rootful",
+        "podman",
+        "podman-rootful",
+        "k3s",
+        "k8s",
+        "buildkit",
+        "apptainer",
+        "apptainer-rootful",
     ] {
         let out = env
             .cmd()

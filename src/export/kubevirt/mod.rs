@@ -244,6 +244,7 @@ pub fn export(input: &Input) -> Result<Exported, ExportError> {
             // The exporting machine's proxies are not the cluster's.
             host_env: &no_env,
             guest_agent: None,
+            containerd_archive: None,
             udp_dns_port: 0,
             tcp_dns_port: 0,
         },

@@ -313,6 +313,9 @@ impl Executor<'_> {
 
     /// Launches the host agent and returns once QEMU runs.
     fn start(&mut self) -> Result<(), ExecError> {
+        // Before `started`: an instance this plan created is removed again when
+        // its archive cannot be had, as when its image cannot.
+        self.fetch_containerd_archive()?;
         self.started = true;
         // Fail here, naming the package to install, rather than in the host agent.
         crate::driver::qemu::find_binary().map_err(|e| ExecError::Step {
@@ -333,6 +336,27 @@ impl Executor<'_> {
         let child = launch::spawn(&self.dir, self.name, self.opts.debug).map_err(launched)?;
         launch::wait_launched(&self.dir, self.name, child, self.opts.launch_timeout)
             .map_err(launched)
+    }
+
+    /// The containerd archive, fetched and verified here (with progress on this
+    /// terminal) so that an offline start or a bad digest fails before the host
+    /// agent and QEMU run; the host agent then finds it in the cache.
+    fn fetch_containerd_archive(&self) -> Result<(), ExecError> {
+        let env = crate::spec::LoadEnv::new(&self.home.root);
+        // A configuration with errors is the host agent's to report, as before.
+        let Some(config) = store::inspect(self.home, &env, self.name).config else {
+            return Ok(());
+        };
+        let Ok(spec) = crate::spec::Spec::from_filled(&config) else {
+            return Ok(());
+        };
+        crate::image::containerd_archive(&spec, &crate::image::FetchOptions::default())
+            .map(drop)
+            .map_err(|e| ExecError::Step {
+                instance: self.name.to_string(),
+                step: "start",
+                message: e.to_string(),
+            })
     }
 
     fn stop(&mut self, force: bool) -> Result<(), ExecError> {

@@ -458,6 +458,7 @@ fn the_control_character_table_covers_every_value_cidata_writes() {
     let keys = vec!["ssh-ed25519 AAAA test".to_string()];
     let host_env = std::collections::BTreeMap::new();
     let mut found = std::collections::BTreeSet::new();
+    let archive = tempfile::NamedTempFile::new().unwrap();
     for (path, doc, marker) in &variants {
         let y: LimaYaml = serde_json::from_value(doc.clone()).unwrap();
         // An enum, number or address cannot hold a marker (nor a control character).
@@ -474,6 +475,7 @@ fn the_control_character_table_covers_every_value_cidata_writes() {
             host_home: std::path::Path::new("/home/alice"),
             host_env: &host_env,
             guest_agent: None,
+            containerd_archive: Some(archive.path()),
             udp_dns_port: 0,
             tcp_dns_port: 0,
         };

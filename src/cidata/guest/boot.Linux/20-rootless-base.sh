@@ -1,0 +1,68 @@
+#!/bin/bash
+# What rootless container engines (rootless containerd here; Docker and Podman from the
+# templates' provision scripts) need from the system, on every systemd guest as Lima
+# does: sbin on the user's PATH, cgroup delegation to user managers, the sysctls and
+# subordinate IDs of user namespaces, and a user manager that runs without a login
+# (lingering) so that the user's services start at boot. Each step is skipped when done.
+set -eu
+command -v systemctl >/dev/null 2>&1 || exit 0
+user=${LIMA_CIDATA_USER}
+home=${LIMA_CIDATA_HOME}
+uid=${LIMA_USER_UID:-$(id -u "$user")}
+
+# iptables and mount.fuse3 live in sbin, which a user's PATH may lack. Kernels before
+# 5.13 cannot do overlayfs in a user namespace: fuse-overlayfs is the snapshotter there.
+old_kernel=
+if [ "$(printf '%s\n' "$(uname -r)" 5.13 | sort -V | head -n1)" != 5.13 ]; then
+	old_kernel=1
+fi
+for f in .profile .bashrc .zshrc; do
+	grep -qs '^# Lima BEGIN' "$home/$f" && continue
+	{
+		echo '# Lima BEGIN'
+		echo 'PATH="$PATH:/usr/sbin:/sbin"'
+		echo 'export PATH'
+		if [ -n "$old_kernel" ]; then
+			echo 'CONTAINERD_SNAPSHOTTER=fuse-overlayfs'
+			echo 'export CONTAINERD_SNAPSHOTTER'
+		fi
+		echo '# Lima END'
+	} >>"$home/$f"
+	chown "$uid" "$home/$f"
+done
+
+# cgroup v2: the user's manager may hand cgroup controllers to its services.
+dropin=/etc/systemd/system/user@.service.d/lima.conf
+if [ ! -e "$dropin" ]; then
+	mkdir -p "${dropin%/*}"
+	printf '[Service]\nDelegate=yes\n' >"$dropin.tmp"
+	mv -f "$dropin.tmp" "$dropin"
+	systemctl daemon-reload
+fi
+
+# User namespaces for unprivileged users (Debian kernels before 5.10 gate them), ping
+# and low ports from rootless network namespaces.
+sysctl_conf=/etc/sysctl.d/99-lima.conf
+if [ ! -e "$sysctl_conf" ]; then
+	{
+		[ -e /proc/sys/kernel/unprivileged_userns_clone ] && echo 'kernel.unprivileged_userns_clone=1'
+		echo 'net.ipv4.ping_group_range = 0 2147483647'
+		echo 'net.ipv4.ip_unprivileged_port_start=0'
+	} >"$sysctl_conf.tmp"
+	mv -f "$sysctl_conf.tmp" "$sysctl_conf"
+	sysctl -q --system >/dev/null || sysctl -q -p "$sysctl_conf" || true
+fi
+
+# Subordinate IDs: 1Gi of them from 524288 (the range systemd-homed expects), or right
+# above the user's own UID when that is higher.
+first=524288
+[ "$uid" -ge "$first" ] && first=$((uid + 1))
+for f in /etc/subuid /etc/subgid; do
+	touch "$f"
+	grep -q "^${user}:" "$f" || echo "${user}:${first}:1073741824" >>"$f"
+done
+
+systemctl start systemd-logind.service
+if [ ! -e "/var/lib/systemd/linger/${user}" ]; then
+	loginctl enable-linger "$user"
+fi
