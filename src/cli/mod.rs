@@ -30,6 +30,7 @@ mod show_ssh;
 mod start;
 mod status;
 mod stop;
+mod suspend;
 mod template;
 mod validate;
 mod watch;
@@ -80,6 +81,8 @@ enum Command {
     Stop(stop::Args),
     /// Restart an instance.
     Restart(start::RestartArgs),
+    /// Save running instances' state to disk and stop them (`start` resumes).
+    Suspend(suspend::Args),
     /// Delete instances.
     #[command(aliases = ["remove", "rm"])]
     Delete(delete::Args),
@@ -243,6 +246,7 @@ pub fn main_with_args(mut args: Vec<std::ffi::OsString>) -> i32 {
         Command::Start(a) => start::run(a, &globals),
         Command::Stop(a) => stop::run(a, &globals),
         Command::Restart(a) => start::restart(a, &globals),
+        Command::Suspend(a) => suspend::run(a, &globals),
         Command::Delete(a) => delete::run(a, &globals),
         Command::Apply(a) => apply::run(a, &globals),
         Command::Diff(a) => match apply::diff(a, &globals) {
