@@ -22,14 +22,15 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// GET `path` from 127.0.0.1:`port` (the forwarded guest web server).
-fn http_get(port: u16, path: &str) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+/// GET `path` from 127.0.0.1:`port` (the forwarded guest web server). The
+/// forward accepts before the guest listens, so a reset is "not yet".
+fn http_get(port: u16, path: &str) -> std::io::Result<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")?;
     let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
+    s.read_to_string(&mut out)?;
+    Ok(out)
 }
 
 /// What must hold after every resume: the guest's memory is as it was.
@@ -130,8 +131,7 @@ fn suspend_resume_keeps_memory_mounts_forwards_and_clock() {
     ]);
     let pid = pid.trim().to_string();
     env.wait_for("the guest web server", Duration::from_secs(60), || {
-        std::net::TcpStream::connect(("127.0.0.1", port))
-            .is_ok_and(|_| http_get(port, "/state").ends_with("42\n"))
+        http_get(port, "/state").is_ok_and(|r| r.ends_with("42\n"))
     });
 
     // Suspend: the state is saved, nothing runs, list says so (JSON too).
@@ -170,9 +170,10 @@ fn suspend_resume_keeps_memory_mounts_forwards_and_clock() {
         cold.as_secs_f64()
     );
     assert!(
-        err.contains("resume from the saved state"),
-        "the plan says why: {err}"
+        err.contains("Resuming the instance `sus` from its saved state"),
+        "{err}"
     );
+    assert!(err.contains("Resumed from the saved state"), "{err}");
     assert!(err.contains("READY"), "{err}");
     assert_eq!(env.status(name), "Running");
     no_saved_state(&dir);
@@ -197,7 +198,10 @@ fn suspend_resume_keeps_memory_mounts_forwards_and_clock() {
         std::fs::read_to_string(share.join("from-guest")).unwrap(),
         "from-guest\n"
     );
-    assert!(http_get(port, "/state").ends_with("42\n"));
+    // The same server process answers through the re-established forward.
+    env.wait_for("the forward after resume", Duration::from_secs(60), || {
+        http_get(port, "/state").is_ok_and(|r| r.ends_with("42\n"))
+    });
     let before = now_secs();
     let guest: f64 = env
         .ok(&["shell", name, "date", "+%s.%N"])

@@ -31,3 +31,4 @@ mod export_kubevirt;
 mod image_download;
 mod install_deps;
 mod qemu_driver;
+mod qemu_migrate;
