@@ -57,6 +57,14 @@ pub mod files {
     pub const DELETE_FAILED: &str = "delete-failed";
     /// Fingerprint of the configuration the running VM was started with.
     pub const STARTED_SPEC: &str = "started.json";
+    /// A suspended VM's state: QEMU's migration stream (this project's addition).
+    pub const VM_STATE: &str = "vmstate";
+    /// What the saved state was made with (fingerprints, SSH port, instance
+    /// id); written last, so it is the commit marker of a suspend.
+    pub const VM_STATE_META: &str = "vmstate.json";
+    /// Where QEMU writes the stream until the suspend completes (a `.tmp`,
+    /// so a forced stop sweeps an interrupted one).
+    pub const VM_STATE_PARTIAL: &str = "vmstate.partial.tmp";
     /// Directory for relative `portForwards[].hostSocket` paths.
     pub const SOCK_DIR: &str = "sock";
     /// Prefix of the temporary directory an image download is staged in

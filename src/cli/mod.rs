@@ -33,6 +33,7 @@ mod start;
 mod start_progress;
 mod status;
 mod stop;
+mod suspend;
 mod template;
 mod tunnel;
 mod validate;
@@ -89,6 +90,8 @@ enum Command {
     Stop(stop::Args),
     /// Restart an instance.
     Restart(start::RestartArgs),
+    /// Save running instances' state to disk and stop them (`start` resumes).
+    Suspend(suspend::Args),
     /// Delete instances.
     #[command(aliases = ["remove", "rm"])]
     Delete(delete::Args),
@@ -275,6 +278,7 @@ pub fn main_with_args(mut args: Vec<std::ffi::OsString>) -> i32 {
         Command::Start(a) => start::run(a, &globals),
         Command::Stop(a) => stop::run(a, &globals),
         Command::Restart(a) => start::restart(a, &globals),
+        Command::Suspend(a) => suspend::run(a, &globals),
         Command::Delete(a) => delete::run(a, &globals),
         Command::Apply(a) => apply::run(a, &globals),
         Command::Diff(a) => match apply::diff(a, &globals) {

@@ -33,6 +33,8 @@ pub enum LaunchError {
     Events(String),
     #[error("instance {} did not stop within {}s (hint: `limactl stop -f {name}`)", quote_name(name), timeout.as_secs())]
     StopTimeout { name: String, timeout: Duration },
+    #[error("instance {} was not suspended: {detail}", quote_name(name))]
+    NotSuspended { name: String, detail: String },
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -399,6 +401,42 @@ pub fn stop(dir: &Path, name: &str, force: bool, timeout: Duration) -> Result<()
         std::thread::sleep(Duration::from_millis(20));
     }
     remove_runtime_files(dir);
+    Ok(())
+}
+
+/// The signal that asks a host agent to suspend its VM (SIGINT/SIGTERM stop it).
+pub const SUSPEND_SIGNAL: nix::sys::signal::Signal = nix::sys::signal::Signal::SIGUSR1;
+
+/// Suspends an instance: [`SUSPEND_SIGNAL`] to its host agent, which saves
+/// the VM's state and exits; waits until both locks are released, then
+/// checks that a complete state was saved (a host agent that could not save
+/// it powers the guest off instead, and says why in its log).
+pub fn suspend(dir: &Path, name: &str, timeout: Duration) -> Result<(), LaunchError> {
+    let ha_lock = dir.join(files::HA_LOCK);
+    let Some(pid) = verified_pid(&dir.join(files::HA_PID), &ha_lock) else {
+        return Err(LaunchError::NotSuspended {
+            name: name.into(),
+            detail: "its host agent is not running".into(),
+        });
+    };
+    crate::info!("Sending {SUSPEND_SIGNAL} to hostagent process {pid}");
+    signal(pid, SUSPEND_SIGNAL);
+    let start = Instant::now();
+    while lock::is_held(&ha_lock) || lock::is_held(&dir.join(QEMU_LOCK)) {
+        if start.elapsed() >= timeout {
+            return Err(LaunchError::StopTimeout {
+                name: name.into(),
+                timeout,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if crate::store::suspended::read(dir).is_none() {
+        return Err(LaunchError::NotSuspended {
+            name: name.into(),
+            detail: format!("no saved state was written{}", diagnostics(dir)),
+        });
+    }
     Ok(())
 }
 

@@ -15,6 +15,7 @@ pub mod mounts;
 pub mod portfwd;
 pub mod requirements;
 pub mod routines;
+pub mod suspend;
 mod vm;
 mod vnc;
 
@@ -64,6 +65,7 @@ fn block_signals() -> SigSet {
     set.add(Signal::SIGINT);
     set.add(Signal::SIGTERM);
     set.add(Signal::SIGHUP);
+    set.add(launch::SUSPEND_SIGNAL);
     let _ = set.thread_block();
     set
 }
@@ -138,31 +140,40 @@ fn run_locked(
     // Before anything boots: a start that cannot run its playbooks fails now.
     ansible::check(&config, std::env::var_os("PATH").as_deref()).map_err(|e| anyhow::anyhow!(e))?;
 
-    let port = ssh_port(config.ssh.as_ref().and_then(|s| s.local_port).unwrap_or(0))?;
-    // What this VM runs with: the reconciler compares it with the desired
-    // configuration to know whether a restart is pending.
-    let started = store::instance::StartedSpec::new(&config);
-    store::atomic::write(
-        &dir.join(files::STARTED_SPEC),
-        &serde_json::to_vec(&started)?,
-        0o600,
-    )?;
-    let mut vm = vm::Vm::prepare(home, name, dir, &config, port, debug)?;
+    let configured_port = config.ssh.as_ref().and_then(|s| s.local_port).unwrap_or(0);
+    let (mut vm, saved) = suspend::prepare_vm(home, name, dir, &config, configured_port, debug)?;
+    let port = vm.port();
 
     // Start answering /v1/info before QEMU: `list` must see the port.
     let info = Arc::new(Mutex::new(api::Info {
         ssh_local_port: port,
         ..Default::default()
     }));
-    api::serve(&dir.join(files::HA_SOCK), info)?;
+    api::serve(&dir.join(files::HA_SOCK), info.clone())?;
 
-    let (tx, rx) = mpsc::channel::<Wake>();
-    let mut qemu = {
+    let (mut tx, mut rx) = mpsc::channel::<Wake>();
+    let start = |vm: &mut vm::Vm, incoming: bool, tx: &mpsc::Sender<Wake>| {
         let tx = tx.clone();
-        vm.start_qemu(move || {
+        vm.start_qemu(incoming, move || {
             let _ = tx.send(Wake::QemuExited);
-        })?
+        })
     };
+    let mut qemu = start(&mut vm, saved.is_some(), &tx)?;
+    let mut resumed = saved.is_some();
+    if resumed && let Err(e) = suspend::load(dir) {
+        // The state is unusable: never try it again; boot afresh.
+        crate::warn!("Cannot resume from the saved state ({e}); discarding it and booting afresh");
+        qemu.kill();
+        let _ = qemu.reap();
+        store::suspended::discard(dir)?;
+        (vm, _) = suspend::prepare_vm(home, name, dir, &config, configured_port, debug)?;
+        // A new channel: the killed QEMU's exit is no news.
+        (tx, rx) = mpsc::channel::<Wake>();
+        qemu = start(&mut vm, false, &tx)?;
+        resumed = false;
+        info.locked().ssh_local_port = vm.port();
+    }
+    let port = vm.port();
     let video = config.video.clone().unwrap_or_default();
     if video.display.as_deref() == Some("vnc") {
         let option = video.vnc.and_then(|v| v.display).unwrap_or_default();
@@ -186,7 +197,7 @@ fn run_locked(
     }
     {
         let tx = tx.clone();
-        let startup = vm.startup();
+        let startup = vm.startup(resumed);
         let session = session.clone();
         crate::logging::spawn_in_span(move || {
             let errors = session.start(&startup);
@@ -215,8 +226,35 @@ fn run_locked(
         crate::info!("Received {sig}, shutting down the host agent");
     }
     session.shutdown();
+    if matches!(exit, Wake::Signal(launch::SUSPEND_SIGNAL))
+        && !mounts::sshfs_mounts(&config).is_empty()
+    {
+        suspend::wait_unmounted(vm.target());
+    }
     vm.cleanup_guest_side();
     let code = match exit {
+        Wake::Signal(launch::SUSPEND_SIGNAL) => match suspend::save(dir, &vm, &mut qemu) {
+            Ok(_) => {
+                crate::info!("The instance {} is suspended", quote_name(name));
+                0
+            }
+            Err(e) => {
+                crate::error!(
+                    "Cannot suspend the instance {}: {}; shutting it down instead",
+                    quote_name(name),
+                    e.message
+                );
+                let _ = store::suspended::discard(dir);
+                if e.guest_running {
+                    vm.shutdown(&mut qemu, SHUTDOWN_TIMEOUT);
+                } else {
+                    // Paused with its disks flushed: nothing left to lose.
+                    qemu.kill();
+                    let _ = qemu.reap();
+                }
+                0
+            }
+        },
         Wake::Signal(_) => {
             vm.shutdown(&mut qemu, SHUTDOWN_TIMEOUT);
             0

@@ -44,6 +44,8 @@ pub struct Startup {
     /// A guest agent binary was put in cidata (so its silence is an error).
     pub guest_agent_shipped: bool,
     pub ga_sock: PathBuf,
+    /// The VM was resumed from a saved state: its clock is as old as the state.
+    pub resumed: bool,
 }
 
 impl Session {
@@ -92,6 +94,13 @@ impl Session {
         let r = &s.requirements;
         if !r.essential(&mut errors) || self.stopping() {
             return errors;
+        }
+        if s.resumed {
+            // Before anything else runs in the guest: its clock stood still
+            // while it was suspended.
+            if let Err(e) = super::suspend::set_guest_clock(&s.target) {
+                errors.push(e);
+            }
         }
 
         // Mounts are started without holding the session's lock: checking

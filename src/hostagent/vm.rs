@@ -31,12 +31,15 @@ pub struct Vm {
     target: SshTarget,
     argv: Vec<String>,
     binary: PathBuf,
+    qemu_version: String,
     disks: Vec<String>,
     guest_agent_shipped: bool,
 }
 
 impl Vm {
     /// Everything before QEMU starts: identity, cidata, ssh.config, disk locks, argv.
+    /// `resume_iid`: the VM is to load a saved state, booted with that
+    /// instance id: its cidata is kept as it was (the guest has read it).
     pub fn prepare(
         home: &Home,
         name: &str,
@@ -44,6 +47,7 @@ impl Vm {
         config: &LimaYaml,
         port: u16,
         debug: bool,
+        resume_iid: Option<&str>,
     ) -> anyhow::Result<Vm> {
         let identity = crate::ssh::ensure_identity(home)?;
         let user = config.user.clone().unwrap_or_default();
@@ -51,13 +55,16 @@ impl Vm {
         let host = crate::spec::host::host();
         let keys =
             crate::ssh::authorized_keys(home, ssh.load_dot_ssh_pub_keys == Some(true), &host.home)?;
-        let iid = format!(
-            "iid-{}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0)
-        );
+        let iid = match resume_iid {
+            Some(iid) => iid.to_string(),
+            None => format!(
+                "iid-{}",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0)
+            ),
+        };
 
         let host_env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
         let guest_agent = if config.plain == Some(true) {
@@ -67,30 +74,33 @@ impl Vm {
         };
         // What cidata and the driver read: `config` was validated when it was loaded.
         let spec = crate::spec::Spec::from_filled(config)?;
-        // `start` fetched it already (before launching us): this finds it in the cache.
-        let archive =
-            crate::image::containerd_archive(&spec, &crate::image::FetchOptions::default())?;
-        let cidata = crate::cidata::generate(&crate::cidata::CidataInput {
-            spec: &spec,
-            name,
-            instance_dir: dir,
-            iid: &iid,
-            authorized_keys: &keys,
-            debug,
-            host_home: &host.home,
-            host_env: &host_env,
-            guest_agent: guest_agent.as_deref(),
-            containerd_archive: archive.as_deref(),
-            udp_dns_port: 0,
-            tcp_dns_port: 0,
-        })?;
-        crate::cidata::write_iso(&dir.join(files::CIDATA_ISO), &cidata.files)
-            .with_context(|| format!("cannot write {}", dir.join(files::CIDATA_ISO).display()))?;
-        store::atomic::write(
-            &dir.join(files::CLOUD_CONFIG),
-            cidata.cloud_config.as_bytes(),
-            0o400,
-        )?;
+        if resume_iid.is_none() {
+            // `start` fetched it already (before launching us): this finds it in the cache.
+            let archive =
+                crate::image::containerd_archive(&spec, &crate::image::FetchOptions::default())?;
+            let cidata = crate::cidata::generate(&crate::cidata::CidataInput {
+                spec: &spec,
+                name,
+                instance_dir: dir,
+                iid: &iid,
+                authorized_keys: &keys,
+                debug,
+                host_home: &host.home,
+                host_env: &host_env,
+                guest_agent: guest_agent.as_deref(),
+                containerd_archive: archive.as_deref(),
+                udp_dns_port: 0,
+                tcp_dns_port: 0,
+            })?;
+            crate::cidata::write_iso(&dir.join(files::CIDATA_ISO), &cidata.files).with_context(
+                || format!("cannot write {}", dir.join(files::CIDATA_ISO).display()),
+            )?;
+            store::atomic::write(
+                &dir.join(files::CLOUD_CONFIG),
+                cidata.cloud_config.as_bytes(),
+                0o400,
+            )?;
+        }
 
         let target = SshTarget {
             instance_dir: dir.to_path_buf(),
@@ -130,7 +140,7 @@ impl Vm {
             disks.push(d.name.clone());
         }
 
-        let (binary, argv) = crate::driver::qemu::command_line(&crate::driver::qemu::Launch {
+        let prepared = crate::driver::qemu::prepare(&crate::driver::qemu::Launch {
             spec: &spec,
             name,
             instance_dir: dir,
@@ -138,6 +148,11 @@ impl Vm {
             additional_disks: disk_paths,
             lima_home: &home.root,
         })?;
+        let (binary, argv) = (prepared.binary, prepared.argv);
+        let qemu_version = prepared
+            .version
+            .map(|v| format!("{}.{}.{}", v.0, v.1, v.2))
+            .unwrap_or_default();
         Ok(Vm {
             home: home.clone(),
             name: name.to_string(),
@@ -148,6 +163,7 @@ impl Vm {
             target,
             argv,
             binary,
+            qemu_version,
             disks,
             guest_agent_shipped: guest_agent.is_some(),
         })
@@ -157,8 +173,28 @@ impl Vm {
         &self.target
     }
 
+    pub fn iid(&self) -> &str {
+        &self.iid
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn qemu_binary(&self) -> &Path {
+        &self.binary
+    }
+
+    pub fn qemu_argv(&self) -> &[String] {
+        &self.argv
+    }
+
+    pub fn qemu_version(&self) -> &str {
+        &self.qemu_version
+    }
+
     /// What the start-up routine (requirements, mounts, forwards) needs.
-    pub fn startup(&self) -> Startup {
+    pub fn startup(&self, resumed: bool) -> Startup {
         Startup {
             name: self.name.clone(),
             dir: self.dir.clone(),
@@ -171,6 +207,7 @@ impl Vm {
                 &self.config,
             ),
             guest_agent_shipped: self.guest_agent_shipped,
+            resumed,
             ga_sock: self.dir.join(files::GA_SOCK),
         }
     }
@@ -178,7 +215,11 @@ impl Vm {
     /// Starts QEMU as a direct child. It inherits `qemu.lock` (held), so the
     /// lock lives exactly as long as QEMU; this process drops its copy.
     /// `on_exit` runs (in another thread) when QEMU has exited.
-    pub fn start_qemu(&mut self, on_exit: impl FnOnce() + Send + 'static) -> anyhow::Result<Qemu> {
+    pub fn start_qemu(
+        &mut self,
+        incoming: bool,
+        on_exit: impl FnOnce() + Send + 'static,
+    ) -> anyhow::Result<Qemu> {
         use std::os::fd::AsRawFd;
         for f in [
             files::QMP_SOCK,
@@ -209,8 +250,11 @@ impl Vm {
             self.argv.join(" ")
         );
         let mut c = Command::new(&self.binary);
-        c.args(&self.argv)
-            .current_dir(&self.dir)
+        c.args(&self.argv);
+        if incoming {
+            c.args(crate::driver::qemu::migrate::INCOMING_ARGS);
+        }
+        c.current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

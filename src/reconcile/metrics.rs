@@ -298,7 +298,7 @@ impl Metrics {
         self.conditions.reset();
         self.failures.reset();
         self.backoff.reset();
-        let mut by_status = [0i64; 4];
+        let mut by_status = [0i64; 5];
         let now = super::backoff::now();
         for v in snap.instances() {
             by_status[status_index(v.status)] += 1;
@@ -320,7 +320,7 @@ impl Metrics {
                 .with_label_values(&[&v.name])
                 .set(wait.as_secs_f64());
         }
-        for (i, s) in ["Unknown", "Broken", "Stopped", "Running"]
+        for (i, s) in ["Unknown", "Broken", "Stopped", "Running", "Suspended"]
             .iter()
             .enumerate()
         {
@@ -357,6 +357,7 @@ fn status_index(s: Status) -> usize {
         Status::Broken => 1,
         Status::Stopped => 2,
         Status::Running => 3,
+        Status::Suspended => 4,
     }
 }
 

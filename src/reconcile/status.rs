@@ -59,6 +59,7 @@ pub enum ConditionReason {
     NotCreated,
     Running,
     Stopped,
+    Suspended,
     Broken,
     ConfigError,
     NotRunning,
@@ -251,6 +252,7 @@ pub fn compute(
     let (running, reason) = match inst.status {
         Status::Running => (true, R::Running),
         Status::Stopped => (false, R::Stopped),
+        Status::Suspended => (false, R::Suspended),
         Status::Broken => (false, R::Broken),
         Status::Unknown => (false, R::ConfigError),
     };

@@ -20,6 +20,8 @@ pub enum Status {
     Broken,
     Stopped,
     Running,
+    /// Not running, with a saved state that `start` resumes (this project's addition).
+    Suspended,
 }
 
 impl Status {
@@ -29,6 +31,7 @@ impl Status {
             Status::Broken => "Broken",
             Status::Stopped => "Stopped",
             Status::Running => "Running",
+            Status::Suspended => "Suspended",
         }
     }
 }
@@ -268,6 +271,7 @@ pub fn inspect(home: &Home, env: &LoadEnv, name: &str) -> Instance {
     }
     inst.status = match (liveness.host_agent, liveness.qemu) {
         (true, true) => Status::Running,
+        (false, false) if super::suspended::read(&dir).is_some() => Status::Suspended,
         (false, false) => Status::Stopped,
         (true, false) => {
             inst.errors

@@ -7,6 +7,7 @@ pub mod instance;
 pub mod lock;
 pub mod paths;
 pub mod qemu_img;
+pub mod suspended;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

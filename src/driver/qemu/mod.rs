@@ -15,6 +15,7 @@
 pub mod accel;
 pub mod argv;
 pub mod firmware;
+pub mod migrate;
 pub mod qmp;
 
 use std::path::{Path, PathBuf};

@@ -171,7 +171,10 @@ impl Executor<'_> {
             Action::Adopt { owner } => self.write_owner(owner),
             Action::GrowDisk { from, to } => self.grow_disk(*from, *to, failed),
             Action::Start => self.start(),
+            Action::Resume => self.resume(),
             Action::Stop { force } => self.stop(*force),
+            Action::Suspend => self.suspend(),
+            Action::DiscardState => self.discard_state(&step.reason, failed),
             Action::Delete => self.delete(failed),
         }?;
         fault_point(step.action.verb(), "after");
@@ -357,6 +360,41 @@ impl Executor<'_> {
                 step: "start",
                 message: e.to_string(),
             })
+    }
+
+    /// A start whose host agent finds the saved state and loads it.
+    fn resume(&mut self) -> Result<(), ExecError> {
+        crate::info!(
+            "Resuming the instance {} from its saved state",
+            quote_name(self.name)
+        );
+        self.start()
+    }
+
+    fn suspend(&mut self) -> Result<(), ExecError> {
+        crate::info!("Suspending the instance {}", quote_name(self.name));
+        launch::suspend(&self.dir, self.name, self.opts.stop_timeout)
+            .map_err(|e| ExecError::launch(self.name, "suspend", e))?;
+        let size = store::suspended::read(&self.dir).map_or(0, |s| s.size);
+        crate::info!(
+            "The instance {} is suspended (state: {}, {})",
+            quote_name(self.name),
+            quote_name(&self.dir.join(files::VM_STATE).display().to_string()),
+            format_size(size)
+        );
+        Ok(())
+    }
+
+    fn discard_state(
+        &mut self,
+        why: &super::plan::Reason,
+        failed: impl Fn(&dyn std::fmt::Display) -> ExecError,
+    ) -> Result<(), ExecError> {
+        crate::info!(
+            "Discarding the saved state of the suspended instance {}: {why}",
+            quote_name(self.name)
+        );
+        store::suspended::discard(&self.dir).map_err(|e| failed(&e))
     }
 
     fn stop(&mut self, force: bool) -> Result<(), ExecError> {

@@ -49,7 +49,11 @@ pub enum Started {
 
 /// The plan ran; if it started the VM, waits until the guest is Ready.
 fn wait_if_started(ctx: &Ctx, plan: &Plan, timeout: Duration) -> Result<Started, OpsError> {
-    if !plan.steps.iter().any(|s| s.action == Action::Start) {
+    if !plan
+        .steps
+        .iter()
+        .any(|s| matches!(s.action, Action::Start | Action::Resume))
+    {
         return Ok(Started::AlreadyRunning);
     }
     let dir = ctx.home.instance_dir(&plan.instance);
@@ -135,6 +139,41 @@ pub fn stop(ctx: &Ctx, name: &str, force: bool, exec: &ExecOptions) -> Result<St
         launch::remove_runtime_files(&inst.dir);
     }
     Ok(Stopped::NotRunning(inst.status))
+}
+
+/// What a suspend found or did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Suspended {
+    Suspended,
+    /// It was suspended already.
+    AlreadySuspended,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SuspendOptions {
+    pub exec: ExecOptions,
+}
+
+/// `limactl suspend NAME`: the running VM's state is saved in the instance
+/// directory and QEMU and the host agent stop; `start` resumes it.
+pub fn suspend(
+    ctx: &Ctx,
+    name: &str,
+    opts: &SuspendOptions,
+    show: &mut dyn FnMut(&Plan),
+) -> Result<Suspended, OpsError> {
+    existing(&ctx.home, &ctx.env, name)?;
+    let popts = PlanOptions {
+        cause: Cause::Requested,
+        ..Default::default()
+    };
+    let desired = Desired::power(name, Some(PowerState::Suspended));
+    let plan = converge(ctx, name, Some(&desired), &popts, &opts.exec, show)?;
+    Ok(if plan.steps.is_empty() {
+        Suspended::AlreadySuspended
+    } else {
+        Suspended::Suspended
+    })
 }
 
 /// What a delete found or did.

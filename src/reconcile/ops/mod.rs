@@ -27,7 +27,8 @@ use crate::store::{self, Home, Instance};
 
 pub use apply::{ApplyOptions, Planned, apply, diff, plan_sources};
 pub use lifecycle::{
-    Deleted, StartOptions, Started, Stopped, create, delete, edit, restart, start, stop,
+    Deleted, StartOptions, Started, Stopped, SuspendOptions, Suspended, create, delete, edit,
+    restart, start, stop, suspend,
 };
 
 /// What every operation works on: `LIMA_HOME` and how to load files there.

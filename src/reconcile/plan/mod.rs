@@ -16,6 +16,8 @@ pub mod model;
 mod reason;
 pub mod render;
 #[cfg(test)]
+mod suspend_tests;
+#[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
@@ -34,6 +36,9 @@ use crate::store::{Instance, Status};
 pub enum PowerState {
     Running,
     Stopped,
+    /// Not running, its memory saved to disk (`limactl suspend`): never
+    /// declared by a file, only asked for by the verb.
+    Suspended,
 }
 
 impl PowerState {
@@ -172,6 +177,14 @@ pub enum Action {
     Start,
     /// Graceful (ACPI power button) or forced (SIGKILL) stop.
     Stop { force: bool },
+    /// Save the running VM's state into the instance directory, then stop
+    /// QEMU and the host agent.
+    Suspend,
+    /// Launch the host agent, which loads the saved state instead of
+    /// booting; returns once QEMU runs (readiness from events, as a start).
+    Resume,
+    /// Remove the saved state of a suspended instance (its memory is lost).
+    DiscardState,
     /// Remove the instance directory.
     Delete,
 }
@@ -189,6 +202,9 @@ impl Action {
             Action::Start => "start",
             Action::Stop { force: false } => "stop",
             Action::Stop { force: true } => "force-stop",
+            Action::Suspend => "suspend",
+            Action::Resume => "resume",
+            Action::DiscardState => "discard-state",
             Action::Delete => "delete",
         }
     }
@@ -400,6 +416,16 @@ pub fn plan(desired: Option<&Desired>, observed: &Instance, opts: &PlanOptions) 
             p
         };
     };
+    if desired.power == Some(PowerState::Suspended) {
+        // A power-only patch (`limactl suspend`): a configuration in it is not looked at.
+        return if exists {
+            plan_suspend(p, desired, observed)
+        } else {
+            p.refuse(vec![Refusal::NotFound {
+                instance: observed.name.clone(),
+            }])
+        };
+    }
 
     if !exists {
         let Some(config) = &desired.config else {
@@ -514,7 +540,8 @@ fn plan_existing(mut p: Plan, desired: &Desired, observed: &Instance, opts: &Pla
         }
         // What the running VM would have to restart for: its start-time
         // configuration against the desired one (applied may have changed since).
-        if running {
+        // A suspended VM resumes with its start-time configuration too.
+        if running || observed.status == Status::Suspended {
             let base = observed.started.as_ref().unwrap_or(applied);
             delta.restart = mutability::diff(base, &config.filled)
                 .into_iter()
@@ -535,6 +562,7 @@ fn plan_power(
     delta: ConfigDelta,
 ) -> Plan {
     let running = observed.status == Status::Running;
+    let suspended = observed.status == Status::Suspended;
     let alive = observed.liveness.host_agent || observed.liveness.qemu;
     let needs_restart = !delta.restart.is_empty() || delta.grow.is_some();
     let restart_reason = || Reason::RestartRequired {
@@ -573,6 +601,24 @@ fn plan_power(
             _ => restart_reason(),
         };
         stop(&mut p, opts, true, reason);
+    } else if suspended {
+        // The saved state holds the VM as it was started: it is kept only
+        // for a resume to the very configuration it was saved with.
+        let discard = match (desired.power, opts.restart, opts.cause) {
+            (Some(PowerState::Stopped), _, Cause::Requested) => {
+                Some(Reason::SuspendedStopRequested)
+            }
+            (Some(PowerState::Stopped), _, _) => Some(Reason::SuspendedButDesiredStopped),
+            (_, RestartPolicy::Always, _) => Some(Reason::RestartRequested),
+            _ if needs_restart => Some(Reason::SavedStateStale {
+                changes: delta.restart.clone(),
+                grow: delta.grow,
+            }),
+            _ => None,
+        };
+        if let Some(why) = discard {
+            p.push(Action::DiscardState, why);
+        }
     } else if broken_alive && desired.power.is_some() {
         stop(
             &mut p,
@@ -613,9 +659,12 @@ fn plan_power(
         Some(PowerState::Running) => !running || stop_first,
         // Manual: a restart keeps a running VM running.
         None => running && stop_first,
-        Some(PowerState::Stopped) => false,
+        Some(PowerState::Stopped | PowerState::Suspended) => false,
     };
-    if start {
+    let resume = suspended && !p.has(Action::DiscardState.verb());
+    if start && resume {
+        p.push(Action::Resume, Reason::SuspendedButDesiredRunning);
+    } else if start {
         let reason = if running && opts.restart == RestartPolicy::Always {
             Reason::RestartRequested
         } else if running {
@@ -630,10 +679,58 @@ fn plan_power(
 
     p.kind = if p.steps.is_empty() {
         Kind::None
-    } else if running && stop_first && start {
+    } else if ((running && stop_first) || (suspended && !resume)) && start {
         Kind::Restart
     } else {
         Kind::Update
     };
+    p
+}
+
+/// `limactl suspend`: a running VM saves its state and stops; a suspended
+/// one is left as it is; anything else has nothing to suspend.
+fn plan_suspend(mut p: Plan, desired: &Desired, observed: &Instance) -> Plan {
+    match observed.status {
+        Status::Running | Status::Suspended => {}
+        status => {
+            return p.refuse(vec![Refusal::NotRunning {
+                instance: observed.name.clone(),
+                status: status.as_str().to_string(),
+            }]);
+        }
+    }
+    if let Some(c) = &observed.config
+        && c.mounts.as_ref().is_some_and(|m| !m.is_empty())
+        && let Some(t) = c
+            .mount_type
+            .as_deref()
+            .filter(|t| *t == "9p" || *t == "virtiofs")
+    {
+        return p.refuse(vec![Refusal::Unsuspendable {
+            instance: observed.name.clone(),
+            why: format!("QEMU cannot save a VM while a `mountType: {t}` mount is in use"),
+        }]);
+    }
+    if let Some(owner) = desired
+        .owner
+        .as_ref()
+        .filter(|o| observed.owner.as_ref() != Some(*o))
+    {
+        p.push(
+            Action::Adopt {
+                owner: owner.clone(),
+            },
+            match &observed.owner {
+                None => Reason::Unmanaged,
+                Some(o) => Reason::ManagedBy { owner: o.clone() },
+            },
+        );
+    }
+    if observed.status == Status::Running {
+        p.push(Action::Suspend, Reason::SuspendRequested);
+    }
+    if !p.steps.is_empty() {
+        p.kind = Kind::Update;
+    }
     p
 }

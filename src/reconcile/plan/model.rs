@@ -31,7 +31,7 @@ pub fn observed(status: Status, config: Option<LimaYaml>, disk: Option<u64>) -> 
             ..Default::default()
         },
         lima_yaml: None,
-        started: if status == Status::Running {
+        started: if status == Status::Running || status == Status::Suspended {
             config.clone()
         } else {
             None
@@ -104,6 +104,19 @@ pub fn simulate(p: &Plan, mut o: Instance) -> Instance {
             Action::Delete => {
                 o = observed(Status::Unknown, None, None);
             }
+            Action::Suspend => {
+                o.status = Status::Suspended;
+                o.liveness = Liveness::default();
+            }
+            // It runs again as it was started.
+            Action::Resume => {
+                o.status = Status::Running;
+                o.liveness = Liveness {
+                    host_agent: true,
+                    qemu: true,
+                };
+            }
+            Action::DiscardState => o.status = Status::Stopped,
         }
     }
     o
@@ -139,7 +152,12 @@ pub fn check(d: Option<&Desired>, o: &Instance, opts: &PlanOptions) -> Result<()
         None if o2.dir_exists => return fail(format!("not deleted: {:?}", p1.steps)),
         None => {}
         Some(d) => {
-            match &d.config {
+            // A suspend is a power-only patch whatever it carries.
+            match d
+                .config
+                .as_ref()
+                .filter(|_| d.power != Some(PowerState::Suspended))
+            {
                 Some(c) => {
                     if o2.config.as_ref() != Some(&c.filled) {
                         return fail(format!("configuration not applied: {:?}", p1.steps));
@@ -168,6 +186,7 @@ pub fn check(d: Option<&Desired>, o: &Instance, opts: &PlanOptions) -> Result<()
             let power_ok = match d.power {
                 Some(PowerState::Running) => o2.status == Status::Running,
                 Some(PowerState::Stopped) => o2.status == Status::Stopped,
+                Some(PowerState::Suspended) => o2.status == Status::Suspended,
                 None => true,
             };
             if !power_ok {

@@ -84,6 +84,21 @@ pub enum Reason {
     StopRequested,
     /// `limactl restart`.
     RestartRequested,
+    /// `limactl suspend`.
+    SuspendRequested,
+    /// Suspended, and the desired power state is running: resume.
+    SuspendedButDesiredRunning,
+    /// `limactl stop` of a suspended instance: its saved state is discarded.
+    SuspendedStopRequested,
+    /// Suspended, and the desired power state is stopped.
+    SuspendedButDesiredStopped,
+    /// The saved state was made with a configuration that changed since
+    /// (restart-required changes, a disk growth): the instance boots afresh.
+    SavedStateStale {
+        changes: Vec<FieldChange>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        grow: Option<Grow>,
+    },
 }
 
 fn describe_all(changes: &[FieldChange]) -> String {
@@ -160,6 +175,27 @@ impl std::fmt::Display for Reason {
             Reason::Pruned => f.write_str("its file is gone from the source (--prune)"),
             Reason::StopRequested => f.write_str("stop requested"),
             Reason::RestartRequested => f.write_str("restart requested"),
+            Reason::SuspendRequested => f.write_str("suspend requested"),
+            Reason::SuspendedButDesiredRunning => f.write_str(
+                "instance is suspended; desired power state is running: resume from the saved state",
+            ),
+            Reason::SuspendedStopRequested => f.write_str(
+                "stop requested: the suspended instance's saved state is discarded (what ran in it is lost)",
+            ),
+            Reason::SuspendedButDesiredStopped => f.write_str(
+                "desired power state is stopped: the suspended instance's saved state is discarded",
+            ),
+            Reason::SavedStateStale { changes, grow } => {
+                let mut parts: Vec<String> = changes.iter().map(FieldChange::describe).collect();
+                if let Some(g) = grow {
+                    parts.push(g.to_string());
+                }
+                write!(
+                    f,
+                    "the saved state does not match the configuration ({}): it is discarded and the instance boots afresh",
+                    parts.join(", ")
+                )
+            }
         }
     }
 }
@@ -184,6 +220,10 @@ pub enum Refusal {
     /// A directory without `lima.yaml` is never deleted: it may be an
     /// instance being created or cloned into (Lima refuses too).
     NoLimaYaml { instance: String, dir: String },
+    /// Only a running instance can be suspended.
+    NotRunning { instance: String, status: String },
+    /// The VM cannot be saved as configured.
+    Unsuspendable { instance: String, why: String },
 }
 
 impl std::fmt::Display for Refusal {
@@ -232,6 +272,17 @@ impl std::fmt::Display for Refusal {
                 quote_name(instance),
                 quote_name(dir),
                 crate::ssh::shell_quote(dir)
+            ),
+            Refusal::NotRunning { instance, status } => write!(
+                f,
+                "instance {} is not running (status {}): there is nothing to suspend; start it with `limactl start {instance}`",
+                quote_name(instance),
+                quote_name(if status.is_empty() { "unknown" } else { status })
+            ),
+            Refusal::Unsuspendable { instance, why } => write!(
+                f,
+                "instance {} cannot be suspended: {why}; use `mountType: reverse-sshfs`, or `limactl stop {instance}` instead",
+                quote_name(instance)
             ),
         }
     }

@@ -318,7 +318,7 @@ fn arb_config() -> impl Strategy<Value = LimaYaml> {
 
 fn arb_observed() -> impl Strategy<Value = Instance> {
     (
-        0u8..4,
+        0u8..5,
         arb_config(),
         proptest::option::of(arb_config()),
         prop_oneof![Just(None), Just(Some(10u64 << 30)), Just(Some(20u64 << 30))],
@@ -330,13 +330,14 @@ fn arb_observed() -> impl Strategy<Value = Instance> {
                 0 => observed(Status::Unknown, None, None),
                 1 => observed(Status::Stopped, Some(applied), disk),
                 2 => observed(Status::Running, Some(applied), disk.or(Some(10 << 30))),
+                3 => observed(Status::Suspended, Some(applied), disk.or(Some(10 << 30))),
                 _ => {
                     let mut b = observed(Status::Broken, Some(applied), disk);
                     b.liveness.host_agent = true;
                     b
                 }
             };
-            if o.status == Status::Running
+            if matches!(o.status, Status::Running | Status::Suspended)
                 && let Some(s) = started
             {
                 o.started = Some(s);
@@ -373,7 +374,7 @@ proptest! {
     fn planning_after_applying_a_plan_is_empty(
         o in arb_observed(),
         cfg in arb_config(),
-        power in prop_oneof![Just(RUN), Just(STOP), Just(None)],
+        power in prop_oneof![Just(RUN), Just(STOP), Just(None), Just(Some(PowerState::Suspended))],
         delete in proptest::bool::weighted(0.15),
         power_only in proptest::bool::weighted(0.2),
         restart in arb_restart(),
