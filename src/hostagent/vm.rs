@@ -18,9 +18,6 @@ use crate::store::instance::QEMU_LOCK;
 use crate::store::paths::files;
 use crate::store::{self, Home, lock};
 
-/// How long a graceful stop waits before pressing the power button again.
-const POWER_BUTTON_REPEAT: Duration = Duration::from_secs(15);
-
 pub struct Vm {
     home: Home,
     name: String,
@@ -300,8 +297,7 @@ impl Vm {
         self.target.exit_master();
     }
 
-    /// ACPI power button through QMP (pressed again every
-    /// [`POWER_BUTTON_REPEAT`]); after `timeout`, `quit`; then SIGKILL.
+    /// ACPI power button through QMP; after `timeout`, `quit`; then SIGKILL.
     pub fn shutdown(&self, qemu: &mut Qemu, timeout: Duration) {
         let qmp_path = self.dir.join(files::QMP_SOCK);
         let start = Instant::now();
@@ -311,19 +307,7 @@ impl Vm {
                 if let Err(e) = qmp.system_powerdown() {
                     crate::warn!("QMP system_powerdown failed: {e}");
                 }
-                // A press the guest misses (right after `loadvm`, or before
-                // logind listens early in a boot) is pressed again, like a
-                // user would; a guest already shutting down ignores it.
-                let mut exited = false;
-                while !exited && start.elapsed() < timeout {
-                    let left = timeout.saturating_sub(start.elapsed());
-                    exited = qemu.wait_exit(left.min(POWER_BUTTON_REPEAT));
-                    if !exited && start.elapsed() < timeout {
-                        crate::debug!("pressing the ACPI power button again");
-                        let _ = qmp.system_powerdown();
-                    }
-                }
-                if exited {
+                if qemu.wait_exit(timeout.saturating_sub(start.elapsed())) {
                     crate::info!(
                         "QEMU has exited after {:.1}s",
                         start.elapsed().as_secs_f64()
