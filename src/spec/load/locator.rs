@@ -40,6 +40,13 @@ pub struct Template {
     pub name: Option<String>,
 }
 
+/// The text, for [`super::remote::follow_github`] to look for a redirect in.
+impl AsRef<str> for Template {
+    fn as_ref(&self) -> &str {
+        &self.text
+    }
+}
+
 impl Template {
     /// The name used in messages and node locations.
     pub fn display(&self) -> String {
@@ -251,12 +258,13 @@ pub fn read_locator(
     }
     if let Some(rest) = locator.strip_prefix("github:") {
         warnings.push("The github: scheme is still EXPERIMENTAL".into());
-        let url = super::remote::github_url(rest, &mut super::remote::github_default_branch)
-            .map_err(|message| SpecError::Locator {
-                locator: locator.into(),
-                message,
-            })?;
-        return read_url(locator, &url);
+        let (_, template) = super::remote::follow_github(
+            locator,
+            rest,
+            &mut super::remote::github_default_branch,
+            &mut |url| read_url(locator, url),
+        )?;
+        return Ok(template);
     }
     if locator.starts_with("http://") || locator.starts_with("https://") {
         if image_locator(locator) {

@@ -67,6 +67,72 @@ pub fn github_url(
     ))
 }
 
+/// The `github:` locator a fetched template redirects to, if its whole
+/// content is one (reference §6.6): a single line `github:ORG[/…]`, of the
+/// same organisation and without a branch of its own (the first locator's
+/// branch is kept, so a redirect cannot move to another ref).
+pub fn github_redirect(org: &str, text: &str) -> Result<Option<String>, String> {
+    let line = text.trim();
+    let Some(rest) = line.strip_prefix("github:") else {
+        return Ok(None);
+    };
+    if line.contains(char::is_whitespace) {
+        return Ok(None);
+    }
+    if rest.contains('@') {
+        return Err(format!(
+            "the redirect `{line}` names a branch: a redirect keeps the branch of the first locator"
+        ));
+    }
+    let target_org = rest.split('/').next().unwrap_or("");
+    if target_org != org {
+        return Err(format!(
+            "the redirect `{line}` leaves the organisation `{org}`: redirects stay within one"
+        ));
+    }
+    Ok(Some(rest.to_string()))
+}
+
+/// Resolves `github:REST` and follows its redirects: `fetch(url)` reads the
+/// template at a raw-content URL. Gives the final URL and what `fetch` read.
+pub fn follow_github<T: AsRef<str>>(
+    locator: &str,
+    rest: &str,
+    default_branch: &mut dyn FnMut(&str, &str) -> Result<String, String>,
+    fetch: &mut dyn FnMut(&str) -> Result<T, SpecError>,
+) -> Result<(String, T), SpecError> {
+    let org = rest.split(['/', '@']).next().unwrap_or("").to_string();
+    let mut branch = None;
+    let mut current = rest.to_string();
+    let mut seen: Vec<String> = Vec::new();
+    loop {
+        let url = github_url(&current, &mut |o, r| {
+            let b = default_branch(o, r)?;
+            branch = Some(b.clone());
+            Ok(b)
+        })
+        .map_err(|m| locator_err(locator, m))?;
+        if branch.is_none() {
+            branch = current.rsplit_once('@').map(|(_, b)| b.to_string());
+        }
+        if seen.contains(&url) {
+            return Err(locator_err(
+                locator,
+                format!("custom locator `{locator}` has a redirect loop"),
+            ));
+        }
+        seen.push(url.clone());
+        let got = fetch(&url)?;
+        match github_redirect(&org, got.as_ref()).map_err(|m| locator_err(locator, m))? {
+            None => return Ok((url, got)),
+            Some(next) => {
+                let b = branch.clone().unwrap_or_default();
+                current = format!("{next}@{b}");
+            }
+        }
+    }
+}
+
 /// The repository's default branch from the GitHub API (`GH_TOKEN` or
 /// `GITHUB_TOKEN` authenticates, as in Lima).
 pub fn github_default_branch(org: &str, repo: &str) -> Result<String, String> {
@@ -288,6 +354,53 @@ mod tests {
         assert_eq!(
             join_url("http://h/b.yaml", "../../c.yaml"),
             "http://h/c.yaml"
+        );
+    }
+
+    #[test]
+    fn github_redirects_are_followed_within_the_organisation_and_branch() {
+        let raw = "https://raw.githubusercontent.com";
+        let files = std::collections::BTreeMap::from([
+            (
+                format!("{raw}/o/o/dev/.lima.yaml"),
+                "github:o/r/templates/x\n",
+            ),
+            (format!("{raw}/o/r/dev/templates/x.yaml"), "images: []\n"),
+            (format!("{raw}/o/loop/b/a.yaml"), "github:o/loop/b"),
+            (format!("{raw}/o/loop/b/b.yaml"), "github:o/loop/a"),
+            (format!("{raw}/o/away/b/.lima.yaml"), "github:evil/x"),
+            (format!("{raw}/o/pin/b/.lima.yaml"), "github:o/x@other"),
+        ]);
+        let mut asked = Vec::new();
+        let mut fetch = |url: &str| -> Result<String, SpecError> {
+            asked.push(url.to_string());
+            files
+                .get(url)
+                .map(|t| t.to_string())
+                .ok_or_else(|| locator_err(url, "404"))
+        };
+        let (url, text) =
+            follow_github("github:o", "o", &mut |_, _| Ok("dev".into()), &mut fetch).unwrap();
+        assert_eq!(url, format!("{raw}/o/r/dev/templates/x.yaml"));
+        assert_eq!(text, "images: []\n");
+        let mut nobranch = |_: &str, _: &str| -> Result<String, String> { Err("no API".into()) };
+        let e = follow_github("github:o/loop/a@b", "o/loop/a@b", &mut nobranch, &mut fetch)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("has a redirect loop"), "{e}");
+        let e = follow_github("l", "o/away@b", &mut nobranch, &mut fetch)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("leaves the organisation `o`"), "{e}");
+        let e = follow_github("l", "o/pin@b", &mut nobranch, &mut fetch)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("names a branch"), "{e}");
+        // A template that merely mentions a locator is no redirect.
+        assert_eq!(github_redirect("o", "base: github:o/x\n").unwrap(), None);
+        assert_eq!(
+            github_redirect("o", "github:o/x\nimages: []").unwrap(),
+            None
         );
     }
 }
