@@ -25,6 +25,8 @@ packages=(
   systemd
   # pip, for the test tools that have no Debian package (pip_tools below)
   python3-pip
+  # the shells `limactl completion zsh|fish` is tested in
+  zsh fish
 )
 
 # The binaries the project runs, each with the package that provides it (dpkg-deb:
@@ -36,6 +38,7 @@ binaries=(
   mcopy:mtools grub-mkimage:grub-common xorriso:xorriso isoinfo:genisoimage
   zstd:zstd file:file curl:curl socat:socat ip:iproute2 promtool:prometheus
   git:git script:bsdutils systemctl:systemd systemd-analyze:systemd dpkg-deb:dpkg
+  zsh:zsh fish:fish
 )
 # Test tools from PyPI (no Debian package), `BINARY:REQUIREMENT`: vncdo
 # (vncdotool) is the real VNC client of the VNC test (tests/it/e2e_snapshot.rs).

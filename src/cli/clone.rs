@@ -14,13 +14,16 @@ pub struct Args {
     pub dst: String,
     #[command(flatten)]
     pub edit: EditFlags,
+    /// Start the instance once it is cloned or renamed.
+    #[arg(long)]
+    pub start: bool,
 }
 
-fn options(a: Args, g: &super::Globals) -> CloneOptions {
+fn options(a: &Args, g: &super::Globals) -> CloneOptions {
     CloneOptions {
-        src: a.src,
-        dst: a.dst,
-        edit: a.edit,
+        src: a.src.clone(),
+        dst: a.dst.clone(),
+        edit: a.edit.clone(),
         exec: ExecOptions {
             debug: g.debug,
             ..Default::default()
@@ -30,20 +33,19 @@ fn options(a: Args, g: &super::Globals) -> CloneOptions {
 
 pub fn run_clone(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
     let ctx = Ctx::from_env();
-    let opts = options(a, g);
+    let opts = options(&a, g);
     clone::clone(&ctx, &opts)?;
     crate::info!(
-        "Cloned {} to {}; run `limactl start {}` to start it",
+        "Cloned {} to {}",
         quote_name(&opts.src),
-        quote_name(&opts.dst),
-        opts.dst
+        quote_name(&opts.dst)
     );
-    Ok(0)
+    super::start::offer(&opts.dst, a.start, g)
 }
 
 pub fn run_rename(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
     let ctx = Ctx::from_env();
-    let opts = options(a, g);
+    let opts = options(&a, g);
     let r = clone::rename(&ctx, &opts)?;
     crate::info!(
         "Renamed {} to {}",
@@ -58,5 +60,5 @@ pub fn run_rename(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
             quote_name(&opts.src)
         );
     }
-    Ok(0)
+    super::start::offer(&opts.dst, a.start, g)
 }

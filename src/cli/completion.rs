@@ -86,7 +86,12 @@ pub fn kind_at(words: &[String]) -> Option<Kind> {
         ["shell"] if pos == 0 && !shell_instance_given => Some(Kind::Instances),
         ["start"] if pos == 0 => Some(Kind::InstancesOrTemplates),
         ["create"] if pos == 0 => Some(Kind::Templates),
-        ["restart" | "edit" | "show-ssh" | "tunnel"] if pos == 0 => Some(Kind::Instances),
+        ["restart" | "edit" | "show-ssh" | "tunnel" | "suspend" | "factory-reset"] if pos == 0 => {
+            Some(Kind::Instances)
+        }
+        ["clone" | "rename"] if pos == 0 => Some(Kind::Instances),
+        ["snapshot", "create" | "apply" | "delete" | "list"] if pos == 0 => Some(Kind::Instances),
+        ["autostart", "enable" | "disable"] if pos == 0 => Some(Kind::Instances),
         ["stop" | "delete" | "protect" | "unprotect" | "list" | "status"] => Some(Kind::Instances),
         ["disk", "delete" | "resize" | "unlock" | "list"] => Some(Kind::Disks),
         ["template", "copy" | "yq"] if pos == 0 => Some(Kind::Templates),
@@ -242,6 +247,11 @@ mod tests {
         assert_eq!(at("template copy"), Some(Kind::Templates));
         assert_eq!(at("template copy t"), None);
         assert_eq!(at("prune"), None);
+        assert_eq!(at("clone"), Some(Kind::Instances));
+        assert_eq!(at("clone a"), None, "the new name is the user's");
+        assert_eq!(at("snapshot apply --tag t"), Some(Kind::Instances));
+        assert_eq!(at("suspend"), Some(Kind::Instances));
+        assert_eq!(at("autostart enable"), Some(Kind::Instances));
         assert_eq!(at(""), None);
     }
 

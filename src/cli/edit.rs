@@ -70,18 +70,7 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
             plan.pending_restart.join(", ")
         );
     }
-    let stopped =
-        ops::existing(&ctx.home, &ctx.env, &name)?.status == crate::store::Status::Stopped;
-    let start = stopped
-        && (a.start
-            || (g.tty
-                && std::io::IsTerminal::is_terminal(&std::io::stdin())
-                && super::shell::ask("Do you want to start the instance now?", false)));
-    if start {
-        let sa = super::start::Args::instance(&name);
-        return super::start::run(sa, g);
-    }
-    Ok(0)
+    super::start::offer(&name, a.start, g)
 }
 
 /// Runs `$EDITOR` on a copy of `text` in `dir`; `None` when the result is

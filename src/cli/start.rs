@@ -54,6 +54,23 @@ impl Args {
     }
 }
 
+/// After `edit`, `clone`, `rename`: starts the stopped instance `name` when
+/// `--start` was given or, on a terminal, the user says yes (as Lima asks).
+pub fn offer(name: &str, explicit: bool, g: &super::Globals) -> anyhow::Result<i32> {
+    let ctx = crate::reconcile::ops::Ctx::from_env();
+    let stopped = crate::reconcile::ops::existing(&ctx.home, &ctx.env, name)?.status
+        == crate::store::Status::Stopped;
+    let start = stopped
+        && (explicit
+            || (g.tty
+                && std::io::IsTerminal::is_terminal(&std::io::stdin())
+                && super::shell::ask("Do you want to start the instance now?", false)));
+    if start {
+        return run(Args::instance(name), g);
+    }
+    Ok(0)
+}
+
 #[derive(clap::Args, Debug)]
 pub struct RestartArgs {
     /// Instance name (default: `default`).

@@ -173,6 +173,79 @@ fn bash_completes_instance_template_and_disk_names() {
     assert_eq!(flags, ["--preserve-env"]);
 }
 
+/// Runs `script` in `shell` (`zsh` or `fish`, hack/install-deps.sh) with this
+/// build's limactl first on PATH; its output lines, sorted.
+fn shell_lines(shell: &str, args: &[&str], script: &str, lima_home: &Path) -> Vec<String> {
+    let bin_dir = limactl().parent().unwrap().to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = std::process::Command::new(shell)
+        .args(args)
+        .arg(script)
+        .env("PATH", path)
+        .env("LIMA_HOME", lima_home)
+        .output()
+        .unwrap_or_else(|e| panic!("{shell} (hack/install-deps.sh installs it): {e}"));
+    assert!(
+        out.status.success(),
+        "{shell}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn fish_and_zsh_complete_instance_names_too() {
+    let env = Env::new();
+    for name in ["alpha", "beta"] {
+        std::fs::create_dir_all(env.instance_dir(name)).unwrap();
+    }
+    let home = env.lima_home();
+    // fish: the real completion engine, asked with `complete -C`.
+    let fish = |line: &str| {
+        shell_lines(
+            "fish",
+            &["--no-config", "-c"],
+            &format!("limactl completion fish | source; or exit 9; complete -C '{line}'"),
+            &home,
+        )
+    };
+    assert_eq!(fish("limactl shell "), ["alpha", "beta"]);
+    assert_eq!(fish("limactl clone a"), ["alpha"]);
+    let subs = fish("limactl sh");
+    assert!(subs.iter().any(|l| l.starts_with("shell\t")), "{subs:?}");
+    let flags = fish("limactl shell --pre");
+    assert!(
+        flags.len() == 1 && flags[0].starts_with("--preserve-env"),
+        "{flags:?}"
+    );
+    // zsh: no completion engine runs outside its line editor, so `compadd`
+    // (what the script hands names to) is replaced by one that prints them.
+    let zsh = |words: &str, current: usize| {
+        shell_lines(
+            "zsh",
+            &["-f", "-c"],
+            &format!(
+                "autoload -Uz compinit && compinit -u -D; source <(limactl completion zsh) || exit 9\n\
+                 compadd() {{ [[ $1 == -a ]] && print -l -- ${{(P)2}}; }}\n\
+                 words=({words}); CURRENT={current}; _limactl"
+            ),
+            &home,
+        )
+    };
+    assert_eq!(zsh("limactl shell ''", 3), ["alpha", "beta"]);
+    assert_eq!(zsh("limactl stop alpha ''", 4), ["alpha", "beta"]);
+}
+
 /// Serves `files` (URL path → body) over HTTP/1.1 on 127.0.0.1; counts GETs.
 fn serve(
     files: Vec<(&'static str, String)>,

@@ -162,9 +162,16 @@ fn online_snapshot_vnc_and_a_clone_that_boots_beside_its_original() {
 
     // The clone boots with its own identity; the original is untouched.
     let original = sha256(&dir.join("diffdisk"));
-    env.ok(&["clone", name, copy, "--set", ".video.display = \"none\""]);
-    let (code, _, err) = env.run(&["start", copy]);
-    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = env.run(&[
+        "clone",
+        name,
+        copy,
+        "--set",
+        ".video.display = \"none\"",
+        "--start",
+    ]);
+    assert_eq!(code, 0, "clone --start: {err}");
+    assert_eq!(env.status(copy), "Running", "clone --start started it");
     let host = env.ok(&["shell", copy, "hostname"]);
     assert_eq!(host.trim(), "lima-snapc");
     assert_eq!(
@@ -177,7 +184,27 @@ fn online_snapshot_vnc_and_a_clone_that_boots_beside_its_original() {
     let copy_port = env.list_json(copy)["sshLocalPort"].as_u64().unwrap();
     assert!(copy_port > 0 && copy_port != port, "{copy_port} vs {port}");
     env.ok(&["shell", copy, "sh", "-c", &format!("echo clone > {MARKER}")]);
-    env.ok(&["stop", copy]);
     assert_eq!(sha256(&dir.join("diffdisk")), original);
     assert_eq!(env.status(name), "Stopped");
+
+    // Both running: `copy` from one instance to the other (scp -3 through the host).
+    let (code, _, err) = env.run(&["start", name]);
+    assert_eq!(code, 0, "{err}");
+    env.ok(&[
+        "copy",
+        &format!("{name}:{MARKER}"),
+        &format!("{copy}:/tmp/from-original"),
+    ]);
+    assert_eq!(
+        env.ok(&["shell", copy, "cat", "/tmp/from-original"]).trim(),
+        "before",
+        "the original's file, copied into the clone"
+    );
+    assert_eq!(
+        env.ok(&["shell", name, "cat", MARKER]).trim(),
+        "before",
+        "the clone's writes stay in the clone"
+    );
+    env.ok(&["stop", copy]);
+    env.ok(&["stop", name]);
 }
