@@ -90,37 +90,18 @@ fn the_lima_wrapper_passes_instance_shell_and_workdir() {
 /// the script of `limactl completion bash` loaded as a user loads it and the
 /// function called with the arguments `complete -F` passes.
 fn bash_complete(lima_home: &Path, templates: &Path, words: &[&str]) -> Vec<String> {
-    let bin_dir = limactl().parent().unwrap().to_path_buf();
     let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
     let script = format!(
         "source <(limactl completion bash) || exit 9\nCOMP_WORDS=({})\nCOMP_CWORD={}\n_limactl limactl \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"\nprintf '%s\\n' \"${{COMPREPLY[@]}}\"\n",
         quoted.join(" "),
         words.len() - 1
     );
-    let path = format!(
-        "{}:{}",
-        bin_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let out = std::process::Command::new("bash")
-        .args(["--norc", "--noprofile", "-c", &script])
-        .env("PATH", path)
-        .env("LIMA_HOME", lima_home)
-        .env("LIMA_TEMPLATES_PATH", templates)
-        .output()
-        .expect("bash (hack/install-deps.sh)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(String::from)
-        .collect();
-    v.sort();
-    v
+    shell_lines(
+        "bash",
+        &["--norc", "--noprofile", "-c"],
+        &script,
+        &[("LIMA_HOME", lima_home), ("LIMA_TEMPLATES_PATH", templates)],
+    )
 }
 
 #[test]
@@ -173,9 +154,9 @@ fn bash_completes_instance_template_and_disk_names() {
     assert_eq!(flags, ["--preserve-env"]);
 }
 
-/// Runs `script` in `shell` (`zsh` or `fish`, hack/install-deps.sh) with this
-/// build's limactl first on PATH; its output lines, sorted.
-fn shell_lines(shell: &str, args: &[&str], script: &str, lima_home: &Path) -> Vec<String> {
+/// Runs `script` in `shell` (bash, zsh or fish: hack/install-deps.sh) with
+/// this build's limactl first on PATH and `envs` set; its output lines, sorted.
+fn shell_lines(shell: &str, args: &[&str], script: &str, envs: &[(&str, &Path)]) -> Vec<String> {
     let bin_dir = limactl().parent().unwrap().to_path_buf();
     let path = format!(
         "{}:{}",
@@ -186,7 +167,7 @@ fn shell_lines(shell: &str, args: &[&str], script: &str, lima_home: &Path) -> Ve
         .args(args)
         .arg(script)
         .env("PATH", path)
-        .env("LIMA_HOME", lima_home)
+        .envs(envs.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("{shell} (hack/install-deps.sh installs it): {e}"));
     assert!(
@@ -216,7 +197,7 @@ fn fish_and_zsh_complete_instance_names_too() {
             "fish",
             &["--no-config", "-c"],
             &format!("limactl completion fish | source; or exit 9; complete -C '{line}'"),
-            &home,
+            &[("LIMA_HOME", &home)],
         )
     };
     assert_eq!(fish("limactl shell "), ["alpha", "beta"]);
@@ -239,7 +220,7 @@ fn fish_and_zsh_complete_instance_names_too() {
                  compadd() {{ [[ $1 == -a ]] && print -l -- ${{(P)2}}; }}\n\
                  words=({words}); CURRENT={current}; _limactl"
             ),
-            &home,
+            &[("LIMA_HOME", &home)],
         )
     };
     assert_eq!(zsh("limactl shell ''", 3), ["alpha", "beta"]);

@@ -187,6 +187,11 @@ fn online_snapshot_vnc_and_a_clone_that_boots_beside_its_original() {
     assert_eq!(sha256(&dir.join("diffdisk")), original);
     assert_eq!(env.status(name), "Stopped");
 
+    // Offline snapshot of the stopped original (qemu-img on its diffdisk),
+    // proved on the boots that follow.
+    env.ok(&["snapshot", "create", name, "--tag", "off"]);
+    assert_eq!(env.ok(&["snapshot", "list", "--quiet", name]), "off\n");
+
     // Both running: `copy` from one instance to the other (scp -3 through the host).
     let (code, _, err) = env.run(&["start", name]);
     assert_eq!(code, 0, "{err}");
@@ -206,5 +211,23 @@ fn online_snapshot_vnc_and_a_clone_that_boots_beside_its_original() {
         "the clone's writes stay in the clone"
     );
     env.ok(&["stop", copy]);
+    env.ok(&[
+        "shell",
+        name,
+        "sh",
+        "-c",
+        &format!("echo changed > {MARKER} && sync"),
+    ]);
     env.ok(&["stop", name]);
+    env.ok(&["snapshot", "apply", name, "--tag", "off"]);
+    let (code, _, err) = env.run(&["start", name]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        env.ok(&["shell", name, "cat", MARKER]).trim(),
+        "before",
+        "the offline snapshot, applied while stopped, is what the next boot sees"
+    );
+    env.ok(&["stop", name]);
+    env.ok(&["snapshot", "delete", name, "--tag", "off"]);
+    assert_eq!(env.ok(&["snapshot", "list", "--quiet", name]), "");
 }
