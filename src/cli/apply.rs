@@ -101,7 +101,7 @@ pub fn render(plans: &[&Plan], tty: bool) -> String {
 /// Prints a verb's plan to stderr when it changes the configuration (or
 /// `all`); power steps speak through log lines.
 pub fn show_plan(plan: &Plan, all: bool) {
-    if all || plan.changes_config() {
+    if all || plan.changes_config() || plan.touches_saved_state() {
         // A closed stderr is no reason to fail (or panic) the operation.
         let text = plan.render(std::io::stderr().is_terminal());
         let _ = std::io::Write::write_all(&mut std::io::stderr(), text.as_bytes());

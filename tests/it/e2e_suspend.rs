@@ -173,6 +173,10 @@ fn suspend_resume_keeps_memory_mounts_forwards_and_clock() {
         err.contains("Resuming the instance `sus` from its saved state"),
         "{err}"
     );
+    assert!(
+        err.contains("resume from the saved state"),
+        "the plan shows the resume step and its reason: {err}"
+    );
     assert!(err.contains("Resumed from the saved state"), "{err}");
     assert!(err.contains("READY"), "{err}");
     assert_eq!(env.status(name), "Running");

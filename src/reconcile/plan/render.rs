@@ -37,6 +37,18 @@ impl Plan {
         !self.changes.is_empty() || !self.refused.is_empty()
     }
 
+    /// Whether a saved state is resumed or thrown away: a verb that shows
+    /// plans only for configuration changes shows this one too, so the user
+    /// reads why an instance resumes or boots afresh.
+    pub fn touches_saved_state(&self) -> bool {
+        self.steps.iter().any(|s| {
+            matches!(
+                s.action,
+                super::Action::Resume | super::Action::DiscardState
+            )
+        })
+    }
+
     /// The plan's text (empty for a plan with nothing to say).
     pub fn render(&self, tty: bool) -> String {
         let mut out = String::new();

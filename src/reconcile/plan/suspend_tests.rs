@@ -75,6 +75,13 @@ fn a_suspended_vm_resumes_when_its_state_still_matches() {
                 .to_string()
                 .contains("resume from the saved state")
         );
+        // Shown by `start` though no configuration changes, with its reason.
+        assert!(!p.changes_config() && p.touches_saved_state());
+        let text = p.render(false);
+        assert!(
+            text.contains("resume") && text.contains("resume from the saved state"),
+            "{text}"
+        );
         check(Some(&d), &suspended, &o).unwrap();
     }
     // Manual: left suspended.
