@@ -442,6 +442,8 @@ pub fn suspend(dir: &Path, name: &str, timeout: Duration) -> Result<(), LaunchEr
 
 /// Removes `*.pid`, `*.sock` and `*.tmp` entries of the instance directory.
 pub fn remove_runtime_files(dir: &Path) {
+    // A killed host agent never removed the VNC password of the QEMU it ran.
+    super::vnc::remove(dir);
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
     };

@@ -304,3 +304,19 @@ fn disk_import_copies_qcow2_and_raw_images_and_refuses_others() {
     assert_eq!(code, 1);
     assert!(err.contains("/nonexistent/x.img"), "{err}");
 }
+
+#[test]
+fn a_forced_stop_leaves_no_vnc_password_behind() {
+    // What a host agent killed with its QEMU leaves: it never removed them.
+    let env = Env::new();
+    create(&env, "vnc");
+    let dir = env.instance_dir("vnc");
+    for f in ["vncdisplay", "vncpassword"] {
+        std::fs::write(dir.join(f), "stale").unwrap();
+    }
+    env.ok(&["stop", "--force", "vnc"]);
+    for f in ["vncdisplay", "vncpassword"] {
+        assert!(!dir.join(f).exists(), "{f} survived a forced stop");
+    }
+    assert!(dir.join("diffdisk").exists(), "only run-time files go");
+}

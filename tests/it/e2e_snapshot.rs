@@ -146,16 +146,11 @@ fn online_snapshot_vnc_and_a_clone_that_boots_beside_its_original() {
     let (code, _, err) = env.run(&["clone", name, copy]);
     assert_eq!(code, 1);
     assert!(err.contains("stop it first"), "{err}");
-    let t = Instant::now();
-    env.ok(&["stop", name]);
-    // Diagnostics only (never asserted): how the guest powered off.
-    let serial = std::fs::read_to_string(dir.join("serial.log")).unwrap_or_default();
-    let tail: Vec<&str> = serial.lines().rev().take(15).collect();
-    eprintln!(
-        "stop after loadvm took {:.1}s; serial.log ends:\n{}",
-        t.elapsed().as_secs_f64(),
-        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-    );
+    // Forced: after `loadvm` with a VNC display the guest ignores the ACPI
+    // power button (README, known defect), so a graceful stop would wait its
+    // full 180 s before QMP `quit`. The data was synced above; the VNC files
+    // must go even though the host agent is killed.
+    env.ok(&["stop", "--force", name]);
     for f in ["vncdisplay", "vncpassword"] {
         assert!(!dir.join(f).exists(), "{f} left behind after stop");
     }
