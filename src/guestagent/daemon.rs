@@ -22,9 +22,9 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::procnet;
 use super::protocol::{self, GuestMessage, HostMessage, LineBuffer, Listener};
 use super::udp;
+use super::{cniports, procnet};
 
 /// The device node of the guest agent's virtio-serial port.
 pub fn virtio_port_path(name: &str) -> PathBuf {
@@ -58,9 +58,10 @@ fn log(msg: &str) {
 /// Runs forever: (re)opens the port and serves it.
 pub fn run(opts: &Options) -> ! {
     raise_fd_limit();
+    let cni = cniports::Watch::spawn(cniports::EVERY);
     let mut last_err = String::new();
     loop {
-        match serve(opts) {
+        match serve(opts, &cni) {
             Ok(()) => {}
             Err(e) => {
                 let msg = format!("{}: {e}", opts.port.display());
@@ -174,6 +175,8 @@ struct Session {
     /// What the host was last told (None: nothing since it connected).
     reported: Option<BTreeSet<Listener>>,
     current: BTreeSet<Listener>,
+    /// Ports published by CNI's portmap (DNAT rules, no socket).
+    cni: cniports::Watch,
     flows: udp::Flows,
     /// The last UDP error logged (each distinct one is logged once).
     udp_err: String,
@@ -181,6 +184,14 @@ struct Session {
 }
 
 impl Session {
+    /// Every port the guest offers: its listening sockets and the ports
+    /// containers publish through DNAT.
+    fn scan(&self) -> BTreeSet<Listener> {
+        let mut ports = procnet::scan();
+        ports.extend(self.cni.current());
+        ports
+    }
+
     fn queue<T: serde::Serialize>(&mut self, msg: &T) {
         if !self.outbox.push_ctrl(protocol::encode(msg)) {
             // The host has not read for a long while: what is queued is
@@ -232,7 +243,7 @@ impl Session {
                 }
                 // A new host session: its flow numbers start afresh.
                 self.flows.clear();
-                self.current = procnet::scan();
+                self.current = self.scan();
                 self.hello(Some(id));
             }
             Ok(HostMessage::SyncTime { id, host_time_ns }) => {
@@ -283,7 +294,7 @@ impl Session {
     }
 }
 
-fn serve(opts: &Options) -> std::io::Result<()> {
+fn serve(opts: &Options, cni: &cniports::Watch) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -302,11 +313,13 @@ fn serve(opts: &Options) -> std::io::Result<()> {
         outbox: Outbox::default(),
         host_connected: false,
         reported: None,
-        current: procnet::scan(),
+        current: BTreeSet::new(),
+        cni: cni.clone(),
         flows: udp::Flows::new(protocol::MAX_UDP_FLOWS, protocol::UDP_IDLE),
         udp_err: String::new(),
         dropped: 0,
     };
+    s.current = s.scan();
     let mut lines = LineBuffer::new();
     let mut next_tick = Instant::now() + opts.tick;
     let mut next_expire = Instant::now() + EXPIRE_EVERY;
@@ -370,7 +383,7 @@ fn serve(opts: &Options) -> std::io::Result<()> {
         } else if !s.host_connected {
             s.host_connected = true;
             log("host connected");
-            s.current = procnet::scan();
+            s.current = s.scan();
             s.hello(None);
         }
         if s.host_connected && rev & nix::libc::POLLIN != 0 {
@@ -397,7 +410,7 @@ fn serve(opts: &Options) -> std::io::Result<()> {
         }
         if Instant::now() >= next_tick {
             next_tick = Instant::now() + opts.tick;
-            s.current = procnet::scan();
+            s.current = s.scan();
             if let Some(reported) = &s.reported
                 && *reported != s.current
             {

@@ -3,7 +3,8 @@
 //! (Debian's containerd, runc, CNI plugins, RootlessKit; no nerdctl, so `ctr`):
 //! the archive reaches the guest through cidata and is installed; a rootful and a
 //! rootless container print markers; a port each publishes is reached from the
-//! host on 127.0.0.1 through the guest agent's forwarding; `lima` runs a command
+//! host on 127.0.0.1 through the guest agent's forwarding, and so is one
+//! published through CNI's portmap (DNAT rules, no socket); `lima` runs a command
 //! in the instance; after a guest reboot both containerds run again without a
 //! reinstall.
 
@@ -78,6 +79,29 @@ fn served_passwd(port: u16) -> bool {
 
 const IMAGE: &str = "docker.io/library/lima-test:latest";
 
+/// `sh -s -- ADD|DEL PORT` as root in the guest: a bridge network (bridge +
+/// host-local IPAM) in the namespace `lima-cni` and, chained after it, portmap
+/// publishing PORT → 80/tcp, the configuration and `prevResult` piped to each
+/// plugin as libcni does. DEL runs them in reverse and removes the namespace.
+const CNI_PORTMAP: &str = r#"set -eu
+cmd=$1 port=$2 cni=/usr/local/libexec/cni ns=lima-cni
+export CNI_PATH=$cni CNI_CONTAINERID=lima-cni-test CNI_NETNS=/var/run/netns/$ns CNI_IFNAME=eth0 CNI_COMMAND=$cmd
+net='"cniVersion":"1.0.0","name":"lima-test"'
+bridge=$(printf '{%s,"type":"bridge","bridge":"lima-test0","isGateway":true,"ipMasq":true,"ipam":{"type":"host-local","ranges":[[{"subnet":"10.4.7.0/24"}]]}}' "$net")
+portmap() {
+	printf '{%s,"type":"portmap","capabilities":{"portMappings":true},"runtimeConfig":{"portMappings":[{"hostPort":%s,"containerPort":80,"protocol":"tcp"}]}%s}' "$net" "$port" "$1"
+}
+if [ "$cmd" = ADD ]; then
+	ip netns add "$ns"
+	result=$(printf %s "$bridge" | "$cni/bridge")
+	portmap ",\"prevResult\":$result" | "$cni/portmap" >/dev/null
+else
+	portmap '' | "$cni/portmap"
+	printf %s "$bridge" | "$cni/bridge"
+	ip netns del "$ns"
+fi
+"#;
+
 #[test]
 fn system_and_rootless_containerd_run_publish_and_survive_a_reboot() {
     if skipped("containerd e2e") {
@@ -116,23 +140,13 @@ provision:
         ),
     )
     .unwrap();
-    let run = |args: &[&str], stdin: Option<&Path>| -> (i32, String, String) {
-        let mut c = env.cmd();
-        c.env("LIMA_GUESTAGENT", &ga).args(args);
-        if let Some(p) = stdin {
-            c.pipe_stdin(p).unwrap();
-        }
-        let out = c.output().unwrap();
-        let (o, e) = (
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        );
-        eprintln!(
-            "$ limactl {} (exit {:?})\n{o}{e}",
-            args.join(" "),
-            out.status.code()
-        );
-        (out.status.code().unwrap_or(-1), o, e)
+    let run = |args: &[&str], stdin: Option<&Path>| {
+        env.run_with(args, |c| {
+            c.env("LIMA_GUESTAGENT", &ga);
+            if let Some(p) = stdin {
+                c.pipe_stdin(p).unwrap();
+            }
+        })
     };
     let sh = |script: &str| -> String {
         let (code, out, err) = run(&["shell", "ctr", "sh", "-c", script], None);
@@ -221,6 +235,74 @@ provision:
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    // A port published through CNI's portmap, as a rootful `nerdctl run -p` does:
+    // the bridge and portmap plugins of the archive, run as libcni runs them, and a
+    // container in that network namespace. No guest socket listens on the port
+    // (only DNAT rules do), so the forward comes from the guest agent's reading of
+    // the nat table; after the plugins' DEL the forward goes away.
+    let p_cni = free_port();
+    let cni_script = root.join("cni.sh");
+    std::fs::write(&cni_script, CNI_PORTMAP).unwrap();
+    let (code, _, err) = run(
+        &[
+            "shell",
+            "ctr",
+            "sudo",
+            "sh",
+            "-s",
+            "--",
+            "ADD",
+            &p_cni.to_string(),
+        ],
+        Some(&cni_script),
+    );
+    assert_eq!(code, 0, "CNI ADD failed:\n{err}");
+    sh(&format!(
+        "sudo ctr run -d --with-ns network:/var/run/netns/lima-cni {IMAGE} web-cni httpd -f -p 80 -h /etc"
+    ));
+    assert_eq!(
+        sh(&format!("ss -Htln 'sport = :{p_cni}'")).trim(),
+        "",
+        "something listens on {p_cni} in the guest: the test would not exercise DNAT"
+    );
+    assert!(sh("sudo iptables -t nat -S").contains(&format!("--dport {p_cni} -j DNAT")));
+    let start = Instant::now();
+    while !served_passwd(p_cni) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the CNI-published port {p_cni} never reached the host"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    sh("sudo ctr task rm -f web-cni && sudo ctr container rm web-cni");
+    let (code, _, err) = run(
+        &[
+            "shell",
+            "ctr",
+            "sudo",
+            "sh",
+            "-s",
+            "--",
+            "DEL",
+            &p_cni.to_string(),
+        ],
+        Some(&cni_script),
+    );
+    assert_eq!(code, 0, "CNI DEL failed:\n{err}");
+    let start = Instant::now();
+    while TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], p_cni)),
+        Duration::from_secs(1),
+    )
+    .is_ok()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the host still forwards {p_cni} after the CNI DEL"
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 
     // `lima` (what the *.lima wrappers exec) runs its command in $LIMA_INSTANCE.
