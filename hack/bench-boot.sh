@@ -88,3 +88,6 @@ ml=$(printf '%s\n' "${lima[@]}" | median)
 echo "bare qemu until ssh true:                 median ${mb} s (${bare[*]})"
 echo "limactl start until limactl shell true:   median ${ml} s (${lima[*]})"
 awk -v a="$ml" -v b="$mb" 'BEGIN { printf "ratio limactl/bare: %.2f\n", a / b }'
+# What limactl's accelerator probe chose (bare QEMU above always runs TCG).
+accel=$(grep -oE '"accel": *"[a-z]+"' "$LIMA_HOME/_cache/qemu-accel.json" 2>/dev/null | head -n1 | grep -oE '[a-z]+"$' | tr -d '"')
+echo "accelerator: ${accel:-unknown} (limactl's probe; bare QEMU: tcg)"

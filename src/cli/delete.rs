@@ -29,9 +29,5 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
             Err(e) => errors.push(e.to_string()),
         }
     }
-    if errors.is_empty() {
-        Ok(0)
-    } else {
-        anyhow::bail!("{}", errors.join("\n"))
-    }
+    super::all_succeeded(errors)
 }

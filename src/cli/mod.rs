@@ -604,6 +604,25 @@ fn finish(result: anyhow::Result<i32>) -> i32 {
 }
 
 /// Logs at fatal level (the caller exits 1, as logrus.Fatal does).
+/// The instances a verb acts on: those named, else Lima's `default`.
+pub fn names_or_default(names: &[String]) -> Vec<String> {
+    if names.is_empty() {
+        vec!["default".to_string()]
+    } else {
+        names.to_vec()
+    }
+}
+
+/// Exit status 0 when every instance succeeded; otherwise one error with
+/// each instance's failure on its own line (the others were still done).
+pub fn all_succeeded(errors: Vec<String>) -> anyhow::Result<i32> {
+    if errors.is_empty() {
+        Ok(0)
+    } else {
+        anyhow::bail!("{}", errors.join("\n"))
+    }
+}
+
 pub fn fatal(msg: &str) {
     logging::log(Level::Fatal, msg, &[]);
 }

@@ -50,9 +50,5 @@ pub fn run(a: Args, protect: bool) -> anyhow::Result<i32> {
             (Err(e), _) => errors.push(format!("instance {}: {e}", quote_name(n))),
         }
     }
-    if errors.is_empty() {
-        Ok(0)
-    } else {
-        anyhow::bail!("{}", errors.join("\n"))
-    }
+    super::all_succeeded(errors)
 }

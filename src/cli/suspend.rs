@@ -17,11 +17,7 @@ pub struct Args {
 
 pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
     let ctx = Ctx::from_env();
-    let names = if a.names.is_empty() {
-        vec!["default".to_string()]
-    } else {
-        a.names.clone()
-    };
+    let names = super::names_or_default(&a.names);
     let opts = SuspendOptions {
         exec: ExecOptions {
             debug: g.debug,
@@ -39,9 +35,5 @@ pub fn run(a: Args, g: &super::Globals) -> anyhow::Result<i32> {
             Err(e) => errors.push(e.to_string()),
         }
     }
-    if errors.is_empty() {
-        Ok(0)
-    } else {
-        anyhow::bail!("{}", errors.join("\n"))
-    }
+    super::all_succeeded(errors)
 }

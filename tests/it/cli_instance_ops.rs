@@ -9,20 +9,6 @@ use std::path::Path;
 
 use common::Env;
 
-fn create(env: &Env, name: &str) {
-    let img = common::tiny_image(env.dir.path());
-    let t = env.dir.path().join(format!("{name}.yaml"));
-    std::fs::write(
-        &t,
-        format!(
-            "images:\n- location: {}\n  arch: x86_64\ncpus: 1\nmemory: 1GiB\ndisk: 2GiB\nmounts: []\ncontainerd: {{user: false, system: false}}\n",
-            img.display()
-        ),
-    )
-    .unwrap();
-    env.ok(&["create", "--name", name, t.to_str().unwrap()]);
-}
-
 fn qemu_img_tags(disk: &Path) -> String {
     let out = std::process::Command::new("qemu-img")
         .args(["snapshot", "-l"])
@@ -35,7 +21,7 @@ fn qemu_img_tags(disk: &Path) -> String {
 #[test]
 fn offline_snapshots_are_qcow2_snapshots_of_the_diffdisk() {
     let env = Env::new();
-    create(&env, "vm");
+    env.create_tiny("vm");
     let disk = env.instance_dir("vm").join("diffdisk");
     // None yet: the table is empty, as Lima prints it.
     assert_eq!(env.ok(&["snapshot", "list", "vm"]), "");
@@ -96,7 +82,7 @@ fn offline_snapshots_are_qcow2_snapshots_of_the_diffdisk() {
 #[test]
 fn clone_rename_and_factory_reset_file_effects() {
     let env = Env::new();
-    create(&env, "src");
+    env.create_tiny("src");
     let src = env.instance_dir("src");
     // What a run and a source leave behind, which a clone must not take.
     for f in [
@@ -206,7 +192,7 @@ fn clone_rename_and_factory_reset_file_effects() {
 #[test]
 fn autostart_installs_a_systemd_user_unit_that_verifies() {
     let env = Env::new();
-    create(&env, "vm");
+    env.create_tiny("vm");
     let home = env.dir.path().join("home");
     let unit = home.join(".config/systemd/user/lima-vm@vm.service");
     env.ok(&["autostart", "enable", "vm"]);
@@ -309,7 +295,7 @@ fn disk_import_copies_qcow2_and_raw_images_and_refuses_others() {
 fn a_forced_stop_leaves_no_vnc_password_behind() {
     // What a host agent killed with its QEMU leaves: it never removed them.
     let env = Env::new();
-    create(&env, "vnc");
+    env.create_tiny("vnc");
     let dir = env.instance_dir("vnc");
     for f in ["vncdisplay", "vncpassword"] {
         std::fs::write(dir.join(f), "stale").unwrap();

@@ -6,20 +6,6 @@ use crate::common;
 
 use common::Env;
 
-fn instance(env: &Env, name: &str) {
-    let img = common::tiny_image(env.dir.path());
-    let p = env.dir.path().join(format!("{name}.yaml"));
-    std::fs::write(
-        &p,
-        format!(
-            "images:\n- location: {}\n  arch: x86_64\ncpus: 1\nmemory: 1GiB\ndisk: 2GiB\nmounts: []\ncontainerd: {{user: false, system: false}}\n",
-            img.display()
-        ),
-    )
-    .unwrap();
-    env.ok(&["create", "--name", name, p.to_str().unwrap()]);
-}
-
 /// A saved state as a suspend leaves it (the stream's content is not read
 /// by anything but QEMU).
 fn save_state(env: &Env, name: &str) {
@@ -36,7 +22,7 @@ fn save_state(env: &Env, name: &str) {
 #[test]
 fn a_saved_state_is_listed_stopped_away_and_deleted() {
     let env = Env::new();
-    instance(&env, "s");
+    env.create_tiny("s");
     let dir = env.instance_dir("s");
     // Nothing to suspend in a stopped instance.
     let (code, _, err) = env.run(&["suspend", "s"]);

@@ -203,30 +203,11 @@ provision:
         ),
     )
     .unwrap();
-    let run = |args: &[&str]| -> (i32, String, String) {
-        let out = env
-            .cmd()
-            .env("LIMA_GUESTAGENT", &ga)
-            .env("PATH", &path)
-            .args(args)
-            .output()
-            .unwrap();
-        let (o, e) = (
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        );
-        eprintln!(
-            "$ limactl {} (exit {:?})\n{o}{e}",
-            args.join(" "),
-            out.status.code()
-        );
-        (out.status.code().unwrap_or(-1), o, e)
+    let with_env = |c: &mut assert_cmd::Command| {
+        c.env("LIMA_GUESTAGENT", &ga).env("PATH", &path);
     };
-    let ok = |args: &[&str]| -> String {
-        let (code, out, err) = run(args);
-        assert_eq!(code, 0, "limactl {} failed:\n{err}", args.join(" "));
-        out
-    };
+    let run = |args: &[&str]| env.run_with(args, with_env);
+    let ok = |args: &[&str]| env.ok_with(args, with_env);
     let sh = |script: &str| -> String { ok(&["shell", "vm", "sh", "-c", script]) };
 
     ok(&["disk", "create", "data", "--size", "1GiB"]);

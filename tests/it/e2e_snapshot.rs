@@ -19,20 +19,11 @@ fn shell_retry(env: &Env, name: &str, cmd: &[&str]) -> String {
         let mut args = vec!["shell", name];
         args.extend_from_slice(cmd);
         // Bounded: a session over a dead connection must not hang the test.
-        let out = env
-            .cmd()
-            .args(&args)
-            .timeout(Duration::from_secs(60))
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        eprintln!(
-            "$ limactl {} (exit {:?})\n{err}",
-            args.join(" "),
-            out.status.code()
-        );
-        if out.status.success() {
-            return String::from_utf8_lossy(&out.stdout).into_owned();
+        let (code, out, err) = env.run_with(&args, |c| {
+            c.timeout(Duration::from_secs(60));
+        });
+        if code == 0 {
+            return out;
         }
         assert!(
             start.elapsed() < Duration::from_secs(180),

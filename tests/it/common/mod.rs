@@ -134,8 +134,21 @@ impl Env {
 
     /// Runs limactl; returns (exit code, stdout, stderr) and logs them.
     pub fn run(&self, args: &[&str]) -> (i32, String, String) {
+        self.run_with(args, |_| {})
+    }
+
+    /// [`Env::run`] with `configure` applied to the command first (more
+    /// variables, stdin, a timeout).
+    pub fn run_with(
+        &self,
+        args: &[&str],
+        configure: impl FnOnce(&mut Command),
+    ) -> (i32, String, String) {
         let start = Instant::now();
-        let out: Output = self.cmd().args(args).output().unwrap();
+        let mut cmd = self.cmd();
+        cmd.args(args);
+        configure(&mut cmd);
+        let out: Output = cmd.output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         eprintln!(
@@ -150,7 +163,12 @@ impl Env {
 
     /// Runs limactl and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let (code, out, err) = self.run(args);
+        self.ok_with(args, |_| {})
+    }
+
+    /// [`Env::ok`] with `configure` applied to the command first.
+    pub fn ok_with(&self, args: &[&str], configure: impl FnOnce(&mut Command)) -> String {
+        let (code, out, err) = self.run_with(args, configure);
         assert_eq!(code, 0, "limactl {} failed:\n{err}", args.join(" "));
         out
     }
@@ -165,6 +183,22 @@ impl Env {
             .as_str()
             .unwrap_or("")
             .to_string()
+    }
+
+    /// Creates instance `name` (stopped, never booted) from [`tiny_image`]:
+    /// one CPU, no mounts, no containerd.
+    pub fn create_tiny(&self, name: &str) {
+        let img = tiny_image(self.dir.path());
+        let t = self.dir.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &t,
+            format!(
+                "images:\n- location: {}\n  arch: x86_64\ncpus: 1\nmemory: 1GiB\ndisk: 2GiB\nmounts: []\ncontainerd: {{user: false, system: false}}\n",
+                img.display()
+            ),
+        )
+        .unwrap();
+        self.ok(&["create", "--name", name, t.to_str().unwrap()]);
     }
 
     /// Polls until `f` holds, up to `timeout`.
