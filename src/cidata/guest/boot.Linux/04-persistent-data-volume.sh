@@ -14,6 +14,7 @@ persisted="/etc /home /root /tmp /usr/local /var/lib"
 # hidden by the bind mounts: note them, unmount them, and mount them again afterwards.
 remount=/run/lima-data-volume-remount.sh
 printf '#!/bin/sh\nset -eu\n' >"$remount"
+# >>> quoting (src/cidata/tests/shells.rs runs it extracted)
 bs=\\ q="'"
 # unescape PATH: PATH as /proc/mounts writes it, with a blank, tab, newline or backslash
 # as \ooo (octal), decoded. printf %b reads octal as \0ooo: a 0 goes after each
@@ -47,6 +48,7 @@ sq() {
 	done
 	sq="$q$sq$rest$q"
 }
+# <<< quoting
 while read -r dev mnt type opts _; do
 	case "$mnt" in *"$bs"*) mnt=$(unescape "$mnt") ;; esac
 	for dir in $persisted; do
