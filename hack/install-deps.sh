@@ -27,6 +27,9 @@ packages=(
   python3-pip
   # the shells `limactl completion zsh|fish` is tested in
   zsh fish
+  # the shells the guest boot scripts are checked in (src/cidata/tests/shells.rs):
+  # busybox ash is Alpine's /bin/sh (and /bin/bash), dash Debian's /bin/sh
+  busybox dash
 )
 
 # The binaries the project runs, each with the package that provides it (dpkg-deb:
@@ -38,7 +41,7 @@ binaries=(
   mcopy:mtools grub-mkimage:grub-common xorriso:xorriso isoinfo:genisoimage
   zstd:zstd file:file curl:curl socat:socat ip:iproute2 promtool:prometheus
   git:git script:bsdutils systemctl:systemd systemd-analyze:systemd dpkg-deb:dpkg
-  zsh:zsh fish:fish
+  zsh:zsh fish:fish busybox:busybox dash:dash
 )
 # Test tools from PyPI (no Debian package), `BINARY:REQUIREMENT`: vncdo
 # (vncdotool) is the real VNC client of the VNC test (tests/it/e2e_snapshot.rs).

@@ -14,13 +14,55 @@ persisted="/etc /home /root /tmp /usr/local /var/lib"
 # hidden by the bind mounts: note them, unmount them, and mount them again afterwards.
 remount=/run/lima-data-volume-remount.sh
 printf '#!/bin/sh\nset -eu\n' >"$remount"
+# >>> quoting (src/cidata/tests/shells.rs runs it extracted)
+bs=\\ q="'"
+# unescape PATH: PATH as /proc/mounts writes it, with a blank, tab, newline or backslash
+# as \ooo (octal), decoded. printf %b reads octal as \0ooo: a 0 goes after each
+# backslash. (A loop, not ${mnt//…}: how a backslash in its replacement is read
+# differs between shells.)
+unescape() {
+	local rest="$1" out=
+	while :; do
+		case "$rest" in
+		*"$bs"*)
+			out="$out${rest%%"$bs"*}${bs}0"
+			rest=${rest#*"$bs"}
+			;;
+		*) break ;;
+		esac
+	done
+	printf '%b' "$out$rest"
+}
+# sq WORD: sq=WORD in single quotes, for the sh script (busybox printf has no %q).
+sq() {
+	local rest="$1"
+	sq=
+	while :; do
+		case "$rest" in
+		*"$q"*)
+			sq="$sq${rest%%"$q"*}$q$bs$q$q"
+			rest=${rest#*"$q"}
+			;;
+		*) break ;;
+		esac
+	done
+	sq="$q$sq$rest$q"
+}
+# <<< quoting
 while read -r dev mnt type opts _; do
-	mnt=$(printf '%b' "${mnt//\\/\\\\0}") # /proc/mounts escapes blanks as \040
+	case "$mnt" in *"$bs"*) mnt=$(unescape "$mnt") ;; esac
 	for dir in $persisted; do
 		case "$mnt" in "$dir" | "$dir"/*) ;; *) continue ;; esac
 		case "$type" in ext4 | tmpfs) continue ;; esac
 		umount "$mnt"
-		printf 'mount -t %q -o %q %q %q\n' "$type" "$opts" "$dev" "$mnt" >>"$remount"
+		sq "$type"
+		line="mount -t $sq"
+		sq "$opts"
+		line="$line -o $sq"
+		sq "$dev"
+		line="$line $sq"
+		sq "$mnt"
+		printf '%s %s\n' "$line" "$sq" >>"$remount"
 	done
 done </proc/mounts
 chmod 0700 "$remount"

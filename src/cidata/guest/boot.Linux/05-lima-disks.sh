@@ -7,9 +7,12 @@ set -u
 n=${LIMA_CIDATA_DISKS:-0}
 [ "$n" -gt 0 ] || exit 0
 
+# get INDEX FIELD: prints $LIMA_CIDATA_DISK_<INDEX>_FIELD (empty when unset). Through eval:
+# busybox ash (Alpine's /bin/bash) has no ${!v}; v is checked to be a name first.
 get() {
 	local v="LIMA_CIDATA_DISK_${1}_$2"
-	printf '%s' "${!v-}"
+	case "$v" in *[!A-Za-z0-9_]*) return 0 ;; esac
+	eval "printf '%s' \"\${$v-}\""
 }
 settle() {
 	if command -v udevadm >/dev/null 2>&1; then

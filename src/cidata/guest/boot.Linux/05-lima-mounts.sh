@@ -9,8 +9,10 @@ n=${LIMA_CIDATA_MOUNTS:-0}
 user=${LIMA_CIDATA_USER}
 gid=${LIMA_USER_GID:-$(id -g "$user")}
 for i in $(seq 0 $((n - 1))); do
-	v="LIMA_CIDATA_MOUNTS_${i}_MOUNTPOINT"
-	mp=${!v-}
+	# $LIMA_CIDATA_MOUNTS_<i>_MOUNTPOINT, through eval: busybox ash (Alpine's /bin/bash)
+	# has no ${!v}. (i comes from seq: v is a name.)
+	mp=
+	eval "mp=\${LIMA_CIDATA_MOUNTS_${i}_MOUNTPOINT-}"
 	case "$mp" in '' | /) continue ;; esac
 	if mountpoint -q "$mp"; then
 		continue

@@ -4,15 +4,21 @@
 set -eu
 gw=${LIMA_CIDATA_SLIRP_GATEWAY:-192.168.5.2}
 # Builtins only (but for the final mv): processes are slow while the guest boots.
+# (Busybox ash, Alpine's /bin/bash, has no `+=` and no `[[ =~ ]]`.)
+nl='
+'
 want="" have=""
 if [ -f /etc/hosts ]; then
 	while IFS= read -r line || [ -n "$line" ]; do
-		have+=$line$'\n'
-		[[ $line =~ [[:space:]]host\.lima\.internal([[:space:]]|$) ]] && continue
-		want+=$line$'\n'
+		have=$have$line$nl
+		# A line naming host.lima.internal (after a blank, then a blank or the end).
+		case "$line" in
+		*[[:space:]]host.lima.internal | *[[:space:]]host.lima.internal[[:space:]]*) continue ;;
+		esac
+		want=$want$line$nl
 	done </etc/hosts
 fi
-want+=$gw$'\thost.lima.internal\n'
+want=$want$gw$'\t'host.lima.internal$nl
 if [ "$want" != "$have" ]; then
 	tmp=/etc/.hosts.lima.$$
 	trap 'rm -f "$tmp"' EXIT

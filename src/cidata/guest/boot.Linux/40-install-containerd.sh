@@ -54,7 +54,15 @@ else
 	mkdir -p "$prefix"
 	tar -C "$prefix" -xzf "$archive"
 	# Libraries the archive ships under lib/ (found once the linker cache knows them).
-	if compgen -G "${prefix}/lib/*.so*" >/dev/null && command -v ldconfig >/dev/null 2>&1; then
+	# (A glob that matches nothing stays as written: hence the test of what it gave.)
+	libs=
+	for lib in "${prefix}"/lib/*.so*; do
+		if [ -e "$lib" ] || [ -L "$lib" ]; then
+			libs=1
+			break
+		fi
+	done
+	if [ -n "$libs" ] && command -v ldconfig >/dev/null 2>&1; then
 		ldconfig
 	fi
 	if command -v nerdctl >/dev/null 2>&1; then
@@ -94,20 +102,21 @@ if [ "$system" = 1 ]; then
 			fi
 		} >/etc/containerd/config.toml
 	fi
-	units=(containerd.service)
+	# Unit names, blank-separated (busybox ash, Alpine's /bin/bash, has no arrays).
+	units=containerd.service
 	if [ -x "${prefix}/bin/buildkitd" ] && [ -f "${prefix}/lib/systemd/system/buildkit.service" ]; then
 		if [ ! -e /etc/buildkit/buildkitd.toml ]; then
 			mkdir -p /etc/buildkit
 			printf '[worker.oci]\n  enabled = false\n\n[worker.containerd]\n  enabled = true\n  namespace = "%s"\n  snapshotter = "%s"\n' \
 				"$CONTAINERD_NAMESPACE" "$CONTAINERD_SNAPSHOTTER" >/etc/buildkit/buildkitd.toml
 		fi
-		units+=(buildkit.service)
+		units="${units} buildkit.service"
 	fi
 	if [ -x "${prefix}/bin/containerd-stargz-grpc" ] && [ -f "${prefix}/lib/systemd/system/stargz-snapshotter.service" ]; then
-		units+=(stargz-snapshotter.service)
+		units="${units} stargz-snapshotter.service"
 	fi
 	changed=
-	for u in "${units[@]}"; do
+	for u in $units; do
 		if ! out=$(install_unit "$u"); then
 			echo "the archive has no lib/systemd/system/${u}" >&2
 			exit 1
@@ -115,7 +124,8 @@ if [ "$system" = 1 ]; then
 		[ -n "$out" ] && changed=1
 	done
 	[ -n "$changed" ] && systemctl daemon-reload
-	systemctl enable --now "${units[@]}"
+	# shellcheck disable=SC2086 # $units is the list of unit names
+	systemctl enable --now $units
 fi
 
 # --- user (rootless) ------------------------------------------------------------------

@@ -6,9 +6,12 @@
 set -eu
 f=$1
 idx=${f##*/}
+# get FIELD: prints $LIMA_CIDATA_DATAFILE_<INDEX>_FIELD (empty when unset). Through eval:
+# busybox ash (Alpine's /bin/bash) has no ${!v}; v is checked to be a name first.
 get() {
 	local v="LIMA_CIDATA_DATAFILE_${idx}_$1"
-	printf '%s' "${!v-}"
+	case "$v" in *[!A-Za-z0-9_]*) return 0 ;; esac
+	eval "printf '%s' \"\${$v-}\""
 }
 path=$(get PATH)
 owner=$(get OWNER)

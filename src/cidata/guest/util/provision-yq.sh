@@ -7,9 +7,12 @@
 set -eu
 f=$1
 idx=${f##*/}
+# get FIELD: prints $LIMA_CIDATA_YQ_PROVISION_<INDEX>_FIELD (empty when unset). Through
+# eval: busybox ash (Alpine's /bin/bash) has no ${!v}; v is checked to be a name first.
 get() {
 	local v="LIMA_CIDATA_YQ_PROVISION_${idx}_$1"
-	printf '%s' "${!v-}"
+	case "$v" in *[!A-Za-z0-9_]*) return 0 ;; esac
+	eval "printf '%s' \"\${$v-}\""
 }
 path=$(get PATH)
 owner=$(get OWNER)
@@ -19,10 +22,11 @@ if [ -z "$path" ]; then
 	echo "provision.yq/${idx}: no LIMA_CIDATA_YQ_PROVISION_${idx}_PATH" >&2
 	exit 1
 fi
+# run_yq ARG...: the yq found (a function: busybox ash has no arrays).
 if [ -x "${LIMA_CIDATA_MNT}/lima-guestagent" ]; then
-	yq=("${LIMA_CIDATA_MNT}/lima-guestagent" yq)
+	run_yq() { "${LIMA_CIDATA_MNT}/lima-guestagent" yq "$@"; }
 elif command -v yq >/dev/null 2>&1; then
-	yq=(yq)
+	run_yq() { yq "$@"; }
 else
 	echo "provision.yq/${idx}: no yq: the cidata volume has no lima-guestagent and yq is not installed" >&2
 	exit 127
@@ -40,10 +44,10 @@ fi
 parent=$(dirname "$path")
 [ -d "$parent" ] || mkdir -p "$parent"
 if [ -e "$path" ]; then
-	"${yq[@]}" --inplace --from-file "$f" --input-format "$format" --output-format "$format" "$path"
+	run_yq --inplace --from-file "$f" --input-format "$format" --output-format "$format" "$path"
 else
 	tmp=$(mktemp "${parent}/.lima-yq.XXXXXX")
-	if ! "${yq[@]}" --null-input --from-file "$f" --output-format "$format" >"$tmp"; then
+	if ! run_yq --null-input --from-file "$f" --output-format "$format" >"$tmp"; then
 		rm -f "$tmp"
 		exit 1
 	fi
