@@ -102,6 +102,33 @@ impl Requirement {
     }
 }
 
+/// Lima's optional requirements of a containerd-enabled guest (reference
+/// §4.4): systemd (fatal: the services need it), then the binaries the boot
+/// scripts install from the archive. Lima looks for `nerdctl` only; an
+/// archive with containerd and no nerdctl (such as the Debian-built one of
+/// the tests) counts here too. The wait polls in the guest, like a marker's.
+fn containerd_requirements(prefix: &str, timeout: Duration) -> Vec<Requirement> {
+    let mut systemd = Requirement::sh(
+        "systemd must be available",
+        "command -v systemctl >/dev/null\n".into(),
+        "containerd (`containerd.system`/`containerd.user`) needs systemd in the guest; \
+         set both to false for an image without it",
+    );
+    systemd.fatal = true;
+    let bin = crate::ssh::shell_quote(&format!("{}/bin", prefix.trim_end_matches('/')));
+    let binaries = Requirement::sh(
+        "containerd binaries to be installed",
+        format!(
+            "i=0\nuntil command -v nerdctl >/dev/null 2>&1 || [ -x {bin}/nerdctl ] || [ -x {bin}/containerd ]; do\n  \
+             i=$((i+1)); [ \"$i\" -gt {} ] && exit 1\n  sleep 0.2\ndone\n",
+            timeout.as_millis() / 200
+        ),
+        "The nerdctl-full archive was not installed in the guest: \
+         see /var/log/cloud-init-output.log in the guest (40-install-containerd.sh)",
+    );
+    vec![systemd, binaries]
+}
+
 /// `#!/usr/bin/env bash -e` → (["/usr/bin/env", "bash", "-e"], rest of the
 /// script); no `#!` line → `/bin/sh`.
 pub fn split_shebang(script: &str) -> (Vec<String>, &str) {
@@ -236,28 +263,41 @@ impl Requirements {
             ));
         }
         let params = config.param.clone().unwrap_or_default();
-        let optional = if plain {
-            Vec::new()
-        } else {
-            config
-                .probes
-                .iter()
-                .flatten()
-                .filter(|p| p.mode.as_deref().unwrap_or("readiness") == "readiness")
-                .enumerate()
-                .map(|(i, p)| {
-                    Requirement::probe(
-                        p.description
-                            .as_deref()
-                            .filter(|d| !d.is_empty())
-                            .unwrap_or(&format!("user probe {}", i + 1)),
-                        p.script.as_deref().unwrap_or(""),
-                        p.hint.as_deref().unwrap_or("See the probe's script"),
-                        &params,
-                    )
-                })
-                .collect()
-        };
+        let mut optional = Vec::new();
+        let containerd = config
+            .containerd
+            .as_ref()
+            .is_some_and(|c| c.system == Some(true) || c.user == Some(true));
+        if !plain && containerd {
+            optional.extend(containerd_requirements(
+                config
+                    .guest_install_prefix
+                    .as_deref()
+                    .unwrap_or("/usr/local"),
+                timeout,
+            ));
+        }
+        if !plain {
+            optional.extend(
+                config
+                    .probes
+                    .iter()
+                    .flatten()
+                    .filter(|p| p.mode.as_deref().unwrap_or("readiness") == "readiness")
+                    .enumerate()
+                    .map(|(i, p)| {
+                        Requirement::probe(
+                            p.description
+                                .as_deref()
+                                .filter(|d| !d.is_empty())
+                                .unwrap_or(&format!("user probe {}", i + 1)),
+                            p.script.as_deref().unwrap_or(""),
+                            p.hint.as_deref().unwrap_or("See the probe's script"),
+                            &params,
+                        )
+                    }),
+            );
+        }
         Requirements {
             target,
             essential,
@@ -643,7 +683,30 @@ mod tests {
         );
         assert_eq!(r.optional[0].hint, "wait");
 
-        // Plain mode: no session marker, mounts or probes.
+        // containerd: systemd (fatal) and the binaries, before the probes.
+        y.containerd = Some(crate::spec::types::Containerd {
+            user: Some(true),
+            ..Default::default()
+        });
+        y.guest_install_prefix = Some("/opt/lima".into());
+        let r = Requirements::for_config(target(), "iid-1", t, &y);
+        assert_eq!(
+            descriptions(&r.optional),
+            [
+                "systemd must be available",
+                "containerd binaries to be installed",
+                "docker",
+                "user probe 2"
+            ]
+        );
+        assert!(r.optional[0].fatal && !r.optional[1].fatal);
+        assert!(
+            r.optional[1]
+                .script
+                .contains("[ -x /opt/lima/bin/nerdctl ]")
+        );
+
+        // Plain mode: no session marker, mounts, containerd or probes.
         y.plain = Some(true);
         let r = Requirements::for_config(target(), "iid-1", t, &y);
         assert_eq!(
@@ -651,6 +714,29 @@ mod tests {
             ["ssh", "Explicitly start ssh ControlMaster"]
         );
         assert!(r.optional.is_empty());
+    }
+
+    #[test]
+    fn the_containerd_binaries_wait_ends_when_the_archive_is_unpacked() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = dir.path().join("pre fix");
+        let run = |timeout: Duration| {
+            let r = &containerd_requirements(prefix.to_str().unwrap(), timeout)[1];
+            std::process::Command::new("sh")
+                .args(["-c", &r.script])
+                .env("PATH", "/usr/bin:/bin")
+                .status()
+                .unwrap()
+                .success()
+        };
+        // Nothing installed: gives up after the timeout.
+        assert!(!run(Duration::from_millis(400)));
+        std::fs::create_dir_all(prefix.join("bin")).unwrap();
+        let containerd = prefix.join("bin/containerd");
+        std::fs::write(&containerd, "#!/bin/sh\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&containerd, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(run(Duration::from_secs(600)));
     }
 
     #[test]

@@ -159,6 +159,17 @@ provision:
     let (code, _, err) = run(&["start", "--name", "ctr", yaml.to_str().unwrap()], None);
     assert_eq!(code, 0, "start failed:\n{err}");
     eprintln!("ready after {:.1}s", t.elapsed().as_secs_f64());
+    // Lima's optional requirements of a containerd guest were waited for and met.
+    for req in [
+        "systemd must be available",
+        "containerd binaries to be installed",
+    ] {
+        assert!(
+            err.contains(&format!("{req:?}")),
+            "no requirement {req:?}:\n{err}"
+        );
+    }
+    assert!(!err.contains("failed to satisfy"), "{err}");
 
     // The archive came through cidata and was installed under guestInstallPrefix.
     let hex = digest.trim_start_matches("sha256:");
