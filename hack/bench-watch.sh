@@ -17,7 +17,9 @@ work=$(mktemp -d /tmp/bench-watch-XXXXXX)
 export LIMA_HOME=$work/lima HOME=$work
 dpid=
 cleanup() {
-  [ -n "$dpid" ] && kill "$dpid" 2>/dev/null
+  # The daemon goes first, and is waited for: alive, it would relaunch the VM
+  # (runStrategy Always) that the loop below stops.
+  if [ -n "$dpid" ]; then kill "$dpid" 2>/dev/null; wait "$dpid" 2>/dev/null || true; fi
   for d in "$LIMA_HOME"/*/; do [ -d "$d" ] && "$bin" stop -f "$(basename "$d")" >/dev/null 2>&1; done
   rm -rf "$work"
 }

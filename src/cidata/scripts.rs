@@ -4,6 +4,10 @@
 /// run from `bootcmd`, before sshd starts).
 pub(crate) const ETC_ENVIRONMENT_MODULE: &str = "boot.Linux/01-etc-environment.sh";
 
+/// The module that sets up what rootless engines need; its `delegate` step (the
+/// user managers' cgroup delegation) is also run from `bootcmd`, before sshd starts.
+pub(crate) const ROOTLESS_BASE_MODULE: &str = "boot.Linux/20-rootless-base.sh";
+
 /// (path on the volume, content); all are executable.
 pub(crate) const GUEST_SCRIPTS: &[(&str, &str)] = &[
     (
@@ -47,7 +51,7 @@ pub(crate) const GUEST_SCRIPTS: &[(&str, &str)] = &[
         include_str!("guest/boot.Linux/10-alpine-cgroups.sh"),
     ),
     (
-        "boot.Linux/20-rootless-base.sh",
+        ROOTLESS_BASE_MODULE,
         include_str!("guest/boot.Linux/20-rootless-base.sh"),
     ),
     (

@@ -273,6 +273,13 @@ fn user_data_is_cloud_config_with_user_keys_and_hook() {
     assert_eq!(bootcmd.len(), 3);
     assert!(s(&bootcmd[2]).contains("systemd-run"), "{}", s(&bootcmd[2]));
     assert!(s(&bootcmd[2]).contains("LIMA_BOOT_EARLY=1"));
+    // Before it, the environment and the user managers' delegation (before sshd).
+    let early = s(&bootcmd[2]);
+    let env_at = early.find("01-etc-environment.sh").unwrap();
+    let delegate_at = early
+        .find("/mnt/lima-cidata/boot.Linux/20-rootless-base.sh delegate")
+        .unwrap();
+    assert!(env_at < delegate_at && delegate_at < early.find("systemd-run --quiet").unwrap());
     assert!(s(&bootcmd[0]).contains(&slirp_mac(Path::new("/lima/test"))));
     let b = s(&bootcmd[1]);
     assert!(

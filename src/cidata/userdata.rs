@@ -79,7 +79,10 @@ pub(crate) enum Flavor<'a> {
 /// Before that, unless plain, it writes `/etc/environment` and the session
 /// marker itself: cloud-init's init stage runs before sshd starts, so the
 /// host's first SSH connection already logs in with the final environment
-/// and may stay on as the ControlMaster (no second connection).
+/// and may stay on as the ControlMaster (no second connection). Likewise the
+/// user managers' cgroup delegation (`20-rootless-base.sh delegate`): the
+/// user manager that first connection starts then has it, and the module
+/// needs no `daemon-reload` (two seconds of a boot under emulation).
 ///
 /// A folded volume (`folded`) has nothing to mount: its files are on the
 /// root disk from the first boot's `write_files` on, which runs after
@@ -94,8 +97,9 @@ fn early_boot(plain: bool, folded: bool) -> String {
         String::new()
     } else {
         format!(
-            "  LIMA_CIDATA_MNT={mnt} LIMA_CIDATA_IID=$(sed -n 's/^LIMA_CIDATA_IID=//p' {mnt}/lima.env) {mnt}/{script} || true\n",
+            "  LIMA_CIDATA_MNT={mnt} LIMA_CIDATA_IID=$(sed -n 's/^LIMA_CIDATA_IID=//p' {mnt}/lima.env) {mnt}/{script} || true\n  {mnt}/{rootless} delegate || true\n",
             script = super::scripts::ETC_ENVIRONMENT_MODULE,
+            rootless = super::scripts::ROOTLESS_BASE_MODULE,
         )
     };
     let (comment, guard, mount) = if folded {

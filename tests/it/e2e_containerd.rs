@@ -256,20 +256,13 @@ provision:
     let p_cni = free_port();
     let cni_script = root.join("cni.sh");
     std::fs::write(&cni_script, CNI_PORTMAP).unwrap();
-    let (code, _, err) = run(
-        &[
-            "shell",
-            "ctr",
-            "sudo",
-            "sh",
-            "-s",
-            "--",
-            "ADD",
-            &p_cni.to_string(),
-        ],
-        Some(&cni_script),
-    );
-    assert_eq!(code, 0, "CNI ADD failed:\n{err}");
+    let cni = |command: &str| {
+        let port = p_cni.to_string();
+        let args = ["shell", "ctr", "sudo", "sh", "-s", "--", command, &port];
+        let (code, _, err) = run(&args, Some(&cni_script));
+        assert_eq!(code, 0, "CNI {command} failed:\n{err}");
+    };
+    cni("ADD");
     sh(&format!(
         "sudo ctr run -d --with-ns network:/var/run/netns/lima-cni {IMAGE} web-cni httpd -f -p 80 -h /etc"
     ));
@@ -288,20 +281,7 @@ provision:
         std::thread::sleep(Duration::from_millis(200));
     }
     sh("sudo ctr task rm -f web-cni && sudo ctr container rm web-cni");
-    let (code, _, err) = run(
-        &[
-            "shell",
-            "ctr",
-            "sudo",
-            "sh",
-            "-s",
-            "--",
-            "DEL",
-            &p_cni.to_string(),
-        ],
-        Some(&cni_script),
-    );
-    assert_eq!(code, 0, "CNI DEL failed:\n{err}");
+    cni("DEL");
     let start = Instant::now();
     while TcpStream::connect_timeout(
         &SocketAddr::from(([127, 0, 0, 1], p_cni)),

@@ -86,6 +86,22 @@ fn lifecycle_create_start_shell_stop_restart_kill_delete() {
     assert_eq!(e.trim(), "from-lima-yaml");
     let (code, _, _) = env.run(&["shell", name, "sh", "-c", "exit 7"]);
     assert_eq!(code, 7, "the guest command's exit code is propagated");
+    // The user manager delegates every cgroup controller (20-rootless-base's
+    // drop-in, written before the first login; Debian's own unit delegates
+    // only pids, memory and cpu).
+    let controllers = env.ok(&[
+        "shell",
+        name,
+        "sh",
+        "-c",
+        "cat /sys/fs/cgroup/user.slice/user-$(id -u).slice/user@$(id -u).service/cgroup.controllers",
+    ]);
+    for c in ["cpuset", "io", "memory", "pids"] {
+        assert!(
+            controllers.split_whitespace().any(|w| w == c),
+            "{c} not delegated: {controllers}"
+        );
+    }
     everyday_shell_checks(&env, name);
     env.ok(&[
         "shell",

@@ -426,3 +426,59 @@ done
         "'/tmp/a b'\n'/x\\y\tz'\n'plain'\n'/it'\\''s here'\n''\\'''\\'''\n"
     );
 }
+
+/// 00-modprobe.sh: one `modprobe -a` for the modules not loaded yet; when it fails,
+/// each of those alone, and the ones that still fail are named (a fake modprobe
+/// that loads by creating the module's directory, and refuses `tap`).
+#[test]
+fn modprobe_module_loads_all_in_one_call_and_names_what_fails() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let sys = d.path().join("sys-module");
+    let bin = d.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let calls = d.path().join("calls");
+    let fake = format!(
+        "#!/bin/sh\necho \"$*\" >>{calls}\n[ \"$1\" = -a ] && shift\nfor m; do\n  [ \"$m\" = tap ] && exit 1\n  mkdir -p {sys}/$m\ndone\n",
+        calls = calls.display(),
+        sys = sys.display()
+    );
+    std::fs::write(bin.join("modprobe"), fake).unwrap();
+    std::fs::set_permissions(bin.join("modprobe"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let module = d.path().join("00-modprobe.sh");
+    let text = script("boot.Linux/00-modprobe.sh").replace("/sys/module", &sys.to_string_lossy());
+    std::fs::write(&module, text).unwrap();
+    let path = format!("{}:/usr/bin:/bin", bin.display());
+    for sh in ["busybox", "bash"] {
+        let _ = std::fs::remove_dir_all(&sys);
+        let _ = std::fs::remove_file(&calls);
+        // Already loaded: not asked for again.
+        std::fs::create_dir_all(sys.join("overlay")).unwrap();
+        let out = ok_stdout(sh, &shell(sh, &[module.as_os_str()], &[("PATH", &path)]));
+        assert_eq!(
+            out, "kernel module tap not loaded (fine when built in or unused)\n",
+            "{sh}"
+        );
+        let calls = std::fs::read_to_string(&calls).unwrap();
+        let mut lines = calls.lines();
+        let first = lines.next().unwrap();
+        assert!(
+            first.starts_with("-a fuse tun tap bridge "),
+            "{sh}: {calls}"
+        );
+        assert!(!first.contains("overlay"), "{sh}: {calls}");
+        // After the failed -a: tap alone, and the ones the -a did not reach.
+        let rest: Vec<&str> = lines.collect();
+        assert_eq!(rest.first(), Some(&"tap"), "{sh}: {calls}");
+        assert!(sys.join("xt_tcpudp").is_dir(), "{sh}");
+        // All loaded: no modprobe at all.
+        std::fs::create_dir_all(sys.join("tap")).unwrap();
+        let before = std::fs::read_to_string(d.path().join("calls")).unwrap();
+        ok_stdout(sh, &shell(sh, &[module.as_os_str()], &[("PATH", &path)]));
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("calls")).unwrap(),
+            before,
+            "{sh}"
+        );
+    }
+}

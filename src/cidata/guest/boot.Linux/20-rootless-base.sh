@@ -6,6 +6,19 @@
 # (lingering) so that the user's services start at boot. Each step is skipped when done.
 set -eu
 command -v systemctl >/dev/null 2>&1 || exit 0
+
+# cgroup v2: the user's manager may hand cgroup controllers to its services. Also run
+# alone (`20-rootless-base.sh delegate`) from cloud-init's bootcmd, before sshd starts:
+# a user manager started after the drop-in exists reads it, so the daemon-reload below
+# (two seconds under emulation) is only needed when one ran before.
+dropin=/etc/systemd/system/user@.service.d/lima.conf
+if [ ! -e "$dropin" ]; then
+	mkdir -p "${dropin%/*}"
+	printf '[Service]\nDelegate=yes\n' >"$dropin.tmp"
+	mv -f "$dropin.tmp" "$dropin"
+fi
+[ "${1:-}" = delegate ] && exit 0
+
 user=${LIMA_CIDATA_USER}
 home=${LIMA_CIDATA_HOME}
 uid=${LIMA_USER_UID:-$(id -u "$user")}
@@ -31,12 +44,8 @@ for f in .profile .bashrc .zshrc; do
 	chown "$uid" "$home/$f"
 done
 
-# cgroup v2: the user's manager may hand cgroup controllers to its services.
-dropin=/etc/systemd/system/user@.service.d/lima.conf
-if [ ! -e "$dropin" ]; then
-	mkdir -p "${dropin%/*}"
-	printf '[Service]\nDelegate=yes\n' >"$dropin.tmp"
-	mv -f "$dropin.tmp" "$dropin"
+# A user manager loaded before the drop-in existed (`show` loads one that is not).
+if [ "$(systemctl show -p NeedDaemonReload --value "user@${uid}.service" 2>/dev/null)" != no ]; then
 	systemctl daemon-reload
 fi
 
