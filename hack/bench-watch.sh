@@ -20,7 +20,9 @@ cleanup() {
   # The daemon goes first, and is waited for: alive, it would relaunch the VM
   # (runStrategy Always) that the loop below stops.
   if [ -n "$dpid" ]; then kill "$dpid" 2>/dev/null; wait "$dpid" 2>/dev/null || true; fi
-  for d in "$LIMA_HOME"/*/; do [ -d "$d" ] && "$bin" stop -f "$(basename "$d")" >/dev/null 2>&1; done
+  # Every instance, by name (LIMA_HOME also holds _cache and the like); one that
+  # cannot be stopped must not keep the others running.
+  for name in $("$bin" list -q 2>/dev/null); do "$bin" stop -f "$name" >/dev/null 2>&1 || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
