@@ -163,18 +163,6 @@ pub fn save(dir: &Path, vm: &Vm, qemu: &mut Qemu) -> Result<SavedState, SaveErro
     let mut qmp = Qmp::connect(&dir.join(files::QMP_SOCK), Duration::from_secs(5))
         .map_err(|e| running(e.to_string()))?;
     let partial = dir.join(files::VM_STATE_PARTIAL);
-    // Guest memory (keys, passwords): 0600 from the first byte. `cat >`
-    // truncates the file and keeps its mode.
-    let _ = std::fs::remove_file(&partial);
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&partial)
-            .map_err(|e| running(format!("cannot create {}: {e}", partial.display())))?;
-    }
     crate::info!("Saving the VM's state");
     migrate::save(&mut qmp, &partial, MIGRATION_TIMEOUT).map_err(|e| running(e.to_string()))?;
     let meta = SavedState {

@@ -65,7 +65,10 @@ fn a_saved_vm_loads_paused_in_the_same_state() {
     let before = registers(&mut qa);
     migrate::save(&mut qa, &state, Duration::from_secs(120)).unwrap();
     assert_eq!(qa.query_status().unwrap(), "postmigrate");
-    assert!(std::fs::metadata(&state).unwrap().len() > 0);
+    let meta = std::fs::metadata(&state).unwrap();
+    assert!(meta.len() > 0);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600, "guest memory");
     qa.quit().unwrap();
 
     let _dst = qemu(&b, true);

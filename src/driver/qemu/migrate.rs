@@ -1,8 +1,12 @@
 //! Saving a running VM to a file and loading it back, over QMP (kept apart
-//! from the QMP client in `qmp.rs`): `migrate` to `exec:cat > FILE` on the
-//! way out, `-incoming defer` + `migrate-incoming` from `exec:cat FILE` on
-//! the way in. QEMU 7.2 (Debian 12) has no `file:` URI yet; `exec:` runs
-//! `/bin/sh -c`, so the path is shell-quoted.
+//! from the QMP client in `qmp.rs`): `migrate` to `exec:dd of=FILE
+//! conv=nocreat` on the way out, `-incoming defer` + `migrate-incoming` from
+//! `exec:cat FILE` on the way in. QEMU 7.2 (Debian 12) has no `file:` URI
+//! yet; `exec:` runs `/bin/sh -c`, so the path is shell-quoted.
+//!
+//! The writer never creates FILE ([`save`] does, 0600): QEMU's shell
+//! outlives a QEMU killed mid-save, and a `cat > FILE` starting late would
+//! put back the file the caller had just discarded.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -24,6 +28,11 @@ pub enum MigrateError {
     Failed { status: String, desc: String },
     #[error("QEMU's migration did not finish within {}s (last status {status})", timeout.as_secs())]
     Timeout { timeout: Duration, status: String },
+    #[error("cannot create {}: {err}", path.display())]
+    Create {
+        path: std::path::PathBuf,
+        err: std::io::Error,
+    },
 }
 
 /// `path` as one word of `/bin/sh` (always single-quoted).
@@ -33,7 +42,10 @@ fn sh_word(path: &Path) -> String {
 
 /// `exec:` URIs for writing and reading `path`.
 pub fn save_uri(path: &Path) -> String {
-    format!("exec:cat > {}", sh_word(path))
+    format!(
+        "exec:dd of={} conv=nocreat bs=1M status=none",
+        sh_word(path)
+    )
 }
 
 pub fn load_uri(path: &Path) -> String {
@@ -57,9 +69,21 @@ pub fn migration_done(r: &Value) -> Result<bool, MigrateError> {
     }
 }
 
-/// Saves the VM's state into `path`; on success the VM is paused
-/// (`postmigrate`) with its disks flushed, and only `quit` is left to do.
+/// Saves the VM's state into `path`, made afresh (mode 0600: it holds the
+/// guest's memory, keys and passwords included); on success the VM is
+/// paused (`postmigrate`) with its disks flushed, and only `quit` is left.
 pub fn save(qmp: &mut Qmp, path: &Path, timeout: Duration) -> Result<(), MigrateError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|err| MigrateError::Create {
+            path: path.to_path_buf(),
+            err,
+        })?;
     // The default bandwidth cap (tens of MiB/s) is meant for a live
     // migration over a network; a file on local disk takes all it can.
     if let Err(e) = qmp.execute(
@@ -115,10 +139,38 @@ pub fn load(qmp: &mut Qmp, path: &Path, timeout: Duration) -> Result<(), Migrate
 mod tests {
     use super::*;
 
+    /// The writer's command, as QEMU's `/bin/sh -c` runs it: it fills the
+    /// file the caller made, and never makes one that is gone.
+    #[test]
+    fn the_save_writer_never_creates_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("it's the state");
+        let write = |data: &str| {
+            let cmd = save_uri(&p);
+            let mut child = std::process::Command::new("/bin/sh")
+                .args(["-c", cmd.strip_prefix("exec:").unwrap()])
+                .stdin(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            let _ = child.stdin.take().unwrap().write_all(data.as_bytes());
+            child.wait().unwrap().success()
+        };
+        assert!(!write("stream"), "no file: the writer fails");
+        assert!(!p.exists(), "and creates none");
+        std::fs::write(&p, "").unwrap();
+        assert!(write("stream"));
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "stream");
+    }
+
     #[test]
     fn uris_quote_the_path_for_the_shell() {
         let p = Path::new("/h o'me/vm/vmstate");
-        assert_eq!(save_uri(p), "exec:cat > '/h o'\\''me/vm/vmstate'");
+        assert_eq!(
+            save_uri(p),
+            "exec:dd of='/h o'\\''me/vm/vmstate' conv=nocreat bs=1M status=none"
+        );
         assert_eq!(load_uri(p), "exec:cat '/h o'\\''me/vm/vmstate'");
     }
 
