@@ -118,10 +118,11 @@ fn containerd_requirements(prefix: &str, timeout: Duration) -> Vec<Requirement> 
     let bin = crate::ssh::shell_quote(&format!("{}/bin", prefix.trim_end_matches('/')));
     let binaries = Requirement::sh(
         "containerd binaries to be installed",
-        format!(
-            "i=0\nuntil command -v nerdctl >/dev/null 2>&1 || [ -x {bin}/nerdctl ] || [ -x {bin}/containerd ]; do\n  \
-             i=$((i+1)); [ \"$i\" -gt {} ] && exit 1\n  sleep 0.2\ndone\n",
-            timeout.as_millis() / 200
+        poll_in_guest(
+            &format!(
+                "command -v nerdctl >/dev/null 2>&1 || [ -x {bin}/nerdctl ] || [ -x {bin}/containerd ]"
+            ),
+            timeout,
         ),
         "The nerdctl-full archive was not installed in the guest: \
          see /var/log/cloud-init-output.log in the guest (40-install-containerd.sh)",
@@ -194,9 +195,19 @@ true
 
 /// A script that waits (in the guest) until `path` holds `iid`.
 pub fn wait_for_marker(path: &str, iid: &str, timeout: Duration) -> String {
+    poll_in_guest(
+        &format!("[ \"$(cat {path} 2>/dev/null)\" = \"{iid}\" ]"),
+        timeout,
+    )
+}
+
+/// A script that checks `condition` (a shell command) in the guest every
+/// 0.2 s until it holds (exit 0) or `timeout` has passed (exit 1): one SSH
+/// session per wait instead of one per attempt.
+fn poll_in_guest(condition: &str, timeout: Duration) -> String {
     let tries = (timeout.as_millis() / 200).max(1);
     format!(
-        "i=0\nwhile [ \"$(cat {path} 2>/dev/null)\" != \"{iid}\" ]; do\n  i=$((i+1))\n  [ \"$i\" -gt {tries} ] && exit 1\n  sleep 0.2\ndone\n"
+        "i=0\nuntil {condition}; do\n  i=$((i+1))\n  [ \"$i\" -gt {tries} ] && exit 1\n  sleep 0.2\ndone\n"
     )
 }
 
@@ -247,7 +258,7 @@ impl Requirements {
         if !super::mounts::sshfs_mounts(config).is_empty() {
             essential.push(Requirement::sh(
                 "sshfs binary to be installed",
-                "i=0\nuntil command -v sshfs >/dev/null 2>&1; do\n  i=$((i+1)); [ \"$i\" -gt 50 ] && exit 1\n  sleep 0.2\ndone\n".into(),
+                poll_in_guest("command -v sshfs >/dev/null 2>&1", Duration::from_secs(10)),
                 "Make sure that the guest image has sshfs (package `sshfs`), or set `mountType` to 9p",
             ));
             essential.push(Requirement::sh(
