@@ -46,6 +46,11 @@ export LIMA_TEST_CONTAINERD_ARCHIVE
 LIMA_GUESTAGENT=$(hack/build-guestagent.sh | tail -n1)
 export LIMA_GUESTAGENT
 
+# What each VM test held the guest lock for (tests/it/common: GUEST_LOCK_LOG).
+target_dir=$(realpath -m "${CARGO_TARGET_DIR:-target}")
+lock_log=$target_dir/tmp/guest-lock.log
+rm -f "$lock_log"
+
 status=0
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --no-fail-fast "$@" || status=$?
@@ -55,7 +60,11 @@ fi
 
 # The seed's integration entry point, on the local test image, with the binary the
 # tests just built.
+if [ -s "$lock_log" ]; then
+  echo "test.sh: time each VM test held the guest (the serialized part of the run):" >&2
+  sort -t' ' -k5 -rn "$lock_log" | sed 's/^/  /' >&2
+fi
+
 cargo build -q --bin limactl
-target_dir=$(realpath "${CARGO_TARGET_DIR:-target}")
 LIMACTL=$target_dir/debug/limactl hack/test-templates.sh "$LIMA_TEST_TEMPLATE" || status=$?
 exit "$status"
