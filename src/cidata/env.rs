@@ -74,6 +74,9 @@ pub(crate) fn lima_env(f: &Facts) -> Result<String, CidataError> {
             "CONTAINERD_ARCHIVE",
             crate::store::paths::cidata_files::NERDCTL_ARCHIVE,
         );
+        if let Some(digest) = &f.containerd_archive_sha256 {
+            kv("CONTAINERD_ARCHIVE_SHA256", digest);
+        }
     }
     kv("SLIRP_DNS", &f.slirp_dns);
     kv("SLIRP_GATEWAY", SLIRP_GATEWAY);

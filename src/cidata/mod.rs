@@ -270,6 +270,10 @@ pub(crate) struct Facts {
     pub upgrade_packages: bool,
     pub containerd_user: bool,
     pub containerd_system: bool,
+    /// The sha256 (hex) of the nerdctl-full archive on the volume: the guest
+    /// compares it with its install stamp instead of hashing the archive
+    /// itself on every boot (most of a second under emulation).
+    pub containerd_archive_sha256: Option<String>,
     pub slirp_dns: String,
     pub udp_dns_port: u16,
     pub tcp_dns_port: u16,
@@ -459,6 +463,7 @@ fn facts(input: &CidataInput) -> Result<Facts, CidataError> {
         upgrade_packages: c.upgrade_packages,
         containerd_user: c.containerd.user,
         containerd_system: c.containerd.system,
+        containerd_archive_sha256: None,
         slirp_dns: slirp_dns.into(),
         udp_dns_port,
         tcp_dns_port,
@@ -491,7 +496,24 @@ fn cert_block(text: &str) -> String {
 
 /// The files of the cidata volume for `input` (reference §3.2).
 pub fn generate(input: &CidataInput) -> Result<Cidata, CidataError> {
-    let f = facts(input)?;
+    // Only on the ISO: folded user-data (generate_nocloud) cannot carry an archive.
+    let archive = if crate::image::containerd_enabled(input.spec) {
+        let path = input
+            .containerd_archive
+            .ok_or(CidataError::NoContainerdArchive)?;
+        Some(
+            std::fs::read(path).map_err(|source| CidataError::ContainerdArchive {
+                path: path.to_path_buf(),
+                source,
+            })?,
+        )
+    } else {
+        None
+    };
+    let mut f = facts(input)?;
+    f.containerd_archive_sha256 = archive
+        .as_ref()
+        .map(|data| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(data)));
     let volume = volume_files(input, &f)?;
     let user_data = userdata::user_data(&f, Flavor::Iso)?;
 
@@ -513,15 +535,7 @@ pub fn generate(input: &CidataInput) -> Result<Cidata, CidataError> {
         },
     ];
     files.extend(volume);
-    // Only on the ISO: folded user-data (generate_nocloud) cannot carry an archive.
-    if crate::image::containerd_enabled(input.spec) {
-        let path = input
-            .containerd_archive
-            .ok_or(CidataError::NoContainerdArchive)?;
-        let data = std::fs::read(path).map_err(|source| CidataError::ContainerdArchive {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    if let Some(data) = archive {
         files.push(CidataFile {
             path: names::NERDCTL_ARCHIVE.into(),
             data,

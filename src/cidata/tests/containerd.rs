@@ -18,6 +18,15 @@ fn user_containerd_ships_the_archive() {
         env.contains("\nLIMA_CIDATA_CONTAINERD_USER=1\nLIMA_CIDATA_CONTAINERD_SYSTEM=\nLIMA_CIDATA_CONTAINERD_ARCHIVE=nerdctl-full.tgz\n"),
         "{env}"
     );
+    // The digest of the bytes on the volume, which the boot script compares with
+    // its install stamp instead of hashing the archive in the guest.
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(ARCHIVE_BYTES));
+    assert!(
+        env.contains(&format!(
+            "\nLIMA_CIDATA_CONTAINERD_ARCHIVE_SHA256={digest}\n"
+        )),
+        "{env}"
+    );
 }
 
 #[test]

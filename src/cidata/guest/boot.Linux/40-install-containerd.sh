@@ -4,7 +4,7 @@
 # has it) as system services and/or rootless for the guest user.
 #
 # Every boot runs this; it changes only what is not done yet. The archive is unpacked
-# when its sha256 differs from the one recorded at the last install
+# when its sha256 (LIMA_CIDATA_CONTAINERD_ARCHIVE_SHA256) differs from the one recorded at the last install
 # (<prefix>/share/lima/nerdctl-full.sha256, rewritten only then), so a reboot with the
 # same archive installs nothing and the services come back by themselves (enabled;
 # the user's through lingering, see 20-rootless-base.sh).
@@ -38,7 +38,10 @@ user_unit=${home}/.config/systemd/user/containerd.service
 
 # --- unpack ---------------------------------------------------------------------------
 stamp=${prefix}/share/lima/nerdctl-full.sha256
-want=$(sha256sum "$archive" | cut -d' ' -f1)
+# The host sends the archive's digest (hashing it here costs most of a second per boot
+# under emulation); an older host's volume has none.
+want=${LIMA_CIDATA_CONTAINERD_ARCHIVE_SHA256:-}
+[ -n "$want" ] || want=$(sha256sum "$archive" | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
 	echo "nerdctl-full archive ${want} already installed in ${prefix}"
 else
