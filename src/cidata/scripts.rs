@@ -8,10 +8,14 @@ pub(crate) const ETC_ENVIRONMENT_MODULE: &str = "boot.Linux/01-etc-environment.s
 /// user managers' cgroup delegation) is also run from `bootcmd`, before sshd starts.
 pub(crate) const ROOTLESS_BASE_MODULE: &str = "boot.Linux/20-rootless-base.sh";
 
+/// The module that loads the kernel modules containers need; also started from
+/// `bootcmd` as a unit of its own, beside cloud-init's init stage.
+pub(crate) const MODPROBE_MODULE: &str = "boot.Linux/00-modprobe.sh";
+
 /// (path on the volume, content); all are executable.
 pub(crate) const GUEST_SCRIPTS: &[(&str, &str)] = &[
     (
-        "boot.Linux/00-modprobe.sh",
+        MODPROBE_MODULE,
         include_str!("guest/boot.Linux/00-modprobe.sh"),
     ),
     (

@@ -280,7 +280,18 @@ fn user_data_is_cloud_config_with_user_keys_and_hook() {
     let delegate_at = early
         .find("/mnt/lima-cidata/boot.Linux/20-rootless-base.sh delegate")
         .unwrap();
-    assert!(env_at < delegate_at && delegate_at < early.find("systemd-run --quiet").unwrap());
+    assert!(
+        env_at < delegate_at
+            && delegate_at
+                < early
+                    .find("systemd-run --quiet --no-block --collect --unit=lima-boot-early")
+                    .unwrap()
+    );
+    // First of all, the kernel modules, in a unit that need not wait for cloud-init.
+    let modprobe_at = early
+        .find("systemd-run --quiet --no-block --collect --unit=lima-modprobe-early --property=DefaultDependencies=no /mnt/lima-cidata/boot.Linux/00-modprobe.sh")
+        .unwrap();
+    assert!(modprobe_at < env_at);
     assert!(s(&bootcmd[0]).contains(&slirp_mac(Path::new("/lima/test"))));
     let b = s(&bootcmd[1]);
     assert!(

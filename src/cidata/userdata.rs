@@ -84,6 +84,11 @@ pub(crate) enum Flavor<'a> {
 /// user manager that first connection starts then has it, and the module
 /// needs no `daemon-reload` (two seconds of a boot under emulation).
 ///
+/// The kernel modules (`00-modprobe.sh`, most of a second under emulation)
+/// load in a unit of their own without default dependencies, so at once and
+/// beside cloud-init's Python on the other vCPU, not after its stage; by the
+/// time boot.sh reaches that module there is nothing left to load.
+///
 /// A folded volume (`folded`) has nothing to mount: its files are on the
 /// root disk from the first boot's `write_files` on, which runs after
 /// `bootcmd`, so the early start happens from the second boot on.
@@ -97,7 +102,8 @@ fn early_boot(plain: bool, folded: bool) -> String {
         String::new()
     } else {
         format!(
-            "  LIMA_CIDATA_MNT={mnt} LIMA_CIDATA_IID=$(sed -n 's/^LIMA_CIDATA_IID=//p' {mnt}/lima.env) {mnt}/{script} || true\n  {mnt}/{rootless} delegate || true\n",
+            "  systemd-run --quiet --no-block --collect --unit=lima-modprobe-early --property=DefaultDependencies=no {mnt}/{modprobe} || true\n  LIMA_CIDATA_MNT={mnt} LIMA_CIDATA_IID=$(sed -n 's/^LIMA_CIDATA_IID=//p' {mnt}/lima.env) {mnt}/{script} || true\n  {mnt}/{rootless} delegate || true\n",
+            modprobe = super::scripts::MODPROBE_MODULE,
             script = super::scripts::ETC_ENVIRONMENT_MODULE,
             rootless = super::scripts::ROOTLESS_BASE_MODULE,
         )

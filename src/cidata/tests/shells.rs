@@ -482,3 +482,151 @@ fn modprobe_module_loads_all_in_one_call_and_names_what_fails() {
         );
     }
 }
+
+/// Fake commands in a `bin` directory: each appends its name and arguments to
+/// `calls`, then runs `body` (sh).
+fn fake_bin(dir: &std::path::Path, calls: &std::path::Path, fakes: &[(&str, &str)]) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for (name, body) in fakes {
+        let text = format!(
+            "#!/bin/sh\necho \"{name} $*\" >>{}\n{body}\n",
+            calls.display()
+        );
+        std::fs::write(bin.join(name), text).unwrap();
+        std::fs::set_permissions(bin.join(name), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    format!("{}:/usr/bin:/bin", bin.display())
+}
+
+/// 00-systemd-user-group.sh reads /etc/group itself: usermod only when the user is
+/// not a member yet (a member list, not a prefix: `limax` is not `lima`), nothing
+/// when the group does not exist (getent, for NSS groups, finds none either).
+#[test]
+fn user_group_module_adds_only_a_missing_membership() {
+    let d = tempfile::tempdir().unwrap();
+    let calls = d.path().join("calls");
+    let path = fake_bin(d.path(), &calls, &[("usermod", ""), ("getent", "exit 2")]);
+    let group = d.path().join("group");
+    let module = d.path().join("m.sh");
+    let text = script("boot.Linux/00-systemd-user-group.sh")
+        .replace("/etc/group", &group.to_string_lossy());
+    std::fs::write(&module, text).unwrap();
+    for sh in ["busybox", "bash"] {
+        for (line, usermod) in [
+            ("systemd-journal:x:999:", true),
+            ("systemd-journal:x:999:limax", true),
+            ("systemd-journal:x:999:lima", false),
+            ("systemd-journal:x:999:bob,lima,al", false),
+            ("other:x:5:lima", false),
+        ] {
+            std::fs::write(&group, format!("root:x:0:\n{line}\n")).unwrap();
+            let _ = std::fs::remove_file(&calls);
+            let envs = [
+                ("PATH", path.as_str()),
+                ("LIMA_CIDATA_UID", "1000"),
+                ("LIMA_CIDATA_USER", "lima"),
+            ];
+            ok_stdout(sh, &shell(sh, &[module.as_os_str()], &envs));
+            let called = std::fs::read_to_string(&calls).unwrap_or_default();
+            assert_eq!(
+                called.contains("usermod -aG systemd-journal lima"),
+                usermod,
+                "{sh} with {line}: {called}"
+            );
+        }
+    }
+}
+
+/// 20-rootless-base.sh's file steps with builtins: the rc files get the block once
+/// (one chown for those written), the subordinate IDs once; systemd is asked about
+/// a reload only when this run wrote the delegation drop-in, logind is started only
+/// when it is not running, and lingering is enabled once.
+#[test]
+fn rootless_base_module_does_each_step_once() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("root");
+    let home = root.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join(".bashrc"), "# the user's own\n").unwrap();
+    let calls = d.path().join("calls");
+    let path = fake_bin(
+        d.path(),
+        &calls,
+        &[
+            ("systemctl", "[ \"$1\" = show ] && echo yes; exit 0"),
+            ("loginctl", ""),
+            ("chown", ""),
+            ("sysctl", ""),
+        ],
+    );
+    let r = root.to_string_lossy();
+    let text = script("boot.Linux/20-rootless-base.sh")
+        .replace("/etc/", &format!("{r}/etc/"))
+        .replace("/var/lib/systemd/", &format!("{r}/var/lib/systemd/"))
+        .replace("/run/systemd/", &format!("{r}/run/systemd/"))
+        .replace("/proc/sys/kernel/unprivileged_userns_clone", "/nonexistent");
+    std::fs::create_dir_all(root.join("etc/sysctl.d")).unwrap();
+    let module = d.path().join("m.sh");
+    std::fs::write(&module, text).unwrap();
+    let h = home.to_string_lossy().into_owned();
+    let envs = [
+        ("PATH", path.as_str()),
+        ("LIMA_CIDATA_USER", "lima"),
+        ("LIMA_CIDATA_HOME", h.as_str()),
+        ("LIMA_USER_UID", "1000"),
+    ];
+    for sh in ["busybox", "bash"] {
+        let _ = std::fs::remove_dir_all(root.join("etc/systemd"));
+        let _ = std::fs::remove_file(root.join("etc/subuid"));
+        let _ = std::fs::remove_file(&calls);
+        std::fs::write(home.join(".bashrc"), "# the user's own\n").unwrap();
+        for f in [".profile", ".zshrc"] {
+            let _ = std::fs::remove_file(home.join(f));
+        }
+        // First run: the drop-in is new, systemd says a reload is needed.
+        ok_stdout(sh, &shell(sh, &[module.as_os_str()], &envs));
+        let first = std::fs::read_to_string(&calls).unwrap();
+        assert!(
+            first.contains(&format!("chown 1000 {h}/.profile {h}/.bashrc {h}/.zshrc\n")),
+            "{sh}: {first}"
+        );
+        assert!(first.contains("systemctl show -p NeedDaemonReload --value user@1000.service\nsystemctl daemon-reload\n"), "{sh}: {first}");
+        assert!(
+            first.contains("systemctl start systemd-logind.service\nloginctl enable-linger lima\n"),
+            "{sh}: {first}"
+        );
+        let bashrc = std::fs::read_to_string(home.join(".bashrc")).unwrap();
+        assert!(
+            bashrc.starts_with("# the user's own\n# Lima BEGIN\n"),
+            "{sh}: {bashrc}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("etc/subuid")).unwrap(),
+            "lima:524288:1073741824\n"
+        );
+        // Second run, lingering on, logind running: nothing to do but the sysctls
+        // (already written) — no chown, no systemd call at all.
+        std::fs::create_dir_all(root.join("var/lib/systemd/linger")).unwrap();
+        std::fs::write(root.join("var/lib/systemd/linger/lima"), "").unwrap();
+        std::fs::create_dir_all(root.join("run/systemd/users")).unwrap();
+        std::fs::remove_file(&calls).unwrap();
+        ok_stdout(sh, &shell(sh, &[module.as_os_str()], &envs));
+        let second = std::fs::read_to_string(&calls).unwrap_or_default();
+        assert_eq!(second, "", "{sh}");
+        assert_eq!(
+            std::fs::read_to_string(home.join(".bashrc"))
+                .unwrap()
+                .matches("# Lima BEGIN")
+                .count(),
+            1
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("etc/subuid")).unwrap(),
+            "lima:524288:1073741824\n"
+        );
+        std::fs::remove_file(root.join("var/lib/systemd/linger/lima")).unwrap();
+        std::fs::remove_dir_all(root.join("run/systemd/users")).unwrap();
+    }
+}

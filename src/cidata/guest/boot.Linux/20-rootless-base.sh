@@ -12,10 +12,12 @@ command -v systemctl >/dev/null 2>&1 || exit 0
 # a user manager started after the drop-in exists reads it, so the daemon-reload below
 # (two seconds under emulation) is only needed when one ran before.
 dropin=/etc/systemd/system/user@.service.d/lima.conf
+dropin_new=
 if [ ! -e "$dropin" ]; then
 	mkdir -p "${dropin%/*}"
 	printf '[Service]\nDelegate=yes\n' >"$dropin.tmp"
 	mv -f "$dropin.tmp" "$dropin"
+	dropin_new=1
 fi
 [ "${1:-}" = delegate ] && exit 0
 
@@ -23,14 +25,38 @@ user=${LIMA_CIDATA_USER}
 home=${LIMA_CIDATA_HOME}
 uid=${LIMA_USER_UID:-$(id -u "$user")}
 
+# Shell builtins where they do the job: a process costs most of a tenth of a second
+# while a guest under emulation boots, and this module runs on the way to Ready.
+# has_line FILE PREFIX: a line of FILE starts with PREFIX.
+has_line() {
+	local line
+	[ -f "$1" ] || return 1
+	while IFS= read -r line || [ -n "$line" ]; do
+		case "$line" in "$2"*) return 0 ;; esac
+	done <"$1"
+	return 1
+}
+
 # iptables and mount.fuse3 live in sbin, which a user's PATH may lack. Kernels before
 # 5.13 cannot do overlayfs in a user namespace: fuse-overlayfs is the snapshotter there.
 old_kernel=
-if [ "$(printf '%s\n' "$(uname -r)" 5.13 | sort -V | head -n1)" != 5.13 ]; then
-	old_kernel=1
-fi
+release=
+read -r release </proc/sys/kernel/osrelease 2>/dev/null || release=$(uname -r)
+major=${release%%.*}
+minor=${release#*.}
+minor=${minor%%[!0-9]*}
+case "$major.$minor" in
+*[!0-9.]* | .* | *.) ;; # not N.N: assume a recent kernel
+*)
+	if [ "$major" -lt 5 ] || { [ "$major" -eq 5 ] && [ "$minor" -lt 13 ]; }; then
+		old_kernel=1
+	fi
+	;;
+esac
+# The files written, for one chown (the arguments: none were given but `delegate`).
+set --
 for f in .profile .bashrc .zshrc; do
-	grep -qs '^# Lima BEGIN' "$home/$f" && continue
+	has_line "$home/$f" '# Lima BEGIN' && continue
 	{
 		echo '# Lima BEGIN'
 		echo 'PATH="$PATH:/usr/sbin:/sbin"'
@@ -41,11 +67,15 @@ for f in .profile .bashrc .zshrc; do
 		fi
 		echo '# Lima END'
 	} >>"$home/$f"
-	chown "$uid" "$home/$f"
+	set -- "$@" "$home/$f"
 done
+[ $# -eq 0 ] || chown "$uid" "$@"
 
 # A user manager loaded before the drop-in existed (`show` loads one that is not).
-if [ "$(systemctl show -p NeedDaemonReload --value "user@${uid}.service" 2>/dev/null)" != no ]; then
+# Only when this run wrote it: one written earlier (from bootcmd, before sshd and
+# logind start, or by an earlier boot) predates every user manager of this boot.
+if [ -n "$dropin_new" ] &&
+	[ "$(systemctl show -p NeedDaemonReload --value "user@${uid}.service" 2>/dev/null)" != no ]; then
 	systemctl daemon-reload
 fi
 
@@ -67,11 +97,11 @@ fi
 first=524288
 [ "$uid" -ge "$first" ] && first=$((uid + 1))
 for f in /etc/subuid /etc/subgid; do
-	touch "$f"
-	grep -q "^${user}:" "$f" || echo "${user}:${first}:1073741824" >>"$f"
+	has_line "$f" "${user}:" || echo "${user}:${first}:1073741824" >>"$f"
 done
 
-systemctl start systemd-logind.service
 if [ ! -e "/var/lib/systemd/linger/${user}" ]; then
+	# logind makes /run/systemd/users when it starts.
+	[ -d /run/systemd/users ] || systemctl start systemd-logind.service
 	loginctl enable-linger "$user"
 fi

@@ -30,7 +30,7 @@ case "$home" in
 *.guest)
 	legacy="${home%.guest}.linux"
 	if [ ! -e "$legacy" ] && [ ! -L "$legacy" ]; then
-		ln -s "$(basename "$home")" "$legacy"
+		ln -s "${home##*/}" "$legacy"
 	fi
 	;;
 esac
