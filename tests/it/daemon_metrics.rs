@@ -5,14 +5,14 @@
 
 use crate::common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Env;
+use common::{Env, http_get, metric_sample};
 
 fn yaml(image: &Path, cpus: u32) -> String {
     format!(
@@ -97,25 +97,6 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// GET `path`: (status code, body).
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut c = TcpStream::connect(addr).unwrap();
-    write!(c, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut text = String::new();
-    c.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (code, body.to_string())
-}
-
-/// The value of the sample whose line starts with `series` (name and labels).
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 fn promtool_check(text: &str) {
     let mut child = std::process::Command::new("promtool")
         .args(["check", "metrics"])
@@ -152,16 +133,16 @@ fn metrics_of_a_daemon_move_with_its_work_and_pass_promtool() {
     let addr = d.metrics_addr();
     assert!(addr.ip().is_loopback());
 
-    wait_for("/readyz", || get(addr, "/readyz").0 == 200);
-    assert_eq!(get(addr, "/healthz"), (200, "ok\n".to_string()));
-    assert_eq!(get(addr, "/nothing").0, 404);
+    wait_for("/readyz", || http_get(addr, "/readyz").0 == 200);
+    assert_eq!(http_get(addr, "/healthz"), (200, "ok\n".to_string()));
+    assert_eq!(http_get(addr, "/nothing").0, 404);
 
     let success = r#"lima_reconcile_total{instance="a",result="success"}"#;
     let mut text = String::new();
     wait_for("both instances created and counted", || {
-        text = get(addr, "/metrics").1;
-        sample(&text, r#"lima_instances{status="Stopped"}"#) == Some(2.0)
-            && sample(&text, success).is_some()
+        text = http_get(addr, "/metrics").1;
+        metric_sample(&text, r#"lima_instances{status="Stopped"}"#) == Some(2.0)
+            && metric_sample(&text, success).is_some()
     });
     promtool_check(&text);
     for family in [
@@ -178,38 +159,38 @@ fn metrics_of_a_daemon_move_with_its_work_and_pass_promtool() {
         assert!(text.contains(family), "{family} missing:\n{text}");
     }
     assert_eq!(
-        sample(
+        metric_sample(
             &text,
             r#"lima_instance_condition{condition="Created",instance="a",status="True"}"#
         ),
         Some(1.0),
         "{text}"
     );
-    let before = sample(&text, success).unwrap();
-    let durations = sample(&text, "lima_reconcile_duration_seconds_count").unwrap();
+    let before = metric_sample(&text, success).unwrap();
+    let durations = metric_sample(&text, "lima_reconcile_duration_seconds_count").unwrap();
 
     // A change: a's reconcile count moves, the histogram with it.
     std::fs::write(src.join("a.yaml"), yaml(&img, 2)).unwrap();
     wait_for("a's change to be counted", || {
-        text = get(addr, "/metrics").1;
-        sample(&text, success).is_some_and(|v| v > before)
+        text = http_get(addr, "/metrics").1;
+        metric_sample(&text, success).is_some_and(|v| v > before)
     });
-    assert!(sample(&text, "lima_reconcile_duration_seconds_count").unwrap() > durations);
+    assert!(metric_sample(&text, "lima_reconcile_duration_seconds_count").unwrap() > durations);
 
     // A file that does not load: counted as invalid, not as a success.
     std::fs::write(src.join("b.yaml"), "cpus: [\n").unwrap();
     let invalid = r#"lima_reconcile_total{instance="b",result="invalid"}"#;
     wait_for("b's bad file to be counted", || {
-        text = get(addr, "/metrics").1;
-        sample(&text, invalid).is_some_and(|v| v >= 1.0)
+        text = http_get(addr, "/metrics").1;
+        metric_sample(&text, invalid).is_some_and(|v| v >= 1.0)
     });
     // A deleted instance (no --prune: gone by hand) leaves no per-instance gauges.
     env.ok(&["delete", "-f", "b"]);
     std::fs::remove_file(src.join("b.yaml")).unwrap();
     wait_for("b's gauges to go", || {
-        text = get(addr, "/metrics").1;
+        text = http_get(addr, "/metrics").1;
         !text.contains(r#"lima_instance_condition{condition="Created",instance="b""#)
-            && sample(&text, r#"lima_instances{status="Stopped"}"#) == Some(1.0)
+            && metric_sample(&text, r#"lima_instances{status="Stopped"}"#) == Some(1.0)
     });
     promtool_check(&text);
     assert!(!d.stderr().contains("panicked"), "{}", d.stderr());

@@ -338,7 +338,9 @@ provision:
     let _ = run(&["shell", "ctr", "sudo", "systemctl", "reboot"], None);
     let start = Instant::now();
     loop {
-        let (code, out, _) = run(
+        // Each attempt is bounded: an SSH connection made while the guest is
+        // down waits on slirp's retransmissions to it for a minute or more.
+        let (code, out, _) = env.run_with(
             &[
                 "shell",
                 "ctr",
@@ -346,7 +348,10 @@ provision:
                 "-c",
                 "cat /proc/sys/kernel/random/boot_id; cat /run/lima-boot-done",
             ],
-            None,
+            |c| {
+                c.env("LIMA_GUESTAGENT", &ga)
+                    .timeout(Duration::from_secs(15));
+            },
         );
         if code == 0 && out.lines().next() != Some(boot_id.trim()) && out.lines().count() == 2 {
             break;

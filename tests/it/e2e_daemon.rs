@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Env, guest_lock, require_qemu, skipped, test_template};
+use common::{Env, guest_lock, http_get, require_qemu, skipped, test_template};
 
 use common::DaemonGuard;
 
@@ -29,12 +29,58 @@ fn start_daemon_child(env: &Env, src: &Path, log: &Path) -> Child {
     std::process::Command::new(assert_cmd::cargo::cargo_bin("limactl"))
         .env("LIMA_HOME", env.lima_home())
         .env("HOME", env.dir.path().join("home"))
-        .args(["apply", "--watch", "--prune", "--resync", "5s", "-f"])
+        .args(["apply", "--watch", "--prune", "--resync", "2s"])
+        .args(["--metrics-addr", "127.0.0.1:0", "-f"])
         .arg(src)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .unwrap()
+}
+
+/// The address the `nth` daemon (from 1) of this test serves metrics on:
+/// they all log to the same file.
+fn metrics_addr(env: &Env, daemon: &DaemonGuard, nth: usize) -> std::net::SocketAddr {
+    let mut addr = None;
+    env.wait_for(
+        "the daemon to serve metrics",
+        Duration::from_secs(30),
+        || {
+            addr = std::fs::read_to_string(&daemon.1)
+                .unwrap_or_default()
+                .split("Serving metrics on http://")
+                .nth(nth)
+                .and_then(|rest| rest.split('/').next())
+                .and_then(|a| a.parse().ok());
+            addr.is_some()
+        },
+    );
+    addr.unwrap()
+}
+
+/// The reconciles of `vm` this daemon finished, whatever their result.
+fn reconciles(addr: std::net::SocketAddr) -> u64 {
+    let prefix = r#"lima_reconcile_total{instance="vm","#;
+    http_get(addr, "/metrics")
+        .1
+        .lines()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Waits until the daemon has looked at `vm` as it is now: two more
+/// reconciles, so that at least one began after this call (a
+/// worker never runs two on one instance at a time). What the daemon would
+/// do about the present state, it has done by then: a recorded fact instead
+/// of a sleep.
+fn settled(env: &Env, addr: std::net::SocketAddr) {
+    let before = reconciles(addr);
+    env.wait_for(
+        "the daemon to reconcile the instance twice",
+        Duration::from_secs(60),
+        || reconciles(addr) >= before + 2,
+    );
 }
 
 fn json(env: &Env) -> Option<serde_json::Value> {
@@ -88,6 +134,7 @@ fn daemon_converges_relaunches_and_survives_its_own_death() {
     let write = |memory: &str| write_with("Always", memory);
     let _guest = guest_lock();
     let mut daemon = start_daemon(&env, &src);
+    let metrics = metrics_addr(&env, &daemon, 1);
 
     write("2GiB");
     env.wait_for("the VM to be ready", Duration::from_secs(300), || {
@@ -116,10 +163,10 @@ fn daemon_converges_relaunches_and_survives_its_own_death() {
     env.wait_for("the error on the status", Duration::from_secs(30), || {
         env.ok(&["status", "--json", "vm"]).contains("not applied")
     });
-    std::thread::sleep(Duration::from_secs(2));
+    settled(&env, metrics);
     assert_eq!(qemu_pid(&env), Some(pid2), "a broken file touched the VM");
     write("1GiB");
-    std::thread::sleep(Duration::from_secs(2));
+    settled(&env, metrics);
     assert_eq!(
         qemu_pid(&env),
         Some(pid2),
@@ -160,10 +207,10 @@ fn daemon_converges_relaunches_and_survives_its_own_death() {
     // The daemon killed: the VM keeps running; a new daemon adopts it.
     daemon.0.kill().unwrap();
     daemon.0.wait().unwrap();
-    std::thread::sleep(Duration::from_secs(2));
     assert_eq!(qemu_pid(&env), Some(pid3));
     let daemon = start_daemon(&env, &src);
-    std::thread::sleep(Duration::from_secs(6));
+    let metrics = metrics_addr(&env, &daemon, 2);
+    settled(&env, metrics);
     assert_eq!(
         qemu_pid(&env),
         Some(pid3),
@@ -174,10 +221,10 @@ fn daemon_converges_relaunches_and_survives_its_own_death() {
     // Manual: the daemon changes no power state, neither fighting a user's
     // `limactl stop` nor their `limactl start`.
     write_with("Manual", "1GiB");
-    std::thread::sleep(Duration::from_secs(3));
+    settled(&env, metrics);
     assert_eq!(qemu_pid(&env), Some(pid3), "Manual needs no action");
     env.ok(&["stop", "vm"]);
-    std::thread::sleep(Duration::from_secs(12));
+    settled(&env, metrics);
     assert_eq!(
         qemu_pid(&env),
         None,
@@ -185,12 +232,12 @@ fn daemon_converges_relaunches_and_survives_its_own_death() {
     );
     env.ok(&["start", "vm"]);
     let pid4 = qemu_pid(&env).unwrap();
-    std::thread::sleep(Duration::from_secs(6));
+    settled(&env, metrics);
     assert_eq!(qemu_pid(&env), Some(pid4));
 
     // RerunOnFailure: a clean poweroff from inside the guest is respected.
     write_with("RerunOnFailure", "1GiB");
-    std::thread::sleep(Duration::from_secs(3));
+    settled(&env, metrics);
     assert_eq!(
         qemu_pid(&env),
         Some(pid4),
@@ -203,7 +250,7 @@ fn daemon_converges_relaunches_and_survives_its_own_death() {
     env.wait_for("the guest to power off", Duration::from_secs(120), || {
         json(&env).is_some_and(|j| j["status"] == "Stopped")
     });
-    std::thread::sleep(Duration::from_secs(12));
+    settled(&env, metrics);
     assert_eq!(
         json(&env).map(|j| j["status"].clone()),
         Some("Stopped".into()),
