@@ -32,6 +32,9 @@ pub struct Requirement {
     pub waits_for_banner: bool,
     /// Whether this connection may stay on as the ControlMaster.
     pub master_check: MasterCheck,
+    /// Already satisfied when a ControlMaster is running: the requirement
+    /// only exists to start one (a local check instead of a session).
+    pub satisfied_by_master: bool,
 }
 
 /// A ControlMaster must not be a connection that logged in before the boot
@@ -61,6 +64,7 @@ impl Requirement {
             interpreter: None,
             waits_for_banner: false,
             master_check: MasterCheck::None,
+            satisfied_by_master: false,
         }
     }
 
@@ -98,6 +102,7 @@ impl Requirement {
             interpreter: Some(interpreter),
             waits_for_banner: false,
             master_check: MasterCheck::None,
+            satisfied_by_master: false,
         }
     }
 }
@@ -241,6 +246,7 @@ impl Requirements {
             } else {
                 MasterCheck::KeepIfReady
             },
+            satisfied_by_master: false,
         }];
         if !plain {
             essential.push(Requirement {
@@ -253,6 +259,7 @@ impl Requirements {
                 interpreter: None,
                 waits_for_banner: false,
                 master_check: MasterCheck::RequireReady,
+                satisfied_by_master: false,
             });
         }
         if !super::mounts::sshfs_mounts(config).is_empty() {
@@ -267,11 +274,14 @@ impl Requirements {
                 "The boot scripts did not enable user_allow_other in /etc/fuse.conf; see /var/log/cloud-init-output.log in the guest",
             ));
         } else {
-            essential.push(Requirement::sh(
-                "Explicitly start ssh ControlMaster",
-                "true\n".into(),
-                "The ControlMaster could not be started",
-            ));
+            essential.push(Requirement {
+                satisfied_by_master: true,
+                ..Requirement::sh(
+                    "Explicitly start ssh ControlMaster",
+                    "true\n".into(),
+                    "The ControlMaster could not be started",
+                )
+            });
         }
         let params = config.param.clone().unwrap_or_default();
         let mut optional = Vec::new();
@@ -329,6 +339,16 @@ impl Requirements {
         }
     }
 
+    /// After a resume the guest runs from the first instruction on, its sshd
+    /// listening: SSH itself connects at once, and a banner probe would only
+    /// cost sshd (re-translating its code under emulation) another child.
+    pub fn after_resume(mut self) -> Requirements {
+        for r in &mut self.essential {
+            r.waits_for_banner = false;
+        }
+        self
+    }
+
     fn satisfy(
         &self,
         label: &str,
@@ -344,6 +364,10 @@ impl Requirements {
         if let Some(text) = &r.satisfied_by_previous_output
             && previous_output.lines().any(|l| l.trim() == text)
         {
+            crate::info!("The {label} requirement {i} of {n} is satisfied");
+            return Ok(String::new());
+        }
+        if r.satisfied_by_master && self.target.master_alive() {
             crate::info!("The {label} requirement {i} of {n} is satisfied");
             return Ok(String::new());
         }
@@ -635,6 +659,36 @@ mod tests {
 
     fn descriptions(v: &[Requirement]) -> Vec<&str> {
         v.iter().map(|r| r.description.as_str()).collect()
+    }
+
+    /// A boot waits for sshd's banner before the first login; a resume,
+    /// whose guest runs at once, does not; nothing else changes.
+    #[test]
+    fn a_resume_logs_in_without_a_banner_probe() {
+        let y = crate::spec::LimaYaml::default();
+        let t = Duration::from_secs(10);
+        let boot = Requirements::for_config(target(), "iid-1", t, &y);
+        let banner = |r: &Requirements| -> Vec<bool> {
+            r.essential.iter().map(|q| q.waits_for_banner).collect()
+        };
+        assert_eq!(banner(&boot), [true, false, false]);
+        let resume = Requirements::for_config(target(), "iid-1", t, &y).after_resume();
+        assert_eq!(banner(&resume), [false, false, false]);
+        // Only the requirement that exists to start the ControlMaster is
+        // satisfied by a running one.
+        let by_master: Vec<bool> = boot
+            .essential
+            .iter()
+            .map(|q| q.satisfied_by_master)
+            .collect();
+        assert_eq!(by_master, [false, false, true]);
+        let d = tempfile::tempdir().unwrap();
+        assert!(!crate::ssh::SshTarget::for_tests(d.path()).master_alive());
+        assert_eq!(
+            descriptions(&resume.essential),
+            descriptions(&boot.essential)
+        );
+        assert_eq!(descriptions(&resume.final_), descriptions(&boot.final_));
     }
 
     #[test]

@@ -95,14 +95,28 @@ impl Session {
         if !r.essential(&mut errors) || self.stopping() {
             return errors;
         }
-        if s.resumed {
-            // Before anything else runs in the guest: its clock stood still
-            // while it was suspended.
-            if let Err(e) = super::suspend::set_guest_clock(&s.target) {
-                errors.push(e);
-            }
+        if !s.resumed {
+            return self.converge(s, errors);
         }
+        // Its clock stood still while it was suspended: stepped at once, over
+        // the ControlMaster beside the rest (sudo alone takes a few tenths
+        // of a second under emulation); done before Ready.
+        let target = s.target.clone();
+        let clock = crate::logging::spawn_in_span(move || super::suspend::set_guest_clock(&target));
+        let mut errors = self.converge(s, errors);
+        match clock.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => errors.insert(0, e),
+            Err(_) => errors.insert(0, "setting the guest clock panicked".into()),
+        }
+        errors
+    }
 
+    /// [`Session::start`] after the essential requirements: mounts, forwards,
+    /// the guest agent, the optional and final requirements, playbooks.
+    fn converge(&self, s: &Startup, mut errors: Vec<String>) -> Vec<String> {
+        let plain = s.config.plain == Some(true);
+        let r = &s.requirements;
         // Mounts are started without holding the session's lock: checking
         // them takes seconds, and a shutdown must not wait for that.
         let mut started = Mounts::default();

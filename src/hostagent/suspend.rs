@@ -193,27 +193,36 @@ pub fn save(dir: &Path, vm: &Vm, qemu: &mut Qemu) -> Result<SavedState, SaveErro
     Ok(meta)
 }
 
-/// Steps the guest clock to the host's (it stood still while suspended).
-/// The time sent is advanced by how long a command takes to reach the
-/// guest, measured just before.
+/// Steps the guest clock to the host's (it stood still while suspended),
+/// in one round trip: the host's time when the command is sent, plus what
+/// the guest's monotonic clock says passed from the script's start to the
+/// `date` under sudo (sudo alone takes a few tenths of a second under
+/// emulation). What is left is the way in, a round trip's half.
 pub fn set_guest_clock(target: &SshTarget) -> Result<(), String> {
-    let t = Instant::now();
-    run(target, "sudo -n true")?;
-    let latency = t.elapsed();
     let now = SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        + latency;
-    run(
-        target,
-        &format!(
-            "sudo -n date -u -s @{}.{:09} >/dev/null",
-            now.as_secs(),
-            now.subsec_nanos()
-        ),
-    )?;
+        .unwrap_or_default();
+    run(target, &clock_script(now))?;
     crate::info!("Set the guest clock to the host's after resuming");
     Ok(())
+}
+
+/// The guest script of [`set_guest_clock`] for host time `now`. Builtins
+/// but for sudo and date; `/proc/uptime` has two decimals (centiseconds,
+/// leading zeros stripped: they would make a number octal).
+fn clock_script(now: Duration) -> String {
+    let centis = now.as_millis() / 10;
+    format!(
+        r#"read -r u0 _ </proc/uptime
+exec sudo -n sh -c '
+read -r u1 _ </proc/uptime
+a=${{1%.*}}${{1#*.}} b=${{u1%.*}}${{u1#*.}}
+a=${{a#"${{a%%[!0]*}}"}} b=${{b#"${{b%%[!0]*}}"}}
+t=$(($2 + ${{b:-0}} - ${{a:-0}}))
+date -u -s "@$((t / 100)).$((t / 10 % 10))$((t % 10))" >/dev/null
+' sh "$u0" {centis}
+"#
+    )
 }
 
 fn run(target: &SshTarget, script: &str) -> Result<(), String> {
@@ -225,5 +234,53 @@ fn run(target: &SshTarget, script: &str) -> Result<(), String> {
             err.trim()
         )),
         Err(e) => Err(format!("cannot set the guest clock after resuming: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The clock script under dash and bash, with a sudo that runs its
+    /// command and a date that records its arguments: the time set is the
+    /// host's plus the little the guest's clock saw pass, in `@S.CC` form.
+    #[test]
+    fn the_clock_script_sets_the_host_time_plus_the_delay_in_the_guest() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let bin = d.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let args = d.path().join("date.args");
+        for (name, body) in [
+            ("sudo", "[ \"$1\" = -n ] && shift\nexec \"$@\"".to_string()),
+            ("date", format!("echo \"$*\" >{}", args.display())),
+        ] {
+            let f = bin.join(name);
+            std::fs::write(&f, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let now = Duration::from_millis(1_767_225_600_123);
+        for shell in ["sh", "bash"] {
+            let _ = std::fs::remove_file(&args);
+            let out = std::process::Command::new(shell)
+                .args(["-c", &clock_script(now)])
+                .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{shell}: {out:?}");
+            let line = std::fs::read_to_string(&args).unwrap();
+            let set = line
+                .trim()
+                .strip_prefix("-u -s @")
+                .unwrap_or_else(|| panic!("{shell}: {line}"));
+            let (secs, centis) = set.split_once('.').unwrap();
+            assert_eq!(centis.len(), 2, "{shell}: {line}");
+            let t: u64 = secs.parse::<u64>().unwrap() * 100 + centis.parse::<u64>().unwrap();
+            // At least the host's time; at most a minute later (a loaded machine).
+            assert!(
+                (176_722_560_012..176_722_560_012 + 6000).contains(&t),
+                "{shell}: {line}"
+            );
+        }
     }
 }

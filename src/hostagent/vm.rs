@@ -197,12 +197,15 @@ impl Vm {
             dir: self.dir.clone(),
             config: self.config.clone(),
             target: self.target.clone(),
-            requirements: Requirements::for_config(
-                self.target.clone(),
-                &self.iid,
-                Duration::from_secs(600),
-                &self.config,
-            ),
+            requirements: {
+                let r = Requirements::for_config(
+                    self.target.clone(),
+                    &self.iid,
+                    Duration::from_secs(600),
+                    &self.config,
+                );
+                if resumed { r.after_resume() } else { r }
+            },
             guest_agent_shipped: self.guest_agent_shipped,
             resumed,
             ga_sock: self.dir.join(files::GA_SOCK),
