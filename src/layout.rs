@@ -99,6 +99,10 @@ pub mod cache_files {
     pub const DATA_TMP_PREFIX: &str = "data.tmp.";
     /// Raw conversions kept by Lima for VZ; removed with their entry.
     pub const IMGCONV_DIR: &str = "imgconv";
+    /// `verified-local/<sha256 of the path>`: a local image's digest as
+    /// last verified, with the file's identity then (this project's
+    /// addition; see `image::local_memo`).
+    pub const VERIFIED_LOCAL_DIR: &str = "verified-local";
 }
 
 /// File names inside `_config`.

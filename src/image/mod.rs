@@ -29,7 +29,7 @@ pub mod prune;
 pub mod select;
 
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -461,6 +461,103 @@ pub fn download(dest: &Path, req: &Request, opts: &FetchOptions) -> Result<Statu
     Ok(status)
 }
 
+/// Checks a local file against `d`, unless it was verified before and is
+/// still the same file, unchanged (its memo in the cache: see
+/// [`local_memo`]; no cache, no memo). Used for what is not copied into
+/// the instance: a local containerd archive is checked on every start
+/// (65 MiB, a fifth of a second here) and a template locator on every load.
+fn verify_local(
+    p: &Path,
+    d: &Digest,
+    location: &str,
+    cache_root: Option<&Path>,
+) -> Result<(), ImageError> {
+    verify_local_at(p, d, location, cache_root, std::time::SystemTime::now())
+}
+
+/// A file changed less than this before it was verified gets no memo: the
+/// kernel stamps writes with a coarse clock (a tick, milliseconds), so a
+/// write in the same tick as the last one would leave the identity as it
+/// was (Git's "racy" index entries).
+const RACY: Duration = Duration::from_secs(2);
+
+/// [`verify_local`] at time `now`.
+fn verify_local_at(
+    p: &Path,
+    d: &Digest,
+    location: &str,
+    cache_root: Option<&Path>,
+    now: std::time::SystemTime,
+) -> Result<(), ImageError> {
+    let memo = cache_root.map(|root| {
+        root.join(crate::store::paths::cache_files::VERIFIED_LOCAL_DIR)
+            .join(digest::sha256_hex(&p.to_string_lossy()))
+    });
+    let stamp = |f: &File| f.metadata().ok().map(|m| local_memo(&m, d));
+    let mut f = File::open(p).map_err(|e| io_err("cannot open", p, e))?;
+    let before = stamp(&f);
+    if let Some(memo) = &memo
+        && before.is_some()
+        && fs::read_to_string(memo).ok() == before
+    {
+        return Ok(());
+    }
+    let hr = digest::HashingReader::new(&mut f, Some(d.algo.hasher()));
+    let got = hr.finish().map_err(|e| io_err("cannot read", p, e))?;
+    if got.as_ref() != Some(d) {
+        if let Some(memo) = &memo {
+            let _ = fs::remove_file(memo);
+        }
+        return Err(ImageError::DigestMismatch {
+            location: location.to_string(),
+            expected: d.to_string(),
+            actual: got.map(|g| g.to_string()).unwrap_or_default(),
+        });
+    }
+    // Only a file that did not change while it was read, nor just before,
+    // is remembered.
+    let settled = f.metadata().is_ok_and(|m| {
+        use std::os::unix::fs::MetadataExt;
+        let changed = std::time::UNIX_EPOCH
+            + Duration::new(m.ctime().max(m.mtime()).max(0) as u64, 0)
+            + Duration::from_secs(1);
+        now.duration_since(changed).is_ok_and(|age| age >= RACY)
+    });
+    if let Some(memo) = &memo
+        && settled
+        && let Some(line) = before.filter(|b| stamp(&f).as_ref() == Some(b))
+        && let Some(dir) = memo.parent()
+        && fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .is_ok()
+    {
+        // A memo that cannot be written only costs the next start a hash.
+        let _ = crate::store::atomic::write(memo, line.as_bytes(), 0o600);
+    }
+    Ok(())
+}
+
+/// What a local file's memo holds: the digest and the file's identity
+/// (device, inode, size, modification and change times to the
+/// nanosecond). Any write changes the change time, which no user tool can
+/// set back (only a clock step can), so an unchanged line means the same,
+/// unchanged bytes.
+fn local_memo(m: &fs::Metadata, d: &Digest) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!(
+        "{d} dev={} ino={} size={} mtime={}.{:09} ctime={}.{:09}\n",
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec()
+    )
+}
+
 /// Makes sure `req` is available locally without copying it anywhere and
 /// returns its path: the cache entry's `data` for a remote location (still
 /// compressed), the file itself for a local one (verified when a digest is given).
@@ -469,16 +566,7 @@ pub fn cache_only(req: &Request, opts: &FetchOptions) -> Result<PathBuf, ImageEr
     match Location::parse(req.location)? {
         Location::Local(p) => {
             if let Some(d) = &digest {
-                let mut f = File::open(&p).map_err(|e| io_err("cannot open", &p, e))?;
-                let hr = digest::HashingReader::new(&mut f, Some(d.algo.hasher()));
-                let got = hr.finish().map_err(|e| io_err("cannot read", &p, e))?;
-                if got.as_ref() != Some(d) {
-                    return Err(ImageError::DigestMismatch {
-                        location: req.location.to_string(),
-                        expected: d.to_string(),
-                        actual: got.map(|g| g.to_string()).unwrap_or_default(),
-                    });
-                }
+                verify_local(&p, d, req.location, opts.cache_dir.as_deref())?;
             }
             Ok(p)
         }
@@ -551,6 +639,79 @@ mod tests {
     fn sha256(data: &[u8]) -> String {
         use sha2::Digest as _;
         format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
+    }
+
+    /// A local image verified once is trusted while it is the same file,
+    /// unchanged: a memo matching its identity is all the next check reads
+    /// (shown with a memo forged for bytes that do not match), and any
+    /// write to it (even of the same size) brings the hash back, which
+    /// catches the change and drops the memo. Without a cache, no memo.
+    #[test]
+    fn a_local_image_is_hashed_again_only_when_it_changed() {
+        let d = tempfile::tempdir().unwrap();
+        let img = d.path().join("base.qcow2");
+        fs::write(&img, b"the base image").unwrap();
+        let good = sha256(b"the base image");
+        let req = Request {
+            location: img.to_str().unwrap(),
+            digest: Some(&good),
+            ..Default::default()
+        };
+        let cache = d.path().join("cache");
+        let opts = FetchOptions {
+            cache_dir: Some(cache.clone()),
+            ..Default::default()
+        };
+        // Just written: verified, but not remembered yet (racy).
+        assert_eq!(cache_only(&req, &opts).unwrap(), img);
+        let memo_dir = cache.join(crate::store::paths::cache_files::VERIFIED_LOCAL_DIR);
+        assert!(!memo_dir.exists());
+        // Verified a while after the last write: remembered.
+        let d_good = Digest::parse(&good).unwrap();
+        let later = std::time::SystemTime::now() + Duration::from_secs(10);
+        verify_local_at(&img, &d_good, req.location, Some(&cache), later).unwrap();
+        let memo = cache
+            .join(crate::store::paths::cache_files::VERIFIED_LOCAL_DIR)
+            .join(digest::sha256_hex(img.to_str().unwrap()));
+        let line = fs::read_to_string(&memo).unwrap();
+        assert!(line.starts_with(&format!("{good} dev=")), "{line}");
+        assert!(line.contains(" size=14 "), "{line}");
+        assert_eq!(
+            fs::metadata(&memo).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+
+        // The memo is what is trusted: one for other bytes under this
+        // file's identity passes without a read.
+        let other = sha256(b"other bytes");
+        let forged = line.replacen(&good, &other, 1);
+        fs::write(&memo, &forged).unwrap();
+        let trusting = Request {
+            digest: Some(&other),
+            ..req.clone()
+        };
+        assert_eq!(cache_only(&trusting, &opts).unwrap(), img);
+
+        // A write of the same size changes the identity (in a later tick of
+        // the kernel's coarse clock, which the racy rule guarantees in use):
+        // hashed, caught.
+        std::thread::sleep(Duration::from_millis(50));
+        fs::write(&img, b"THE BASE IMAGE").unwrap();
+        let e = cache_only(&trusting, &opts).unwrap_err();
+        assert!(matches!(e, ImageError::DigestMismatch { .. }), "{e}");
+        assert!(!memo.exists(), "a mismatch drops the memo");
+        let e = cache_only(&req, &opts).unwrap_err();
+        assert!(matches!(e, ImageError::DigestMismatch { .. }), "{e}");
+
+        // No cache directory: verified every time, nothing written.
+        fs::write(&img, b"the base image").unwrap();
+        let bare = FetchOptions {
+            cache_dir: None,
+            ..Default::default()
+        };
+        fs::remove_dir_all(&cache).unwrap();
+        assert_eq!(cache_only(&req, &bare).unwrap(), img);
+        assert!(!cache.exists());
     }
 
     #[test]
