@@ -489,10 +489,7 @@ fn verify_local_at(
     cache_root: Option<&Path>,
     now: std::time::SystemTime,
 ) -> Result<(), ImageError> {
-    let memo = cache_root.map(|root| {
-        root.join(crate::store::paths::cache_files::VERIFIED_LOCAL_DIR)
-            .join(digest::sha256_hex(&p.to_string_lossy()))
-    });
+    let memo = cache_root.map(|root| local_memo_path(root, p));
     let stamp = |f: &File| f.metadata().ok().map(|m| local_memo(&m, d));
     let mut f = File::open(p).map_err(|e| io_err("cannot open", p, e))?;
     let before = stamp(&f);
@@ -516,7 +513,8 @@ fn verify_local_at(
     }
     // Only a file that did not change while it was read, nor just before,
     // is remembered.
-    let settled = f.metadata().is_ok_and(|m| {
+    let after = f.metadata().ok();
+    let settled = after.as_ref().is_some_and(|m| {
         use std::os::unix::fs::MetadataExt;
         let changed = std::time::UNIX_EPOCH
             + Duration::new(m.ctime().max(m.mtime()).max(0) as u64, 0)
@@ -525,7 +523,7 @@ fn verify_local_at(
     });
     if let Some(memo) = &memo
         && settled
-        && let Some(line) = before.filter(|b| stamp(&f).as_ref() == Some(b))
+        && let Some(line) = before.filter(|b| after.map(|m| local_memo(&m, d)).as_ref() == Some(b))
         && let Some(dir) = memo.parent()
         && fs::DirBuilder::new()
             .recursive(true)
@@ -537,6 +535,12 @@ fn verify_local_at(
         let _ = crate::store::atomic::write(memo, line.as_bytes(), 0o600);
     }
     Ok(())
+}
+
+/// Where the memo of local file `p` lives under cache root `root`.
+fn local_memo_path(root: &Path, p: &Path) -> PathBuf {
+    root.join(crate::store::paths::cache_files::VERIFIED_LOCAL_DIR)
+        .join(digest::sha256_hex(&p.to_string_lossy()))
 }
 
 /// What a local file's memo holds: the digest and the file's identity
@@ -664,15 +668,12 @@ mod tests {
         };
         // Just written: verified, but not remembered yet (racy).
         assert_eq!(cache_only(&req, &opts).unwrap(), img);
-        let memo_dir = cache.join(crate::store::paths::cache_files::VERIFIED_LOCAL_DIR);
-        assert!(!memo_dir.exists());
+        let memo = local_memo_path(&cache, &img);
+        assert!(!memo.exists());
         // Verified a while after the last write: remembered.
         let d_good = Digest::parse(&good).unwrap();
         let later = std::time::SystemTime::now() + Duration::from_secs(10);
         verify_local_at(&img, &d_good, req.location, Some(&cache), later).unwrap();
-        let memo = cache
-            .join(crate::store::paths::cache_files::VERIFIED_LOCAL_DIR)
-            .join(digest::sha256_hex(img.to_str().unwrap()));
         let line = fs::read_to_string(&memo).unwrap();
         assert!(line.starts_with(&format!("{good} dev=")), "{line}");
         assert!(line.contains(" size=14 "), "{line}");

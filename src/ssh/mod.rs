@@ -284,13 +284,13 @@ impl SshTarget {
         }
     }
 
-    /// Whether a ControlMaster answers on the control socket (`ssh -O
-    /// check`: a local question, nothing reaches the guest).
-    pub fn master_alive(&self) -> bool {
+    /// `ssh -O OP` to the ControlMaster, if its socket exists: whether it
+    /// answered. A local question; nothing reaches the guest.
+    fn control_master(&self, op: &str) -> bool {
         self.control_path().exists()
             && self
                 .command(true)
-                .args(["-O", "check"])
+                .args(["-O", op])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -298,17 +298,14 @@ impl SshTarget {
                 .is_ok_and(|s| s.success())
     }
 
+    /// Whether a ControlMaster answers on the control socket.
+    pub fn master_alive(&self) -> bool {
+        self.control_master("check")
+    }
+
     /// Stops the ControlMaster if one is listening.
     pub fn exit_master(&self) {
-        if self.control_path().exists() {
-            let _ = self
-                .command(true)
-                .args(["-O", "exit"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
+        self.control_master("exit");
     }
 }
 

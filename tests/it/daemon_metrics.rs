@@ -12,7 +12,7 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Env, http_get, metric_sample};
+use common::{Env, http_get, logged_metrics_addr, metric_sample};
 
 fn yaml(image: &Path, cpus: u32) -> String {
     format!(
@@ -67,12 +67,7 @@ impl Daemon {
     fn metrics_addr(&self) -> SocketAddr {
         let mut addr = None;
         wait_for("the metrics address to be logged", || {
-            addr = self
-                .stderr()
-                .split("Serving metrics on http://")
-                .nth(1)
-                .and_then(|rest| rest.split('/').next())
-                .and_then(|a| a.parse().ok());
+            addr = logged_metrics_addr(&self.stderr(), 1);
             addr.is_some()
         });
         addr.unwrap()

@@ -11,7 +11,9 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Env, guest_lock, http_get, require_qemu, skipped, test_template};
+use common::{
+    Env, guest_lock, http_get, logged_metrics_addr, require_qemu, skipped, test_template,
+};
 
 use common::DaemonGuard;
 
@@ -46,12 +48,8 @@ fn metrics_addr(env: &Env, daemon: &DaemonGuard, nth: usize) -> std::net::Socket
         "the daemon to serve metrics",
         Duration::from_secs(30),
         || {
-            addr = std::fs::read_to_string(&daemon.1)
-                .unwrap_or_default()
-                .split("Serving metrics on http://")
-                .nth(nth)
-                .and_then(|rest| rest.split('/').next())
-                .and_then(|a| a.parse().ok());
+            addr =
+                logged_metrics_addr(&std::fs::read_to_string(&daemon.1).unwrap_or_default(), nth);
             addr.is_some()
         },
     );

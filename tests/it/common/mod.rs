@@ -350,3 +350,12 @@ pub fn metric_sample(text: &str, series: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// The address in the `nth` (from 1) `Serving metrics on http://ADDR/metrics`
+/// line of a watch daemon's log.
+pub fn logged_metrics_addr(log: &str, nth: usize) -> Option<std::net::SocketAddr> {
+    log.split("Serving metrics on http://")
+        .nth(nth)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|a| a.parse().ok())
+}
