@@ -236,9 +236,8 @@ impl SshTarget {
     /// yet), for limactl's own connections; the ControlMaster is one of
     /// them. These prefer the classic curve25519 key exchange to OpenSSH's
     /// default post-quantum hybrid: a connection that never leaves this
-    /// host, and the hybrid's key generation costs the guest a fifth of a
-    /// second per login under emulation (measured: 1.09-1.20 s against
-    /// 0.83-1.01 s for `ssh … true`), on the way to Ready and after every
+    /// host, and the hybrid's key generation is the guest's costliest part
+    /// of a login under emulation, on the way to Ready and after every
     /// resume. (Not in `ssh.config`, which keeps Lima's options.)
     pub fn command(&self, master: bool) -> Command {
         let mut c = Command::new(ssh_binary());
