@@ -465,7 +465,7 @@ pub fn download(dest: &Path, req: &Request, opts: &FetchOptions) -> Result<Statu
 /// still the same file, unchanged (its memo in the cache: see
 /// [`local_memo`]; no cache, no memo). Used for what is not copied into
 /// the instance: a local containerd archive is checked on every start
-/// (65 MiB, a fifth of a second here) and a template locator on every load.
+/// (65 MiB in the tests) and a template locator on every load.
 fn verify_local(
     p: &Path,
     d: &Digest,
