@@ -188,14 +188,27 @@ pub fn exec_foreground(dir: &Path, name: &str, debug: bool) -> LaunchError {
     err(c.exec())
 }
 
-/// Closes every descriptor from `first` up, in a child before exec: the host
-/// agent and QEMU live long, and must not keep open whatever the caller had
-/// (a lock held by a wrapper script, a pipe a test waits on).
+/// Marks every descriptor from `first` up close-on-exec, in a child before
+/// exec: the host agent and QEMU live long, and must not keep open whatever
+/// the caller had (a lock held by a wrapper script, a pipe a test waits on).
+///
+/// Marked, not closed: std's `spawn` reports a failed exec (the binary
+/// missing, or being relinked) through a close-on-exec pipe among these
+/// descriptors; closed, the child could not write the errno and aborted
+/// ("fatal runtime error: assertion failed: output.write(&bytes).is_ok()")
+/// while the parent saw a spawn that succeeded.
 pub fn close_inherited_fds(first: u32) {
-    // close_range(2); errors (old kernels) leave the descriptors, as before.
+    // CLOSE_RANGE_CLOEXEC from <linux/close_range.h> (Linux 5.11); an error
+    // (older kernels) leaves the descriptors open, as without this call.
+    const CLOSE_RANGE_CLOEXEC: nix::libc::c_uint = 1 << 2;
     // SAFETY: a plain system call on descriptor numbers; it touches no memory.
     unsafe {
-        nix::libc::syscall(nix::libc::SYS_close_range, first, u32::MAX, 0);
+        nix::libc::syscall(
+            nix::libc::SYS_close_range,
+            first,
+            u32::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        );
     }
 }
 
@@ -452,5 +465,52 @@ pub fn remove_runtime_files(dir: &Path) {
         if files::RUNTIME_SUFFIXES.iter().any(|s| n.ends_with(s)) {
             let _ = std::fs::remove_file(e.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::close_inherited_fds;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    use std::process::Command;
+
+    fn with_fds_closed(c: &mut Command) -> &mut Command {
+        // SAFETY: as in `spawn`: one async-signal-safe system call.
+        unsafe {
+            c.pre_exec(|| {
+                close_inherited_fds(3);
+                Ok(())
+            })
+        }
+    }
+
+    #[test]
+    fn a_failed_exec_is_reported_not_aborted() {
+        // The binary the host agent is launched from can vanish (an
+        // upgrade, a relink): spawn must return the exec's errno.
+        let err = with_fds_closed(&mut Command::new("/nonexistent/limactl"))
+            .spawn()
+            .expect_err("exec of a missing file");
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{err}");
+    }
+
+    #[test]
+    fn an_inherited_descriptor_does_not_reach_the_child() {
+        let file = tempfile::tempfile().unwrap();
+        let fd = file.as_raw_fd();
+        // Inheritable, as a wrapper script's lock would be.
+        nix::fcntl::fcntl(
+            &file,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        )
+        .unwrap();
+        let probe = format!("test -e /proc/self/fd/{fd}");
+        let open_without = Command::new("sh").args(["-c", &probe]).status().unwrap();
+        assert!(open_without.success(), "the probe sees an inherited fd");
+        let open_with = with_fds_closed(Command::new("sh").args(["-c", &probe]))
+            .status()
+            .unwrap();
+        assert!(!open_with.success(), "fd {fd} was inherited");
     }
 }
