@@ -29,19 +29,24 @@ case $prefix in
 esac
 
 arch=$(uname -m)
-# LIMA_INSTALL_PROFILE=debug installs the debug build (its test uses the
-# binaries the test run already built); the guest agent is always the static
-# release build.
-profile=${LIMA_INSTALL_PROFILE:-release}
-case $profile in
-release) cargo build -q --release --bin limactl --bin lima >&2 ;;
-debug) cargo build -q --bin limactl --bin lima >&2 ;;
-*)
-  echo "install: LIMA_INSTALL_PROFILE must be release or debug, not $profile" >&2
-  exit 2
-  ;;
-esac
-release=$(realpath "${CARGO_TARGET_DIR:-target}")/$profile
+# LIMA_INSTALL_FROM=DIR installs the limactl and lima already built in DIR
+# instead of building the release ones. Its test uses the binaries the test
+# run built: a `cargo build` there would relink target/debug/limactl (cargo
+# build resolves the crate's features without its dev-dependencies, so the
+# binary differs) while the other tests run it. The guest agent is always
+# the static release build.
+if [ -n "${LIMA_INSTALL_FROM:-}" ]; then
+  release=$(realpath "$LIMA_INSTALL_FROM")
+  for b in limactl lima; do
+    if [ ! -x "$release/$b" ]; then
+      echo "install: LIMA_INSTALL_FROM=$LIMA_INSTALL_FROM has no executable $b: build it first (cargo build --bin limactl --bin lima)" >&2
+      exit 2
+    fi
+  done
+else
+  cargo build -q --release --bin limactl --bin lima >&2
+  release=$(realpath "${CARGO_TARGET_DIR:-target}")/release
+fi
 guestagent=$(hack/build-guestagent.sh | tail -n1)
 
 umask 022

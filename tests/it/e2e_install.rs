@@ -28,6 +28,7 @@ fn the_installed_tree_starts_an_instance_with_its_guest_agent() {
     // target/debug/limactl → target: the build this test run made.
     let target = limactl.parent().unwrap().parent().unwrap();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let built = std::fs::metadata(&limactl).unwrap().modified().unwrap();
     let mut install = std::process::Command::new(repo.join("hack/install.sh"));
     // The CARGO_* variables cargo sets for this test would reach the build
     // scripts of install.sh's cargo (ring's declares some with
@@ -43,12 +44,19 @@ fn the_installed_tree_starts_an_instance_with_its_guest_agent() {
     let out = install
         .arg(&prefix)
         .env("CARGO_TARGET_DIR", target)
-        .env("LIMA_INSTALL_PROFILE", "debug")
+        // The binaries this run built: building them again would relink
+        // the limactl the other tests are running (hack/install.sh).
+        .env("LIMA_INSTALL_FROM", limactl.parent().unwrap())
         .env_remove("LIMA_GUESTAGENT")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "hack/install.sh failed:\n{err}");
+    assert_eq!(
+        std::fs::metadata(&limactl).unwrap().modified().unwrap(),
+        built,
+        "the install relinked the limactl the other tests run"
+    );
     let bin = prefix.join("bin");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).lines().last(),
