@@ -86,6 +86,80 @@ pub fn is_dynamically_linked(path: &Path) -> bool {
 /// Set once the agent answered; waited on by the start-up routine.
 pub type Alive = Latch;
 
+/// One `sync-time` exchange on a connection of its own: a resumed guest's
+/// clock stood still while it was suspended, and its agent (root, already
+/// running in the restored guest) can set it at once, while SSH still logs
+/// in. The request's id is the host time it carries, so a reply the agent
+/// queued for an earlier host session is not taken for this one. Returns
+/// the drift the agent found (guest minus host, ms).
+pub fn sync_clock_once(ga_sock: &Path, timeout: Duration) -> Result<i64, String> {
+    use std::io::Write;
+    let deadline = Instant::now() + timeout;
+    let mut stream = loop {
+        match UnixStream::connect(ga_sock) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() >= deadline => {
+                return Err(format!("cannot connect to {}: {e}", ga_sock.display()));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    let host_time_ns = unix_nanos(SystemTime::now());
+    let id = host_time_ns as u64;
+    let io = |e: std::io::Error| format!("guest agent port {}: {e}", ga_sock.display());
+    stream
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .map_err(io)?;
+    stream
+        .write_all(&protocol::encode(&HostMessage::SyncTime {
+            id,
+            host_time_ns,
+        }))
+        .map_err(io)?;
+    let mut lines = LineBuffer::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "the guest agent did not answer within {}s",
+                timeout.as_secs()
+            ));
+        }
+        stream.set_read_timeout(Some(left)).map_err(io)?;
+        let n = match stream.read(&mut buf) {
+            Ok(0) => return Err(io(std::io::Error::other("closed by QEMU"))),
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => return Err(io(e)),
+        };
+        for line in lines.push(&buf[..n]) {
+            if let Ok(GuestMessage::TimeSynced {
+                id: got,
+                drift_ms,
+                error,
+                ..
+            }) = protocol::decode_guest(&line)
+                && got == id
+            {
+                return match error {
+                    None => Ok(drift_ms),
+                    Some(e) => Err(e),
+                };
+            }
+        }
+    }
+}
+
 /// The thread that talks to the guest agent.
 pub struct Connection {
     thread: JoinHandle<()>,
@@ -344,6 +418,95 @@ impl Conn<'_> {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    /// The guest agent's end of `sync_clock_once`: reads the request, then
+    /// writes `before` (what it had queued) and the reply `answer` gives.
+    fn agent_answering(
+        sock: &Path,
+        before: Vec<GuestMessage>,
+        answer: impl FnOnce(u64) -> Option<GuestMessage> + Send + 'static,
+    ) -> std::thread::JoinHandle<HostMessage> {
+        let listener = std::os::unix::net::UnixListener::bind(sock).unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut line = String::new();
+            std::io::BufRead::read_line(
+                &mut std::io::BufReader::new(s.try_clone().unwrap()),
+                &mut line,
+            )
+            .unwrap();
+            let req = protocol::decode_host(&line).unwrap();
+            let HostMessage::SyncTime { id, .. } = req else {
+                panic!("{req:?}")
+            };
+            for m in before {
+                s.write_all(&protocol::encode(&m)).unwrap();
+            }
+            if let Some(m) = answer(id) {
+                s.write_all(&protocol::encode(&m)).unwrap();
+            }
+            // Held open until the host side is done.
+            let _ = s.read(&mut [0u8; 1]);
+            req
+        })
+    }
+
+    fn synced(id: u64, drift_ms: i64, error: Option<&str>) -> GuestMessage {
+        GuestMessage::TimeSynced {
+            id,
+            adjusted: error.is_none(),
+            drift_ms,
+            error: error.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_resumed_guest_clock_is_set_in_one_exchange() {
+        let d = tempfile::tempdir().unwrap();
+        let sock = d.path().join("ga.sock");
+        // A stale reply for an earlier host session and a port report
+        // come first: only the reply to this request counts.
+        let agent = agent_answering(
+            &sock,
+            vec![
+                synced(7, -1, None),
+                GuestMessage::Ports {
+                    added: vec![],
+                    removed: vec![],
+                },
+            ],
+            |id| Some(synced(id, -42_000, None)),
+        );
+        let before = unix_nanos(SystemTime::now());
+        assert_eq!(sync_clock_once(&sock, Duration::from_secs(10)), Ok(-42_000));
+        let HostMessage::SyncTime { id, host_time_ns } = agent.join().unwrap() else {
+            unreachable!()
+        };
+        assert_eq!(id, host_time_ns as u64);
+        assert!(host_time_ns >= before, "the host's time when sent");
+    }
+
+    #[test]
+    fn the_agent_s_error_or_silence_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let sock = d.path().join("ga.sock");
+        let agent = agent_answering(&sock, vec![], |id| {
+            Some(synced(id, -5_000, Some("clock_settime: EPERM")))
+        });
+        assert_eq!(
+            sync_clock_once(&sock, Duration::from_secs(10)),
+            Err("clock_settime: EPERM".to_string())
+        );
+        agent.join().unwrap();
+        let sock = d.path().join("ga2.sock");
+        let agent = agent_answering(&sock, vec![], |_| None);
+        let err = sync_clock_once(&sock, Duration::from_millis(300)).unwrap_err();
+        assert!(err.contains("did not answer"), "{err}");
+        agent.join().unwrap();
+        let err =
+            sync_clock_once(&d.path().join("none.sock"), Duration::from_millis(100)).unwrap_err();
+        assert!(err.contains("cannot connect"), "{err}");
+    }
 
     #[test]
     fn binary_lookup_order() {

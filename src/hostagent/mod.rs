@@ -159,8 +159,11 @@ fn run_locked(
         })
     };
     let mut qemu = start(&mut vm, saved.is_some(), &tx)?;
-    let mut resumed = saved.is_some();
-    if resumed && let Err(e) = suspend::load(dir) {
+    // Some(whether the saved guest was ready) when resumed.
+    let mut resumed = saved.as_ref().map(|s| s.ready);
+    if resumed.is_some()
+        && let Err(e) = suspend::load(dir)
+    {
         // The state is unusable: never try it again; boot afresh.
         crate::warn!("Cannot resume from the saved state ({e}); discarding it and booting afresh");
         qemu.kill();
@@ -170,7 +173,7 @@ fn run_locked(
         // A new channel: the killed QEMU's exit is no news.
         (tx, rx) = mpsc::channel::<Wake>();
         qemu = start(&mut vm, false, &tx)?;
-        resumed = false;
+        resumed = None;
         info.locked().ssh_local_port = vm.port();
     }
     let port = vm.port();
@@ -205,13 +208,14 @@ fn run_locked(
         });
     }
 
+    let mut ready = false;
     let exit = loop {
         match rx.recv() {
             Ok(Wake::Ready(errors)) => {
                 for e in &errors {
                     crate::warn!("{e}");
                 }
-                let ready = errors.is_empty();
+                ready = errors.is_empty();
                 events.locked().emit(Status::running(port, errors))?;
                 if ready {
                     crate::info!("The instance {} is ready", quote_name(name));
@@ -233,7 +237,7 @@ fn run_locked(
     }
     vm.cleanup_guest_side();
     let code = match exit {
-        Wake::Signal(launch::SUSPEND_SIGNAL) => match suspend::save(dir, &vm, &mut qemu) {
+        Wake::Signal(launch::SUSPEND_SIGNAL) => match suspend::save(dir, &vm, &mut qemu, ready) {
             Ok(_) => {
                 crate::info!("The instance {} is suspended", quote_name(name));
                 0

@@ -35,6 +35,10 @@ pub struct Requirement {
     /// Already satisfied when a ControlMaster is running: the requirement
     /// only exists to start one (a local check instead of a session).
     pub satisfied_by_master: bool,
+    /// A fact of the guest's own saved state (a marker in its `/run`, a
+    /// binary on its disk): it still holds when the guest is resumed from
+    /// a state saved while it was ready, since nothing ran in between.
+    pub kept_by_saved_state: bool,
 }
 
 /// A ControlMaster must not be a connection that logged in before the boot
@@ -52,6 +56,14 @@ pub enum MasterCheck {
 }
 
 impl Requirement {
+    /// `r`, marked [`Requirement::kept_by_saved_state`].
+    fn kept(r: Requirement) -> Requirement {
+        Requirement {
+            kept_by_saved_state: true,
+            ..r
+        }
+    }
+
     /// A requirement whose script runs under `/bin/sh` over the ControlMaster.
     pub fn sh(description: &str, script: String, hint: &str) -> Requirement {
         Requirement {
@@ -65,6 +77,7 @@ impl Requirement {
             waits_for_banner: false,
             master_check: MasterCheck::None,
             satisfied_by_master: false,
+            kept_by_saved_state: false,
         }
     }
 
@@ -103,6 +116,7 @@ impl Requirement {
             waits_for_banner: false,
             master_check: MasterCheck::None,
             satisfied_by_master: false,
+            kept_by_saved_state: false,
         }
     }
 }
@@ -160,6 +174,9 @@ pub struct Requirements {
     /// The instance id the boot scripts write to the session marker; `None`
     /// in plain mode (no boot scripts, no marker).
     pub session_marker: Option<String>,
+    /// Resumed from a state saved while the guest was ready: the
+    /// requirements [`Requirement::kept_by_saved_state`] are met.
+    pub resumed_ready: bool,
 }
 
 /// A session script that prints the session marker only when it predates
@@ -247,6 +264,7 @@ impl Requirements {
                 MasterCheck::KeepIfReady
             },
             satisfied_by_master: false,
+            kept_by_saved_state: false,
         }];
         if !plain {
             essential.push(Requirement {
@@ -260,22 +278,24 @@ impl Requirements {
                 waits_for_banner: false,
                 master_check: MasterCheck::RequireReady,
                 satisfied_by_master: false,
+                kept_by_saved_state: false,
             });
         }
         if !super::mounts::sshfs_mounts(config).is_empty() {
-            essential.push(Requirement::sh(
+            essential.push(Requirement::kept(Requirement::sh(
                 "sshfs binary to be installed",
                 poll_in_guest("command -v sshfs >/dev/null 2>&1", Duration::from_secs(10)),
                 "Make sure that the guest image has sshfs (package `sshfs`), or set `mountType` to 9p",
-            ));
-            essential.push(Requirement::sh(
+            )));
+            essential.push(Requirement::kept(Requirement::sh(
                 "fuse to allow_other as user",
                 wait_for_marker(crate::store::paths::guest_files::FUSE_READY, iid, timeout),
                 "The boot scripts did not enable user_allow_other in /etc/fuse.conf; see /var/log/cloud-init-output.log in the guest",
-            ));
+            )));
         } else {
             essential.push(Requirement {
                 satisfied_by_master: true,
+                kept_by_saved_state: false,
                 ..Requirement::sh(
                     "Explicitly start ssh ControlMaster",
                     "true\n".into(),
@@ -325,7 +345,8 @@ impl Requirements {
             optional,
             // The same session then reports failed provisioning scripts
             // (`final_` returns its output): no second session for that.
-            final_: vec![Requirement::sh(
+            // Ready means no provisioning script had failed either.
+            final_: vec![Requirement::kept(Requirement::sh(
                 "boot scripts must have finished",
                 format!(
                     "{}{}",
@@ -333,19 +354,23 @@ impl Requirements {
                     provision_check_script()
                 ),
                 "See \"/var/log/cloud-init-output.log\" in the guest",
-            )],
+            ))],
             timeout,
             session_marker: (!plain).then(|| iid.to_string()),
+            resumed_ready: false,
         }
     }
 
     /// After a resume the guest runs from the first instruction on, its sshd
     /// listening: SSH itself connects at once, and a banner probe would only
     /// cost sshd (re-translating its code under emulation) another child.
-    pub fn after_resume(mut self) -> Requirements {
+    /// `ready_when_saved`: the state was saved after the guest had met
+    /// every requirement, so those it keeps in its own state are met again.
+    pub fn after_resume(mut self, ready_when_saved: bool) -> Requirements {
         for r in &mut self.essential {
             r.waits_for_banner = false;
         }
+        self.resumed_ready = ready_when_saved;
         self
     }
 
@@ -369,6 +394,12 @@ impl Requirements {
         }
         if r.satisfied_by_master && self.target.master_alive() {
             crate::info!("The {label} requirement {i} of {n} is satisfied");
+            return Ok(String::new());
+        }
+        if r.kept_by_saved_state && self.resumed_ready {
+            crate::info!(
+                "The {label} requirement {i} of {n} is satisfied (it was when the instance was suspended)"
+            );
             return Ok(String::new());
         }
         let start = Instant::now();
@@ -672,7 +703,7 @@ mod tests {
             r.essential.iter().map(|q| q.waits_for_banner).collect()
         };
         assert_eq!(banner(&boot), [true, false, false]);
-        let resume = Requirements::for_config(target(), "iid-1", t, &y).after_resume();
+        let resume = Requirements::for_config(target(), "iid-1", t, &y).after_resume(false);
         assert_eq!(banner(&resume), [false, false, false]);
         // Only the requirement that exists to start the ControlMaster is
         // satisfied by a running one.
@@ -689,6 +720,61 @@ mod tests {
             descriptions(&boot.essential)
         );
         assert_eq!(descriptions(&resume.final_), descriptions(&boot.final_));
+        assert!(!resume.resumed_ready && !boot.resumed_ready);
+    }
+
+    /// Resumed from a state saved while ready, the requirements the guest
+    /// keeps in its own state are met without a session; the login, the
+    /// ControlMaster and the readiness probes still run.
+    #[test]
+    fn a_resume_of_a_ready_guest_keeps_what_its_state_holds() {
+        use crate::spec::types::{Mount, Probe};
+        let y = crate::spec::LimaYaml {
+            mount_type: Some("reverse-sshfs".into()),
+            mounts: Some(vec![Mount {
+                location: "/h".into(),
+                mount_point: Some("/g".into()),
+                ..Default::default()
+            }]),
+            probes: Some(vec![Probe {
+                mode: Some("readiness".into()),
+                script: Some("true\n".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        let t = Duration::from_secs(10);
+        let r = Requirements::for_config(target(), "iid-1", t, &y).after_resume(true);
+        let kept = |v: &[Requirement]| -> Vec<(String, bool)> {
+            v.iter()
+                .map(|q| (q.description.clone(), q.kept_by_saved_state))
+                .collect()
+        };
+        let owned = |v: &[(&str, bool)]| -> Vec<(String, bool)> {
+            v.iter().map(|(d, k)| (d.to_string(), *k)).collect()
+        };
+        assert_eq!(
+            kept(&r.essential),
+            owned(&[
+                ("ssh", false),
+                ("user session is ready for ssh", false),
+                ("sshfs binary to be installed", true),
+                ("fuse to allow_other as user", true),
+            ])
+        );
+        assert_eq!(kept(&r.optional), owned(&[("user probe 1", false)]));
+        assert_eq!(
+            kept(&r.final_),
+            owned(&[("boot scripts must have finished", true)])
+        );
+        // Met with no connection: the target's port 1 answers nobody.
+        let mut errors = Vec::new();
+        assert_eq!(r.final_(&mut errors), Vec::<String>::new());
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            r.satisfy("essential", 3, 4, &r.essential[2], ""),
+            Ok(String::new())
+        );
     }
 
     #[test]

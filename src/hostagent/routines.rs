@@ -22,6 +22,9 @@ use crate::sync::MutexExt;
 /// How long the guest agent has to answer once the optional requirements
 /// are done (Lima: 1 minute).
 pub const GUEST_AGENT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a resume waits for the guest agent to set the clock before
+/// doing it over SSH.
+const AGENT_CLOCK_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub const GUEST_AGENT_NOT_RUNNING: &str =
     "guest agent does not seem to be running; port forwards will not work";
@@ -90,6 +93,15 @@ impl Session {
                 }
             );
         }
+        // A resumed guest's clock stood still while it was suspended: its
+        // agent sets it while SSH logs in (a login takes seconds under
+        // emulation); done before Ready.
+        let agent_clock = (s.resumed && !plain && s.guest_agent_shipped).then(|| {
+            let sock = s.ga_sock.clone();
+            crate::logging::spawn_in_span(move || {
+                guest::sync_clock_once(&sock, AGENT_CLOCK_TIMEOUT)
+            })
+        });
         let mut errors = Vec::new();
         let r = &s.requirements;
         if !r.essential(&mut errors) || self.stopping() {
@@ -98,11 +110,25 @@ impl Session {
         if !s.resumed {
             return self.converge(s, errors);
         }
-        // Its clock stood still while it was suspended: stepped at once, over
-        // the ControlMaster beside the rest (sudo alone takes a few tenths
-        // of a second under emulation); done before Ready.
+        // Else (no agent, or no answer) stepped over the ControlMaster
+        // beside the rest, in one sudo round trip.
         let target = s.target.clone();
-        let clock = crate::logging::spawn_in_span(move || super::suspend::set_guest_clock(&target));
+        let clock = crate::logging::spawn_in_span(move || {
+            match agent_clock.map(|t| t.join()) {
+                Some(Ok(Ok(drift_ms))) => {
+                    crate::info!(
+                        "Set the guest clock to the host's after resuming (it was {drift_ms}ms off; through the guest agent)"
+                    );
+                    return Ok(());
+                }
+                Some(Ok(Err(e))) => {
+                    crate::info!("The guest agent did not set the clock ({e}); setting it over SSH")
+                }
+                Some(Err(_)) => crate::warn!("the guest agent's clock sync panicked"),
+                None => {}
+            }
+            super::suspend::set_guest_clock(&target)
+        });
         let mut errors = self.converge(s, errors);
         match clock.join() {
             Ok(Ok(())) => {}

@@ -154,7 +154,8 @@ pub fn wait_unmounted(target: &SshTarget) {
 }
 
 /// Saves the VM into the instance directory, then quits QEMU.
-pub fn save(dir: &Path, vm: &Vm, qemu: &mut Qemu) -> Result<SavedState, SaveError> {
+/// `ready`: the guest had met its readiness requirements.
+pub fn save(dir: &Path, vm: &Vm, qemu: &mut Qemu, ready: bool) -> Result<SavedState, SaveError> {
     let start = Instant::now();
     let running = |message: String| SaveError {
         message,
@@ -174,6 +175,7 @@ pub fn save(dir: &Path, vm: &Vm, qemu: &mut Qemu) -> Result<SavedState, SaveErro
         iid: vm.iid().to_string(),
         saved_at: chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
         size: 0,
+        ready,
     };
     let paused = |message: String| SaveError {
         message,

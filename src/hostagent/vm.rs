@@ -190,8 +190,9 @@ impl Vm {
         &self.qemu_version
     }
 
-    /// What the start-up routine (requirements, mounts, forwards) needs.
-    pub fn startup(&self, resumed: bool) -> Startup {
+    /// What the start-up routine (requirements, mounts, forwards) needs;
+    /// `resumed`: Some(whether the saved guest was ready) after a resume.
+    pub fn startup(&self, resumed: Option<bool>) -> Startup {
         Startup {
             name: self.name.clone(),
             dir: self.dir.clone(),
@@ -204,10 +205,13 @@ impl Vm {
                     Duration::from_secs(600),
                     &self.config,
                 );
-                if resumed { r.after_resume() } else { r }
+                match resumed {
+                    Some(ready) => r.after_resume(ready),
+                    None => r,
+                }
             },
             guest_agent_shipped: self.guest_agent_shipped,
-            resumed,
+            resumed: resumed.is_some(),
             ga_sock: self.dir.join(files::GA_SOCK),
         }
     }

@@ -34,6 +34,10 @@ pub struct SavedState {
     pub saved_at: String,
     /// Size of `vmstate` in bytes.
     pub size: u64,
+    /// The guest had met every readiness requirement when it was saved
+    /// (states from before this field: not known, so no).
+    #[serde(default)]
+    pub ready: bool,
 }
 
 impl SavedState {
@@ -156,6 +160,7 @@ mod tests {
             iid: "iid-1".into(),
             saved_at: "2026-01-01T00:00:00Z".into(),
             size: 0,
+            ready: true,
         }
     }
 

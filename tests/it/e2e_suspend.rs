@@ -146,6 +146,9 @@ fn suspend_resume_keeps_memory_mounts_forwards_and_clock() {
     );
     let table = env.ok(&["list", name]);
     assert!(table.contains("Suspended"), "{table}");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("vmstate.json")).unwrap()).unwrap();
+    assert_eq!(meta["ready"], true, "saved while ready: {meta}");
     use std::os::unix::fs::PermissionsExt;
     for f in ["vmstate", "vmstate.json"] {
         let mode = std::fs::metadata(dir.join(f)).unwrap().permissions().mode();
@@ -179,6 +182,27 @@ fn suspend_resume_keeps_memory_mounts_forwards_and_clock() {
     );
     assert!(err.contains("Resumed from the saved state"), "{err}");
     assert!(err.contains("READY"), "{err}");
+    // The clock was set by the guest agent while SSH logged in; what the
+    // guest keeps in its state (sshfs installed, fuse allowing others, the
+    // boot scripts done) held when it was saved and is not checked again.
+    assert!(err.contains("through the guest agent"), "{err}");
+    for kept in [
+        "fuse to allow_other as user",
+        "boot scripts must have finished",
+    ] {
+        let waited = err
+            .lines()
+            .position(|l| l.contains("Waiting for") && l.contains(kept))
+            .unwrap_or_else(|| panic!("{kept}: {err}"));
+        // The next requirement line (another thread may log in between).
+        assert!(
+            err.lines()
+                .skip(waited + 1)
+                .find(|l| l.contains(" requirement "))
+                .is_some_and(|l| l.contains("(it was when the instance was suspended)")),
+            "{kept}: {err}"
+        );
+    }
     assert_eq!(env.status(name), "Running");
     no_saved_state(&dir);
     check_state(&env, name, &pid);
