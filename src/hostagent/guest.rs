@@ -83,6 +83,17 @@ pub fn is_dynamically_linked(path: &Path) -> bool {
     })
 }
 
+/// A read of ga.sock that ended at its timeout (or a signal): nothing
+/// arrived, the connection is fine.
+fn read_timed_out(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock
+            | std::io::ErrorKind::TimedOut
+            | std::io::ErrorKind::Interrupted
+    )
+}
+
 /// Set once the agent answered; waited on by the start-up routine.
 pub type Alive = Latch;
 
@@ -130,16 +141,7 @@ pub fn sync_clock_once(ga_sock: &Path, timeout: Duration) -> Result<i64, String>
         let n = match stream.read(&mut buf) {
             Ok(0) => return Err(io(std::io::Error::other("closed by QEMU"))),
             Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) =>
-            {
-                continue;
-            }
+            Err(e) if read_timed_out(&e) => continue,
             Err(e) => return Err(io(e)),
         };
         for line in lines.push(&buf[..n]) {
@@ -312,13 +314,7 @@ impl Conn<'_> {
                         }
                     }
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock
-                            | std::io::ErrorKind::TimedOut
-                            | std::io::ErrorKind::Interrupted
-                    ) => {}
+                Err(e) if read_timed_out(&e) => {}
                 Err(e) => return Err(e),
             }
             if !synced && hello_at.elapsed() >= HELLO_RETRY {
