@@ -295,7 +295,6 @@ impl Requirements {
         } else {
             essential.push(Requirement {
                 satisfied_by_master: true,
-                kept_by_saved_state: false,
                 ..Requirement::sh(
                     "Explicitly start ssh ControlMaster",
                     "true\n".into(),
